@@ -1,0 +1,38 @@
+# RouteAQ: every command makes its own virtualenv from the lock file.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export ROUTEAQ_HOME ?= $(CURDIR)/.routeaq
+export DAGSTER_HOME ?= $(CURDIR)
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: install demo test serve dev bench clean
+
+$(BIN)/.installed: requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) and installing the locked dependencies"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/python -m routeaq_assets.demo
+
+test: install
+	$(BIN)/python -m pytest
+
+serve: install
+	$(BIN)/bentoml serve routeaq_serving.service:RouteAQ --port 3000
+
+dev: install
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: install
+	$(BIN)/python bench/forecast_skill.py
+	$(BIN)/python bench/serving.py
+
+clean:
+	rm -rf $(ROUTEAQ_HOME)

@@ -1,0 +1,63 @@
+"""The one place that reads deployment settings from the environment.
+
+With no variable set, everything is embedded under ``ROUTEAQ_HOME`` (default ``./.routeaq``):
+a DuckDB warehouse, a local lake folder, a SQLite MLflow store, the online feature file and
+the prediction log. ``ROUTEAQ_ENV=production`` switches to the production parts, whose
+addresses come from their own variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DEMO_SITES = ("CLL2", "MY1", "MAN3", "BIRR", "CARD", "LEED")
+
+
+def get_environment() -> str:
+    env = os.environ.get("ROUTEAQ_ENV", "local").strip().lower()
+    if env not in ("local", "production"):
+        raise ValueError(f"ROUTEAQ_ENV must be 'local' or 'production', got {env!r}")
+    return env
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    sites: tuple[str, ...]
+    source: str
+    mlflow_tracking_uri: str
+    model_prefix: str = "routeaq"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def lake_root(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def demo_network_root(self) -> Path:
+        return self.home / "demo_network"
+
+    @property
+    def online_features_path(self) -> Path:
+        return self.home / "online" / "features.parquet"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        return self.home / "predictions"
+
+    def model_name(self, pollutant: str) -> str:
+        return f"{self.model_prefix}-{pollutant}"
+
+
+def load_settings() -> Settings:
+    home = Path(os.environ.get("ROUTEAQ_HOME", ".routeaq")).resolve()
+    sites_env = os.environ.get("ROUTEAQ_SITES", "").strip()
+    sites = tuple(s.strip().upper() for s in sites_env.split(",") if s.strip()) or DEFAULT_DEMO_SITES
+    source = os.environ.get("ROUTEAQ_SOURCE", "demo").strip().lower()
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return Settings(home=home, sites=sites, source=source, mlflow_tracking_uri=tracking)

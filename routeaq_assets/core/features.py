@@ -1,0 +1,141 @@
+"""Features for one-hour-ahead forecasts, used by training and serving alike.
+
+A feature row for hour ``t`` sees observations strictly before ``t`` only; weather at ``t`` is
+allowed because a forecast for ``t`` is known before ``t`` (serving uses the forecast, training
+the reanalysis). Missing hours stay null and LightGBM handles them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+
+from routeaq_assets.core.schema import FORECAST_POLLUTANTS, TIME, WEATHER_VARIABLES
+
+TARGET_LAGS = (1, 2, 3, 6, 12, 24, 168)
+ROLLING_MEANS = (3, 6, 24)
+ROLLING_STDS = (6, 24)
+MAX_LOOKBACK_HOURS = max(TARGET_LAGS)
+SITE_ATTRIBUTES = ("latitude", "longitude", "location_type_code")
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    *(f"target_lag_{k}" for k in TARGET_LAGS),
+    *(f"target_mean_{w}" for w in ROLLING_MEANS),
+    *(f"target_std_{w}" for w in ROLLING_STDS),
+    "target_change_1",
+    *(f"{p}_lag_1" for p in FORECAST_POLLUTANTS),
+    "temperature_2m",
+    "relative_humidity_2m",
+    "wind_speed_10m",
+    "wind_u",
+    "wind_v",
+    "precipitation",
+    "boundary_layer_height",
+    "boundary_layer_height_change_1",
+    "wind_speed_10m_change_1",
+    "hour",
+    "weekday",
+    "month",
+    "is_holiday",
+    *SITE_ATTRIBUTES,
+)
+KEY_COLUMNS = ("site_id", "time", "pollutant")
+SILVER_COLUMNS = (*KEY_COLUMNS, "target", *FEATURE_COLUMNS)
+
+
+def hour_grid(site_ids: list[str], start: datetime, end: datetime) -> pl.DataFrame:
+    """Every site for every hour of the half-open window [start, end)."""
+    times = pl.datetime_range(start, end, "1h", closed="left", time_unit="us", time_zone="UTC", eager=True)
+    return pl.DataFrame({"site_id": sorted(site_ids)}).join(pl.DataFrame({"time": times}), how="cross")
+
+
+def hourly_panel(
+    observations: pl.DataFrame, weather: pl.DataFrame, sites: pl.DataFrame, start: datetime, end: datetime
+) -> pl.DataFrame:
+    """One row per site and hour of [start, end): forecast pollutants, weather, site attributes.
+
+    ``observations`` follow the long contract, ``weather`` the wide one, ``sites`` has one row per
+    site with ``SITE_ATTRIBUTES``. Hours with no data are present with nulls.
+    """
+    grid = hour_grid(sites["site_id"].to_list(), start, end)
+    long = observations.filter(pl.col("pollutant").is_in(FORECAST_POLLUTANTS)).select("site_id", "time", "pollutant", "value")
+    wide = (
+        long.pivot(on="pollutant", index=["site_id", "time"], values="value", aggregate_function="first")
+        if long.height
+        else pl.DataFrame(schema={"site_id": pl.Utf8, "time": TIME})
+    )
+    for p in FORECAST_POLLUTANTS:
+        if p not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, pl.Float64).alias(p))
+    return (
+        grid.join(wide.select("site_id", "time", *FORECAST_POLLUTANTS), on=["site_id", "time"], how="left")
+        .join(weather.select("site_id", "time", *WEATHER_VARIABLES), on=["site_id", "time"], how="left")
+        .join(sites.select("site_id", *SITE_ATTRIBUTES), on="site_id", how="left")
+        .sort("site_id", "time")
+    )
+
+
+@lru_cache(maxsize=64)
+def _uk_holidays(year: int) -> frozenset:
+    import holidays
+
+    return frozenset(holidays.country_holidays("GB", years=year))
+
+
+def _is_holiday(times: pl.Series) -> pl.Series:
+    dates = times.dt.date()
+    years = dates.dt.year().unique().to_list()
+    days = set().union(*(_uk_holidays(y) for y in years)) if years else set()
+    return dates.is_in(list(days)).cast(pl.Int8)
+
+
+def build_features(panel: pl.DataFrame, pollutant: str) -> pl.DataFrame:
+    """Feature rows for every site-hour of ``panel`` with ``pollutant`` as the target.
+
+    ``panel`` must be a complete hourly grid per site (see ``hourly_panel``) that starts
+    ``MAX_LOOKBACK_HOURS`` before the first row whose lags should be complete.
+    """
+    if pollutant not in FORECAST_POLLUTANTS:
+        raise ValueError(f"unknown pollutant {pollutant!r}; expected one of {FORECAST_POLLUTANTS}")
+    by_site = "site_id"
+    target = pl.col(pollutant)
+    seen = target.shift(1).over(by_site)  # the newest value a forecast made before t can see
+    direction = pl.col("wind_direction_10m").radians()
+    return panel.sort(by_site, "time").select(
+        pl.col("site_id"),
+        pl.col("time"),
+        pl.lit(pollutant).alias("pollutant"),
+        target.alias("target"),
+        *(target.shift(k).over(by_site).alias(f"target_lag_{k}") for k in TARGET_LAGS),
+        *(seen.rolling_mean(w, min_samples=1).over(by_site).alias(f"target_mean_{w}") for w in ROLLING_MEANS),
+        *(seen.rolling_std(w, min_samples=2).over(by_site).alias(f"target_std_{w}") for w in ROLLING_STDS),
+        (target.shift(1) - target.shift(2)).over(by_site).alias("target_change_1"),
+        *(pl.col(p).shift(1).over(by_site).alias(f"{p}_lag_1") for p in FORECAST_POLLUTANTS),
+        pl.col("temperature_2m"),
+        pl.col("relative_humidity_2m"),
+        pl.col("wind_speed_10m"),
+        (-pl.col("wind_speed_10m") * direction.sin()).alias("wind_u"),
+        (-pl.col("wind_speed_10m") * direction.cos()).alias("wind_v"),
+        pl.col("precipitation"),
+        pl.col("boundary_layer_height"),
+        pl.col("boundary_layer_height").diff().over(by_site).alias("boundary_layer_height_change_1"),
+        pl.col("wind_speed_10m").diff().over(by_site).alias("wind_speed_10m_change_1"),
+        pl.col("time").dt.hour().cast(pl.Int8).alias("hour"),
+        pl.col("time").dt.weekday().cast(pl.Int8).alias("weekday"),
+        pl.col("time").dt.month().cast(pl.Int8).alias("month"),
+        _is_holiday(panel.sort(by_site, "time")["time"]).alias("is_holiday"),
+        *(pl.col(a) for a in SITE_ATTRIBUTES),
+    ).with_columns(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS)
+
+
+def feature_matrix(features: pl.DataFrame, columns: tuple[str, ...] | list[str] = FEATURE_COLUMNS) -> np.ndarray:
+    """The float64 matrix LightGBM takes, nulls as NaN, columns in the model's order."""
+    return features.select(pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in columns).to_numpy()
+
+
+def lookback_start(start: datetime) -> datetime:
+    """Where a panel must begin so rows from ``start`` have their full lag history."""
+    return start - timedelta(hours=MAX_LOOKBACK_HOURS)

@@ -1,0 +1,131 @@
+"""LightGBM forecasters with split-conformal prediction intervals, and the promotion rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from routeaq_assets.core.features import FEATURE_COLUMNS, feature_matrix
+
+DEFAULT_PARAMS = {
+    "objective": "regression",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 40,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.9,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "seed": 7,
+    "deterministic": True,
+    "force_row_wise": True,
+    "verbosity": -1,
+}
+NUM_BOOST_ROUND = 300
+
+
+@dataclass
+class Forecaster:
+    """A point model plus interval offsets scaled by recent variability.
+
+    The interval for a row is ``pred + q * scale`` with ``scale = 1 + target_std_6`` (or
+    ``target_std_24`` when the last six hours are too sparse), so it widens in volatile hours.
+    ``q_lower``/``q_upper`` are quantiles of scaled residuals on a calibration slice that the
+    point model never saw while it was fitted.
+    """
+
+    booster: lgb.Booster
+    q_lower: float
+    q_upper: float
+    coverage: float
+    feature_names: tuple[str, ...] = FEATURE_COLUMNS
+    params: dict = field(default_factory=dict)
+
+    def predict(self, features: pl.DataFrame, num_threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = feature_matrix(features, self.feature_names)
+        pred = np.clip(self.booster.predict(x, num_threads=num_threads), 0.0, None)
+        scale = interval_scale(features)
+        return pred, np.clip(pred + self.q_lower * scale, 0.0, None), pred + self.q_upper * scale
+
+    def metadata(self) -> dict:
+        return {
+            "feature_names": list(self.feature_names),
+            "q_lower": self.q_lower,
+            "q_upper": self.q_upper,
+            "coverage": self.coverage,
+        }
+
+
+def interval_scale(features: pl.DataFrame) -> np.ndarray:
+    return features.select(
+        (1.0 + pl.coalesce(pl.col("target_std_6"), pl.col("target_std_24"), pl.lit(0.0))).alias("scale")
+    )["scale"].to_numpy()
+
+
+def train_forecaster(
+    train: pl.DataFrame,
+    *,
+    coverage: float = 0.8,
+    calibration_fraction: float = 0.2,
+    params: dict | None = None,
+    num_boost_round: int = NUM_BOOST_ROUND,
+    num_threads: int = 0,
+) -> Forecaster:
+    """Fit on the earlier part of ``train`` (time-ordered), calibrate intervals on the later part,
+    then refit the point model on all of it with the same settings."""
+    rows = train.filter(pl.col("target").is_not_null()).sort("time", "site_id")
+    if rows.height < 200:
+        raise ValueError(f"only {rows.height} training rows with an observed target; need at least 200")
+    params = {**DEFAULT_PARAMS, **(params or {}), "num_threads": num_threads}
+    cut = rows["time"].sort()[int(rows.height * (1 - calibration_fraction))]
+    fit, calibration = rows.filter(pl.col("time") < cut), rows.filter(pl.col("time") >= cut)
+
+    def fit_booster(frame: pl.DataFrame) -> lgb.Booster:
+        data = lgb.Dataset(feature_matrix(frame), label=frame["target"].to_numpy(), feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
+        return lgb.train(params, data, num_boost_round=num_boost_round)
+
+    first = fit_booster(fit)
+    residual = (calibration["target"].to_numpy() - first.predict(feature_matrix(calibration))) / interval_scale(calibration)
+    alpha = (1.0 - coverage) / 2.0
+    q_lower, q_upper = np.quantile(residual, [alpha, 1.0 - alpha])
+    return Forecaster(
+        booster=fit_booster(rows), q_lower=float(q_lower), q_upper=float(q_upper), coverage=coverage, params=params
+    )
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+
+
+def promotion_decision(
+    candidate_rmse: float,
+    persistence_rmse: float,
+    champion_rmse: float | None,
+    coverage: float | None,
+    *,
+    target_coverage: float = 0.8,
+    coverage_tolerance: float = 0.05,
+    margin: float = 0.01,
+) -> PromotionDecision:
+    """A challenger is promoted only if, on the same held-out hours, it beats persistence, beats
+    the champion by ``margin`` (relative RMSE), and its interval coverage is within tolerance."""
+    if not candidate_rmse < persistence_rmse:
+        return PromotionDecision(False, f"RMSE {candidate_rmse:.3f} does not beat persistence {persistence_rmse:.3f}")
+    if coverage is not None and abs(coverage - target_coverage) > coverage_tolerance:
+        return PromotionDecision(
+            False, f"interval coverage {coverage:.3f} is outside {target_coverage:.2f} +/- {coverage_tolerance:.2f}"
+        )
+    if champion_rmse is None:
+        return PromotionDecision(True, f"no champion yet; RMSE {candidate_rmse:.3f} beats persistence {persistence_rmse:.3f}")
+    if not candidate_rmse < champion_rmse * (1.0 - margin):
+        return PromotionDecision(
+            False, f"RMSE {candidate_rmse:.3f} does not beat champion {champion_rmse:.3f} by {margin:.0%}"
+        )
+    return PromotionDecision(
+        True, f"RMSE {candidate_rmse:.3f} beats champion {champion_rmse:.3f} by {margin:.0%} and persistence {persistence_rmse:.3f}"
+    )

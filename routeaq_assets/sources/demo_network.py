@@ -1,0 +1,203 @@
+"""The demo network: a deterministic simulator of AURN sites and their weather.
+
+It writes what the real sources publish, so the demo runs the real parsing code:
+- ``openair/{SITE}_{YEAR}.RData``: the openair site-year table (``date`` GMT hour beginning,
+  ``NO2``, ``O3``, ``PM2.5``, ``PM10``, ``NOXasNO2``, modelled ``ws``/``wd``/``temp``, ``site``, ``code``);
+- ``open-meteo/{SITE}_{YEAR}.json``: an Open-Meteo archive answer for the site's coordinates.
+
+Each site-year is generated from a seed of (site, year), so any hour can be produced and the same
+hour is always the same value. A file for the current year stops at ``until`` (the newest complete
+hour), like the real feeds, and is regenerated when a later hour is asked for.
+
+The signals carry the structure a forecaster must learn: diurnal and weekly traffic cycles, an
+annual cycle, dependence on wind, boundary layer and rain, autocorrelated noise, multi-day
+regional PM2.5 episodes, photochemical ozone titrated by NO2, and instrument outages.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+
+from routeaq_assets.sources.openair import site_year_filename
+from routeaq_assets.sources.rdata_writer import write_rdata
+
+
+@dataclass(frozen=True)
+class DemoSite:
+    site_id: str
+    site_name: str
+    location_type: str
+    latitude: float
+    longitude: float
+
+
+def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
+    """Stationary AR(1) noise with marginal standard deviation ``sd``."""
+    shocks = rng.normal(0.0, sd * np.sqrt(1 - phi**2), n)
+    shocks[0] = rng.normal(0.0, sd)
+    return lfilter([1.0], [1.0, -phi], shocks)
+
+
+def simulate_site_year(site: DemoSite, year: int) -> pd.DataFrame:
+    """One site-year of hourly weather and pollutant values (GMT, hour beginning)."""
+    rng = np.random.default_rng(zlib.crc32(f"{site.site_id}:{year}".encode()))
+    times = pd.date_range(f"{year}-01-01", f"{year + 1}-01-01", freq="h", tz="UTC", inclusive="left")
+    n = len(times)
+    hour = times.hour.to_numpy()
+    doy = times.dayofyear.to_numpy()
+    weekday = times.dayofweek.to_numpy()
+    season = np.cos(2 * np.pi * (doy - 200) / 365.25)  # +1 in mid July, -1 in mid January
+    lat_cool = (site.latitude - 51.5) * 0.6
+    traffic = site.location_type == "Urban Traffic"
+
+    # Weather: synoptic variability is slow (phi close to 1), diurnal cycles on top.
+    temp = 10.5 + 6.5 * season - lat_cool + 3.5 * np.sin(2 * np.pi * (hour - 9) / 24) + _ar1(rng, n, 0.985, 3.0)
+    wind = np.exp(np.log(4.0) + _ar1(rng, n, 0.97, 0.45)) * (1 + 0.15 * np.sin(2 * np.pi * (hour - 8) / 24))
+    wind_dir = np.mod(230 + np.cumsum(rng.normal(0, 6, n)) + 40 * _ar1(rng, n, 0.99, 1.0), 360)
+    rain_driver = _ar1(rng, n, 0.9, 1.0)
+    precipitation = np.where(rain_driver > 1.1, np.round((rain_driver - 1.1) * 1.8, 1), 0.0)
+    humidity = np.clip(78 - 2.2 * (temp - 10) + 8 * (precipitation > 0) + _ar1(rng, n, 0.9, 5.0), 25, 100)
+    daylight = np.clip(np.sin(np.pi * (hour - 6) / 14), 0, None) * (0.6 + 0.4 * season)
+    blh = np.clip(250 + 1100 * daylight + 90 * wind + _ar1(rng, n, 0.9, 120.0), 50, 3000)
+
+    # Dispersion: low wind and a shallow boundary layer trap local emissions.
+    dispersion = (4.0 / np.maximum(wind, 0.5)) ** 0.6 * (700 / blh) ** 0.35
+    rush = np.exp(-((hour - 8) ** 2) / 4.0) + 0.9 * np.exp(-((hour - 18) ** 2) / 5.0) + 0.25
+    weekly = np.where(weekday >= 5, 0.65, 1.0)
+    washout = np.where(precipitation > 0, 0.7, 1.0)
+
+    local = (45.0 if traffic else 24.0) * rush * weekly * dispersion
+    no2 = np.clip(local * np.exp(_ar1(rng, n, 0.8, 0.25)) * washout + 4.0, 0.5, None)
+
+    # Regional PM2.5: slow background with multi-day episodes (easterly, anticyclonic spells).
+    episodes = np.zeros(n)
+    for start in rng.choice(n - 120, size=9, replace=False):
+        length = int(rng.integers(36, 110))
+        shape = np.sin(np.linspace(0, np.pi, length)) ** 2
+        episodes[start : start + length] += rng.uniform(12, 35) * shape[: n - start]
+    background = np.exp(np.log(6.0) + 0.25 * season * -1 + _ar1(rng, n, 0.985, 0.35))
+    pm25 = np.clip((background + episodes) * washout + 0.22 * local * np.exp(_ar1(rng, n, 0.7, 0.2)), 0.3, None)
+
+    # Ozone: photochemistry with sunlight and warmth, titrated by local NO2.
+    o3 = np.clip(
+        48 + 14 * season + 28 * daylight * (0.6 + 0.05 * np.clip(temp, 0, 30)) - 0.55 * no2 + 3 * wind + _ar1(rng, n, 0.9, 6.0),
+        0.5,
+        None,
+    )
+    nox = no2 * (1.6 if traffic else 1.3) + _ar1(rng, n, 0.6, 2.0).clip(0)
+    pm10 = pm25 * 1.45 + np.abs(_ar1(rng, n, 0.7, 3.0))
+
+    frame = pd.DataFrame(
+        {
+            "date": times,
+            "NO2": np.round(no2, 5),
+            "O3": np.round(o3, 5),
+            "NOXasNO2": np.round(nox, 5),
+            "PM10": np.round(pm10, 1),
+            "PM2.5": np.round(pm25, 1),
+            "temp": np.round(temp, 1),
+            "ws": np.round(wind, 1),
+            "wd": np.round(wind_dir, 1),
+            "rh": np.round(humidity, 0),
+            "precip": precipitation,
+            "blh": np.round(blh, 0),
+        }
+    )
+    for column in ("NO2", "O3", "NOXasNO2", "PM10", "PM2.5"):
+        frame[column] = frame[column].mask(_outages(rng, n))
+    frame["site"] = np.array([site.site_name] * n, dtype=object)
+    frame["code"] = pd.Categorical([site.site_id] * n)
+    return frame
+
+
+def _outages(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Instrument gaps: a few multi-hour outages and scattered single missing hours (about 3 %)."""
+    missing = rng.random(n) < 0.01
+    for start in rng.choice(n - 48, size=6, replace=False):
+        missing[start : start + int(rng.integers(3, 40))] = True
+    return missing
+
+
+OPENAIR_COLUMNS = ["date", "NO2", "O3", "NOXasNO2", "PM10", "PM2.5", "temp", "ws", "wd", "site", "code"]
+
+
+def _openmeteo_payload(site: DemoSite, frame: pd.DataFrame) -> dict:
+    def values(column: str) -> list:
+        return [None if pd.isna(v) else float(v) for v in frame[column]]
+
+    return {
+        "latitude": round(site.latitude, 4),
+        "longitude": round(site.longitude, 4),
+        "elevation": 30.0,
+        "utc_offset_seconds": 0,
+        "timezone": "GMT",
+        "timezone_abbreviation": "GMT",
+        "hourly_units": {
+            "time": "iso8601",
+            "temperature_2m": "°C",
+            "relative_humidity_2m": "%",
+            "wind_speed_10m": "m/s",
+            "wind_direction_10m": "°",
+            "precipitation": "mm",
+            "boundary_layer_height": "m",
+        },
+        "hourly": {
+            "time": frame["date"].dt.strftime("%Y-%m-%dT%H:%M").tolist(),
+            "temperature_2m": values("temp"),
+            "relative_humidity_2m": values("rh"),
+            "wind_speed_10m": values("ws"),
+            "wind_direction_10m": values("wd"),
+            "precipitation": values("precip"),
+            "boundary_layer_height": values("blh"),
+        },
+    }
+
+
+class DemoNetwork:
+    """Writes demo site-year files under ``root`` on demand."""
+
+    def __init__(self, root: Path, sites: list[DemoSite]):
+        self.root = Path(root)
+        self.sites = {s.site_id: s for s in sites}
+
+    def openair_path(self, site_id: str, year: int) -> Path:
+        return self.root / "openair" / site_year_filename(site_id, year)
+
+    def weather_path(self, site_id: str, year: int) -> Path:
+        return self.root / "open-meteo" / f"{site_id}_{year}.json"
+
+    def ensure_site_year(self, site_id: str, year: int) -> None:
+        """Write the site-year files unless they exist and reach the newest published hour.
+
+        Past years are complete; the current year stops at the current (incomplete) hour.
+        """
+        if site_id not in self.sites:
+            raise KeyError(f"{site_id} is not a demo network site ({sorted(self.sites)})")
+        now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+        cutoff = min(datetime(year + 1, 1, 1, tzinfo=timezone.utc), now)
+        marker = self.root / "openair" / f".{site_id}_{year}.until"
+        if self.openair_path(site_id, year).exists() and marker.exists():
+            if datetime.fromisoformat(marker.read_text()) >= cutoff:
+                return
+        frame = simulate_site_year(self.sites[site_id], year)
+        frame = frame[frame["date"] < pd.Timestamp(cutoff)].reset_index(drop=True)
+        write_rdata(self.openair_path(site_id, year), f"{site_id}_{year}", frame[OPENAIR_COLUMNS])
+        weather = self.weather_path(site_id, year)
+        weather.parent.mkdir(parents=True, exist_ok=True)
+        partial = weather.with_suffix(".partial")
+        partial.write_text(json.dumps(_openmeteo_payload(self.sites[site_id], frame)))
+        partial.replace(weather)
+        marker.write_text(cutoff.isoformat())
+
+
+def year_span(start: datetime, end: datetime) -> range:
+    """Calendar years touched by the half-open window [start, end)."""
+    return range(start.year, (end - timedelta(microseconds=1)).year + 1)

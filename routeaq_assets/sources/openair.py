@@ -1,0 +1,102 @@
+"""openair site-year files: ``{base}{SITE}_{YEAR}.RData`` as published for AURN and the other
+UK regulatory networks, and the same tables exported by users as CSV or Parquet.
+
+The ``date`` column is GMT, hour beginning, so it maps to the observations contract unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from routeaq_assets.core.schema import OBSERVATIONS, SourceDataError, TIME, conform
+from routeaq_assets.core.sites import PARAMETER_CODES
+
+NETWORK_BASE_URLS = {
+    "aurn": "https://uk-air.defra.gov.uk/openair/R_data/",
+    "aqe": "https://airqualityengland.co.uk/assets/openair/R_data/",
+    "saqn": "https://www.scottishairquality.scot/openair/R_data/",
+    "waqn": "https://airquality.gov.wales/sites/default/files/openair/R_data/",
+    "ni": "https://www.airqualityni.co.uk/openair/R_data/",
+}
+
+UNIT = "ugm-3"
+
+
+def read_rdata_table(path: Path) -> pl.DataFrame:
+    """The single data.frame held in an openair ``.RData`` file, as Polars."""
+    import pyreadr
+
+    try:
+        objects = pyreadr.read_r(str(path))
+    except Exception as exc:  # pyreadr raises its own and zlib errors for damaged files
+        raise SourceDataError(f"{path.name}: not a readable RData file ({exc})") from exc
+    if len(objects) != 1:
+        raise SourceDataError(f"{path.name}: expected one data.frame, found {list(objects)}")
+    (frame,) = objects.values()
+    if "code" in frame.columns:
+        frame["code"] = frame["code"].astype(str)
+    return pl.from_pandas(frame)
+
+
+def read_openair_table(path: Path) -> pl.DataFrame:
+    """A user's openair-format table from RData, CSV or Parquet."""
+    suffix = path.suffix.lower()
+    if suffix in (".rdata", ".rda"):
+        return read_rdata_table(path)
+    if suffix == ".csv":
+        return pl.read_csv(path, try_parse_dates=True, null_values=["NA", ""])
+    if suffix == ".parquet":
+        return pl.read_parquet(path)
+    raise SourceDataError(f"{path.name}: unsupported table format {suffix!r} (use .RData, .csv or .parquet)")
+
+
+def openair_to_observations(
+    table: pl.DataFrame,
+    *,
+    site_id: str | None,
+    network: str,
+    source: str,
+    ingested_at: datetime | None = None,
+) -> pl.DataFrame:
+    """Normalise an openair wide table to long observations.
+
+    Pollutant columns are matched by their published names (``PM2.5``, ``NO2``, ``NOXasNO2`` ...)
+    or openair's lower-cased export names (``pm2.5``, ``nox`` ...); other columns are ignored.
+    ``site_id`` None takes the site from the table's ``code`` column (one file, many sites).
+    """
+    if "date" not in table.columns:
+        raise SourceDataError(f"{source}: no 'date' column; columns are {table.columns}")
+    value_columns = {c: PARAMETER_CODES[c] for c in table.columns if c in PARAMETER_CODES}
+    if not value_columns:
+        raise SourceDataError(f"{source}: no pollutant columns among {table.columns}")
+    if site_id is None and "code" not in table.columns:
+        raise SourceDataError(f"{source}: no site given and no 'code' column to take it from")
+    date = pl.col("date")
+    if table.schema["date"] == pl.Utf8:
+        date = date.str.to_datetime(time_zone="UTC")
+    elif getattr(table.schema["date"], "time_zone", None) is None:
+        date = date.dt.replace_time_zone("UTC")
+    else:
+        date = date.dt.convert_time_zone("UTC")
+    site = pl.lit(site_id) if site_id is not None else pl.col("code").cast(pl.Utf8)
+    wide = table.select(
+        site.alias("site_id"),
+        date.cast(TIME).alias("time"),
+        *[pl.col(c).cast(pl.Float64).fill_nan(None).alias(code) for c, code in value_columns.items()],
+    )
+    long = wide.unpivot(index=["site_id", "time"], variable_name="pollutant", value_name="value")
+    stamped = long.with_columns(
+        pl.lit(UNIT).alias("unit"),
+        pl.lit(None, pl.Utf8).alias("status"),
+        pl.lit(network).alias("network"),
+        pl.lit(source).alias("source"),
+        pl.lit(ingested_at or datetime.now(timezone.utc)).cast(TIME).alias("ingested_at"),
+    )
+    return conform(stamped, OBSERVATIONS, source).sort("site_id", "time", "pollutant")
+
+
+def site_year_filename(site_id: str, year: int) -> str:
+    return f"{site_id}_{year}.RData"
