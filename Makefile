@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export ROUTEAQ_HOME ?= $(CURDIR)/.routeaq
 export DAGSTER_HOME ?= $(CURDIR)
+export ROUTEAQ_DAGSTER_STORAGE ?= $(ROUTEAQ_HOME)/dagster
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install demo test serve dev bench clean

@@ -1,0 +1,133 @@
+"""Forecasters in the MLflow model registry: log a candidate, load a version or the champion,
+move the ``champion`` alias. Used by the training assets and by the service alike."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from routeaq_assets.core.models import Forecaster
+
+CHAMPION = "champion"
+EXPERIMENT = "routeaq-forecasts"
+PIP_REQUIREMENTS = ["lightgbm==4.7.0", "numpy", "polars"]
+
+
+@dataclass
+class RegisteredForecaster:
+    name: str
+    version: str
+    forecaster: Forecaster
+    metadata: dict[str, Any]
+
+
+class ForecastRegistry:
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self._mlflow = mlflow
+        self.tracking_uri = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.artifact_root = artifact_root
+
+    def experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(EXPERIMENT)
+        if found is not None:
+            return found.experiment_id
+        location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+        return self.client.create_experiment(EXPERIMENT, artifact_location=location)
+
+    def log_candidate(
+        self,
+        name: str,
+        forecaster: Forecaster,
+        *,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        metadata: dict[str, Any],
+        example: pl.DataFrame,
+        run_name: str,
+        tags: dict[str, str] | None = None,
+    ) -> tuple[str, str]:
+        """Log the booster, its parameters and held-out metrics, register a new version.
+
+        Returns (run_id, version)."""
+        import mlflow.lightgbm
+        from mlflow.models import infer_signature
+
+        from routeaq_assets.core.features import feature_matrix
+
+        mlflow = self._mlflow
+        full_metadata = {**metadata, **forecaster.metadata()}
+        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name, tags=tags or {}) as run:
+            mlflow.log_params({k: v for k, v in params.items() if not isinstance(v, (dict, list))})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            mlflow.log_dict(full_metadata, "forecaster.json")
+            x = feature_matrix(example.head(5), forecaster.feature_names)
+            signature = infer_signature(
+                pl.DataFrame(x, schema=list(forecaster.feature_names), orient="row").to_pandas(),
+                forecaster.booster.predict(x),
+            )
+            info = mlflow.lightgbm.log_model(
+                forecaster.booster,
+                name="model",
+                registered_model_name=name,
+                signature=signature,
+                pip_requirements=PIP_REQUIREMENTS,
+                metadata=full_metadata,
+            )
+        version = str(info.registered_model_version)
+        for key, value in (tags or {}).items():
+            self.client.set_model_version_tag(name, version, key, value)
+        return run.info.run_id, version
+
+    def load(self, name: str, version: str | None = None) -> RegisteredForecaster | None:
+        """A registered version, or the champion when ``version`` is None (None if there is none)."""
+        import mlflow.lightgbm
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = (
+                self.client.get_model_version_by_alias(name, CHAMPION)
+                if version is None
+                else self.client.get_model_version(name, version)
+            )
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        uri = f"models:/{name}/{mv.version}"
+        booster = mlflow.lightgbm.load_model(uri)
+        metadata = json.loads(json.dumps(self._mlflow.models.get_model_info(uri).metadata or {}))
+        forecaster = Forecaster(
+            booster=booster,
+            q_lower=float(metadata["q_lower"]),
+            q_upper=float(metadata["q_upper"]),
+            coverage=float(metadata["coverage"]),
+            feature_names=tuple(metadata["feature_names"]),
+        )
+        return RegisteredForecaster(name=name, version=str(mv.version), forecaster=forecaster, metadata=metadata)
+
+    def champion_version(self, name: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException:
+            return None
+
+    def promote(self, name: str, version: str, reason: str) -> None:
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        self.client.set_model_version_tag(name, version, "promotion", "promoted")
+        self.client.set_model_version_tag(name, version, "promotion_reason", reason)
+
+    def record_rejection(self, name: str, version: str, reason: str) -> None:
+        self.client.set_model_version_tag(name, version, "promotion", "rejected")
+        self.client.set_model_version_tag(name, version, "promotion_reason", reason)

@@ -1,0 +1,47 @@
+"""Silver features: one row per site, hour and target pollutant, built by core.features."""
+
+
+import dagster as dg
+import polars as pl
+
+from routeaq_assets.core.features import SILVER_COLUMNS, build_features, hourly_panel, lookback_start
+from routeaq_assets.core.schema import FORECAST_POLLUTANTS
+from routeaq_assets.core.sites import site_attributes
+from routeaq_assets.defs.ingest import raw_aurn, raw_weather
+from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
+from routeaq_assets.resources import Warehouse
+
+
+def load_panel(warehouse: Warehouse, start, end) -> pl.DataFrame:
+    """The hourly panel of [start, end) with the lookback its first rows' features need."""
+    begin = lookback_start(start)
+    observations = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [begin, end])
+    weather = warehouse.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [begin, end])
+    sites = site_attributes(warehouse.query("SELECT * FROM sites"))
+    return hourly_panel(observations, weather, sites, begin, end)
+
+
+@dg.asset(
+    group_name="features",
+    kinds={"duckdb", "polars"},
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    deps=[raw_aurn, raw_weather],
+    pool="warehouse",
+)
+def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """Model features for every site, hour and target pollutant of the partition window; each
+    row sees observations before its hour only."""
+    window = context.partition_time_window
+    panel = load_panel(warehouse, window.start, window.end)
+    frame = pl.concat([build_features(panel, p) for p in FORECAST_POLLUTANTS]).filter(
+        pl.col("time") >= window.start
+    ).select(SILVER_COLUMNS)
+    replaced = warehouse.replace_window("silver_features", frame, window.start, window.end)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": frame.height,
+            "rows_replaced": replaced,
+            "target_missing_share": round(frame["target"].null_count() / max(frame.height, 1), 4),
+        }
+    )

@@ -1,0 +1,152 @@
+"""Ingestion: the site registry, hourly observations (raw_aurn) and hourly weather (raw_weather)."""
+
+
+from datetime import datetime
+
+import dagster as dg
+import polars as pl
+
+from routeaq_assets.core.environment import load_settings
+from routeaq_assets.core.schema import FORECAST_POLLUTANTS, SourceDataError
+from routeaq_assets.core.sites import load_packaged_registry, measures, site_attributes
+from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
+from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
+from routeaq_assets.sources.demo_network import year_span
+from routeaq_assets.sources.http import SourceUnavailable
+
+VALUE_RANGES = {"pm25": (0.0, 1000.0), "pm10": (0.0, 2000.0), "no2": (0.0, 2000.0), "o3": (0.0, 1000.0), "nox": (0.0, 5000.0)}
+CHECK_VALUE_RANGE = "values_in_physical_range"
+CHECK_UNIQUE_HOURS = "one_row_per_site_hour"
+
+
+class SiteRegistryConfig(dg.Config):
+    sites: list[str] = list(load_settings().sites)
+
+
+@dg.asset(group_name="ingest", kinds={"duckdb"}, pool="warehouse")
+def site_registry(config: SiteRegistryConfig, warehouse: Warehouse) -> dg.MaterializeResult:
+    """The monitoring sites RouteAQ forecasts for: network, coordinates, type, and which
+    pollutants each measures from when to when (packaged AURN metadata)."""
+    registry = load_packaged_registry(tuple(s.upper() for s in config.sites))
+    warehouse.replace_table("sites", registry)
+    attrs = site_attributes(registry)
+    return dg.MaterializeResult(
+        metadata={
+            "sites": dg.MetadataValue.md(attrs.select("site_id", "site_name", "location_type").to_pandas().to_markdown(index=False)),
+            "num_sites": attrs.height,
+        }
+    )
+
+
+def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
+    window = context.partition_time_window
+    return window.start, window.end
+
+
+def _registry(warehouse: Warehouse) -> pl.DataFrame:
+    if not warehouse.has_table("sites"):
+        raise dg.Failure("no site registry in the warehouse: materialize site_registry first")
+    return warehouse.query("SELECT * FROM sites")
+
+
+def _range_check(frame: pl.DataFrame) -> dg.AssetCheckResult:
+    bounds = pl.DataFrame({"pollutant": list(VALUE_RANGES), "low": [b[0] for b in VALUE_RANGES.values()], "high": [b[1] for b in VALUE_RANGES.values()]})
+    bad = frame.join(bounds, on="pollutant").filter((pl.col("value") < pl.col("low")) | (pl.col("value") > pl.col("high")))
+    return dg.AssetCheckResult(
+        check_name=CHECK_VALUE_RANGE,
+        passed=bad.height == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"out_of_range_rows": bad.height, "ranges": str(VALUE_RANGES), "examples": str(bad.head(5).rows())},
+    )
+
+
+def _unique_check(warehouse: Warehouse, table: str, keys: list[str], start: datetime, end: datetime) -> dg.AssetCheckResult:
+    (duplicates,) = warehouse.query(
+        f"SELECT count(*) AS n FROM (SELECT {', '.join(keys)} FROM {table} WHERE time >= ? AND time < ? "
+        f"GROUP BY ALL HAVING count(*) > 1)",
+        [start, end],
+    ).row(0)
+    return dg.AssetCheckResult(
+        check_name=CHECK_UNIQUE_HOURS,
+        passed=duplicates == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"duplicate_keys": duplicates, "keys": ", ".join(keys), "threshold": 0},
+    )
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"duckdb"},
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    deps=[site_registry],
+    pool="warehouse",
+    check_specs=[
+        dg.AssetCheckSpec(CHECK_VALUE_RANGE, asset="raw_aurn", description="Every value within its pollutant's physical range."),
+        dg.AssetCheckSpec(CHECK_UNIQUE_HOURS, asset="raw_aurn", description="One row per site, hour and pollutant."),
+    ],
+)
+def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observations: ObservationSource):
+    """Hourly observations of every registered site (observations contract), read from the
+    configured source. A site-year the source does not have is no data; a file that cannot be
+    read fails the partition and leaves what is stored untouched."""
+    start, end = _window(context)
+    registry = _registry(warehouse)
+    frames = []
+    for site_id in sorted(registry["site_id"].unique()):
+        for year in year_span(start, end):
+            wanted = [p for p in FORECAST_POLLUTANTS + ("pm10", "nox") if measures(registry, site_id, p, year)]
+            if not wanted:
+                context.log.info(f"{site_id} measures no RouteAQ pollutant in {year}: skipped")
+                continue
+            try:
+                site_year = observations.site_year(site_id, year)
+            except (SourceDataError, SourceUnavailable, OSError) as exc:
+                raise dg.Failure(f"raw_aurn: site {site_id}, year {year}: {exc}") from exc
+            if site_year is None:
+                context.log.info(f"{site_id} {year}: the source has no file (no data)")
+                continue
+            frames.append(site_year.filter(pl.col("time").is_between(start, end, closed="left") & pl.col("pollutant").is_in(wanted)))
+    frame = pl.concat(frames) if frames else pl.DataFrame()
+    if frame.is_empty():
+        raise dg.Failure(f"raw_aurn: no observations for any site in {start}..{end}")
+    replaced = warehouse.replace_window("observations", frame, start, end)
+    yield dg.MaterializeResult(
+        metadata={
+            "rows": frame.height,
+            "rows_replaced": replaced,
+            "sites": frame["site_id"].n_unique(),
+            "missing_share": round(frame["value"].null_count() / frame.height, 4),
+            "window": f"{start.isoformat()} .. {end.isoformat()}",
+        }
+    )
+    yield _range_check(frame)
+    yield _unique_check(warehouse, "observations", ["site_id", "time", "pollutant"], start, end)
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"duckdb"},
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    deps=[site_registry],
+    pool="warehouse",
+    check_specs=[dg.AssetCheckSpec(CHECK_UNIQUE_HOURS, asset="raw_weather", description="One row per site and hour.")],
+)
+def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather: WeatherSource):
+    """Hourly weather at every registered site (weather contract), with its kind
+    (reanalysis or forecast)."""
+    start, end = _window(context)
+    sites = site_attributes(_registry(warehouse))
+    frames = []
+    for site in sites.iter_rows(named=True):
+        try:
+            frames.append(weather.window(site, start, end))
+        except (SourceDataError, SourceUnavailable, OSError) as exc:
+            raise dg.Failure(f"raw_weather: site {site['site_id']}, {start}..{end}: {exc}") from exc
+    frame = pl.concat(frames)
+    replaced = warehouse.replace_window("weather", frame, start, end)
+    yield dg.MaterializeResult(
+        metadata={"rows": frame.height, "rows_replaced": replaced, "sites": frame["site_id"].n_unique(), "window": f"{start.isoformat()} .. {end.isoformat()}"}
+    )
+    yield _unique_check(warehouse, "weather", ["site_id", "time"], start, end)

@@ -1,0 +1,33 @@
+"""Jobs and the automation that runs them."""
+
+import dagster as dg
+
+from routeaq_assets.defs.features import silver_features
+from routeaq_assets.defs.ingest import raw_aurn, raw_weather
+from routeaq_assets.defs.monitoring import DRIFT_SHARE_THRESHOLD, drift_report
+from routeaq_assets.defs.partitions import hourly_partitions
+from routeaq_assets.defs.serving import online_features
+from routeaq_assets.defs.training import candidates, champions
+
+ingest_job = dg.define_asset_job(
+    "ingest_job", selection=[raw_aurn, raw_weather, silver_features], partitions_def=hourly_partitions
+)
+train_job = dg.define_asset_job(
+    "train_job", selection=dg.AssetSelection.assets(*candidates, *champions, online_features)
+)
+
+# Ingest each hour once its data can be published (stopped by default; switch it on in the UI).
+hourly_ingest_schedule = dg.build_schedule_from_partitioned_job(ingest_job, minute_of_hour=20)
+
+
+@dg.asset_sensor(asset_key=drift_report.key, job=train_job, minimum_interval_seconds=60)
+def retrain_on_drift(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    """Requests retraining once per drift report whose drifted-feature share crosses the threshold."""
+    materialization = asset_event.asset_materialization
+    share = float(materialization.metadata["drifted_share"].value)
+    if share <= DRIFT_SHARE_THRESHOLD:
+        return dg.SkipReason(f"drift share {share:.2f} within threshold {DRIFT_SHARE_THRESHOLD}")
+    return dg.RunRequest(
+        run_key=f"drift-{materialization.partition}",
+        tags={"routeaq/trigger": "drift", "routeaq/drift_share": f"{share:.3f}"},
+    )

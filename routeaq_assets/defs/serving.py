@@ -1,0 +1,42 @@
+"""Serving support: the online feature snapshot the BentoML service reads."""
+
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, hourly_panel
+from routeaq_assets.core.sites import site_attributes
+from routeaq_assets.defs.ingest import raw_aurn, raw_weather
+from routeaq_assets.resources import OnlineStore, Warehouse, WeatherSource
+
+
+class OnlineFeaturesConfig(dg.Config):
+    history_days: int = 14
+
+
+@dg.asset(group_name="serving", deps=[raw_aurn, raw_weather], kinds={"parquet"})
+def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather: WeatherSource, online_store: OnlineStore) -> dg.MaterializeResult:
+    """Recent hourly history of every site (pollutants, weather, site attributes) plus the
+    weather forecast for the next hour, so the service forecasts without touching the warehouse."""
+    (newest,) = warehouse.query("SELECT max(time) FROM observations WHERE value IS NOT NULL").row(0)
+    if newest is None:
+        raise dg.Failure("online_features: no observations stored yet; materialize raw_aurn first")
+    forecast_hour = newest + timedelta(hours=1)
+    start = forecast_hour - timedelta(days=config.history_days, hours=MAX_LOOKBACK_HOURS)
+    sites = site_attributes(warehouse.query("SELECT * FROM sites"))
+    observations = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, forecast_hour])
+    stored_weather = warehouse.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [start, forecast_hour])
+    ahead = pl.concat([weather.window(site, forecast_hour, forecast_hour + timedelta(hours=1), kind="forecast") for site in sites.iter_rows(named=True)])
+    panel = hourly_panel(observations, pl.concat([stored_weather, ahead], how="vertical_relaxed"), sites, start, forecast_hour + timedelta(hours=1))
+    path = online_store.publish(panel)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(path),
+            "newest_observation": newest.isoformat(),
+            "forecast_hour": forecast_hour.isoformat(),
+            "rows": panel.height,
+            "sites": panel["site_id"].n_unique(),
+        }
+    )

@@ -1,0 +1,70 @@
+"""One HTTP client for every outside source: pooled connections, timeouts, retries with
+backoff on 5xx and timeouts (never on 404), and a download cache with conditional requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+USER_AGENT = "RouteAQ/0.1 (+https://github.com/routeaq)"
+
+
+class SourceUnavailable(RuntimeError):
+    """An outside source failed after its retries (5xx, timeout, refused connection)."""
+
+
+def make_session(retries: int = 3, backoff: float = 0.5, pool_size: int = 4) -> requests.Session:
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=backoff,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=("GET", "HEAD"),
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def fetch_to_cache(session: requests.Session, url: str, dest: Path, timeout: float = 30.0) -> Path | None:
+    """Download ``url`` to ``dest`` unless the cached copy is still current.
+
+    Returns None for 404 (the file does not exist: no data). A cached copy is revalidated with
+    ``If-None-Match``/``If-Modified-Since``; a 304 keeps it. The file is replaced atomically.
+    """
+    meta_path = dest.with_name(dest.name + ".http.json")
+    headers = {}
+    if dest.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("etag"):
+            headers["If-None-Match"] = meta["etag"]
+        if meta.get("last_modified"):
+            headers["If-Modified-Since"] = meta["last_modified"]
+    try:
+        response = session.get(url, headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        raise SourceUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+    if response.status_code == 304:
+        return dest
+    if response.status_code == 404:
+        return None
+    if response.status_code >= 400:
+        raise SourceUnavailable(f"{url}: HTTP {response.status_code} after retries")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    partial.write_bytes(response.content)
+    partial.replace(dest)
+    meta_path.write_text(
+        json.dumps({"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")})
+    )
+    return dest
