@@ -3,11 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export ROUTEAQ_HOME ?= $(CURDIR)/.routeaq
-export DAGSTER_HOME ?= $(CURDIR)
-export ROUTEAQ_DAGSTER_STORAGE ?= $(ROUTEAQ_HOME)/dagster
+export DAGSTER_HOME ?= $(ROUTEAQ_HOME)/dagster
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test serve dev bench clean
+.PHONY: install instance demo test serve dev bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing the locked dependencies"
@@ -19,16 +18,21 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 
 install: $(BIN)/.installed
 
-demo: install
+# The embedded Dagster instance lives under ROUTEAQ_HOME with this repository's dagster.yaml.
+instance:
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install instance
 	$(BIN)/python -m routeaq_assets.demo
 
 test: install
 	$(BIN)/python -m pytest
 
-serve: install
+serve: install instance
 	$(BIN)/bentoml serve routeaq_serving.service:RouteAQ --port 3000
 
-dev: install
+dev: install instance
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: install

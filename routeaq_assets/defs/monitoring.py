@@ -6,7 +6,6 @@ import json
 from datetime import datetime, timedelta
 
 import dagster as dg
-import polars as pl
 
 from routeaq_assets.core.drift import feature_drift
 from routeaq_assets.core.features import FEATURE_COLUMNS
@@ -27,7 +26,7 @@ DRIFT_SHARE_THRESHOLD = 0.5
 )
 def drift_report(context: dg.AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
     """Evidently data drift of the last 24 hours of PM2.5 features (ending with the partition
-    hour) against the current champion's training rows. HTML and JSON go to the lake."""
+    hour) against the current champion's training rows, written to the lake."""
     hour: datetime = context.partition_time_window.start
     name = model_store.model_name(DRIFT_POLLUTANT)
     champion = model_store.registry().load(name)
@@ -45,9 +44,13 @@ def drift_report(context: dg.AssetExecutionContext, warehouse: Warehouse, model_
     )
     columns = [c for c in FEATURE_COLUMNS if c not in ("latitude", "longitude", "location_type_code")]
     result = feature_drift(reference, current, columns)
-    key = f"reports/drift/{DRIFT_POLLUTANT}/{hour:%Y-%m-%dT%H}"
-    html_path = lake.write_bytes(f"{key}.html", result.html.encode())
-    lake.write_bytes(f"{key}.json", result.json.encode())
+    # JSON (about 10 kB) is kept for every hour; the HTML page (about 5 MB) is kept for drifted
+    # hours, and the newest one is always at latest.html.
+    folder = f"reports/drift/{DRIFT_POLLUTANT}"
+    lake.write_bytes(f"{folder}/{hour:%Y-%m-%dT%H}.json", result.json.encode())
+    html_path = lake.write_bytes(f"{folder}/latest.html", result.html.encode())
+    if result.drifted_share > DRIFT_SHARE_THRESHOLD:
+        html_path = lake.write_bytes(f"{folder}/{hour:%Y-%m-%dT%H}.html", result.html.encode())
     top = sorted(result.columns, key=lambda c: str(c["score"]))[:10]
     return dg.MaterializeResult(
         metadata={

@@ -1,0 +1,95 @@
+"""RouteAQ forecast service: the champion models over HTTP with BentoML.
+
+Routes come from a FastAPI app mounted on the service, so that client mistakes get precise
+answers (404 unknown site, 422 naming the field) and GET routes exist:
+``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /ready``, ``GET /model``.
+BentoML adds ``/metrics`` (Prometheus), ``/healthz``, ``/livez`` and ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import bentoml
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from routeaq_assets.core.environment import load_settings
+from routeaq_serving.forecasts import ForecastError, Forecasts
+from routeaq_serving.prediction_log import PredictionLog
+from routeaq_serving.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
+
+REFRESH_SECONDS = float(os.environ.get("ROUTEAQ_REFRESH_SECONDS", "30"))
+
+app = FastAPI(title="RouteAQ forecasts", version="0.1.0")
+
+
+@app.exception_handler(ForecastError)
+def _forecast_error(_: Request, exc: ForecastError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status, content={"error": exc.message, "field": exc.field})
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        {"field": "body" if e["type"] == "json_invalid" else ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    return JSONResponse(status_code=422, content={"error": f"invalid request: {summary}", "problems": problems})
+
+
+def _service() -> "RouteAQ":
+    return bentoml.get_current_service()
+
+
+def _answer(items: list[PredictRequest]) -> list[dict]:
+    service = _service()
+    results = service.forecasts.forecast([(i.site_id.upper(), i.timestamp, i.pollutant) for i in items])
+    service.prediction_log.append(results)
+    return results
+
+
+@app.post("/predict", response_model=PredictResponse)
+def predict(request: PredictRequest) -> dict:
+    return _answer([request])[0]
+
+
+@app.post("/predict/batch", response_model=BatchResponse)
+def predict_batch(request: BatchRequest) -> dict:
+    return {"predictions": _answer(request.items)}
+
+
+@app.get("/health")
+def health() -> JSONResponse:
+    status = _service().forecasts.status()
+    return JSONResponse(status_code=200 if status["model_loaded"] else 503, content=status)
+
+
+@app.get("/ready")
+def ready() -> JSONResponse:
+    return health()
+
+
+@app.get("/model")
+def model() -> dict:
+    return _service().forecasts.model_info()
+
+
+@bentoml.service(name="routeaq", workers=1, traffic={"timeout": 30})
+@bentoml.asgi_app(app, path="/")
+class RouteAQ:
+    def __init__(self) -> None:
+        settings = load_settings()
+        self.forecasts = Forecasts(settings)
+        self.prediction_log = PredictionLog(settings.prediction_log_dir)
+        self.forecasts.refresh()
+        self._stop = threading.Event()
+        threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
+
+    def _poll(self) -> None:
+        """Pick up a new champion or snapshot without a restart."""
+        while not self._stop.wait(REFRESH_SECONDS):
+            self.forecasts.refresh()
