@@ -5,22 +5,27 @@ import dagster as dg
 from routeaq_assets.defs import features, ingest, jobs, monitoring, serving, training
 from routeaq_assets.resources import get_resources
 
-defs = dg.Definitions(
-    assets=[
-        ingest.site_registry,
-        ingest.raw_aurn,
-        ingest.raw_weather,
-        features.silver_features,
-        *training.candidates,
-        *training.champions,
-        serving.online_features,
-        monitoring.drift_report,
-    ],
-    asset_checks=training.gates,
-    jobs=[jobs.ingest_job, jobs.train_job],
-    schedules=[jobs.hourly_ingest_schedule],
-    sensors=[jobs.retrain_on_drift],
-    resources=get_resources(),
-    # DuckDB takes one writer process: steps of a run share this process.
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            ingest.site_registry,
+            ingest.raw_aurn,
+            ingest.raw_weather,
+            features.silver_features,
+            *training.candidates,
+            *training.champions,
+            serving.online_features,
+            monitoring.drift_report,
+        ],
+        asset_checks=training.gates,
+        jobs=[jobs.ingest_job, jobs.train_job],
+        schedules=[jobs.hourly_ingest_schedule],
+        sensors=[jobs.retrain_on_drift],
+        resources=resources,
+        # DuckDB takes one writer process: the steps of a run share this process.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(get_resources())

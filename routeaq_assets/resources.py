@@ -24,6 +24,7 @@ from routeaq_assets.sources.openair import (
     read_rdata_table,
     site_year_filename,
 )
+from routeaq_assets.sources.ukair_csv import UKAIR_BASE_URL, parse_ukair_csv, ukair_csv_url
 from routeaq_assets.sources.openmeteo import ARCHIVE_URL, FORECAST_URL, openmeteo_to_weather, request_params
 
 
@@ -95,8 +96,9 @@ class ObservationSource(dg.ConfigurableResource):
     """Where hourly observations come from.
 
     ``kind``: ``demo`` (the demo network's openair files), ``openair`` (per-site-year RData
-    over HTTP from ``base_url``, default the ``network``'s published address) or ``local`` (a
-    folder of openair-format tables, ``{SITE}_{YEAR}``.RData/.csv/.parquet)."""
+    over HTTP from ``base_url``, default the ``network``'s published address), ``ukair`` (UK-AIR
+    per-site-year CSV over HTTP) or ``local`` (a folder of openair-format tables,
+    ``{SITE}_{YEAR}``.RData/.csv/.parquet). Downloads are cached in ``folder`` and revalidated."""
 
     kind: str = "demo"
     network: str = "aurn"
@@ -118,12 +120,18 @@ class ObservationSource(dg.ConfigurableResource):
             if path is None:
                 return None
             return openair_to_observations(read_rdata_table(path), site_id=site_id, network=self.network, source=url)
+        if self.kind == "ukair":
+            url = ukair_csv_url(site_id, year, self.base_url or UKAIR_BASE_URL)
+            path = fetch_to_cache(make_session(), url, Path(self.folder) / "uk-air" / f"{site_id}_{year}.csv", self.timeout_s)
+            if path is None:
+                return None
+            return parse_ukair_csv(path.read_text(encoding="utf-8", errors="replace"), site_id=site_id, network=self.network, source=url)
         if self.kind == "local":
             matches = sorted(p for p in Path(self.folder).glob(f"{site_id}_{year}.*") if not p.name.endswith(".partial"))
             if not matches:
                 return None
             return openair_to_observations(read_openair_table(matches[0]), site_id=site_id, network=self.network, source=str(matches[0]))
-        raise ValueError(f"unknown observation source kind {self.kind!r}: use demo, openair or local")
+        raise ValueError(f"unknown observation source kind {self.kind!r}: use demo, openair, ukair or local")
 
 
 class WeatherSource(dg.ConfigurableResource):

@@ -14,7 +14,9 @@ from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
 from routeaq_assets.sources.demo_network import year_span
 from routeaq_assets.sources.http import SourceUnavailable
 
-VALUE_RANGES = {"pm25": (0.0, 1000.0), "pm10": (0.0, 2000.0), "no2": (0.0, 2000.0), "o3": (0.0, 1000.0), "nox": (0.0, 5000.0)}
+# Published hourly values can dip a little below zero (instrument noise near the detection
+# limit, e.g. -0.5 ug/m3 PM2.5 in ratified AURN data); anything outside these bounds is an error.
+VALUE_RANGES = {"pm25": (-10.0, 1000.0), "pm10": (-10.0, 2000.0), "no2": (-10.0, 2000.0), "o3": (-10.0, 1000.0), "nox": (-10.0, 5000.0)}
 CHECK_VALUE_RANGE = "values_in_physical_range"
 CHECK_UNIQUE_HOURS = "one_row_per_site_hour"
 

@@ -1,0 +1,77 @@
+"""core.models and core.metrics: training, intervals, scores and the promotion rule."""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from routeaq_assets.core.features import build_features, hourly_panel
+from routeaq_assets.core.metrics import evaluate, point_scores, scorable
+from routeaq_assets.core.models import promotion_decision, train_forecaster
+from routeaq_assets.core.sites import load_packaged_registry, site_attributes
+from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
+from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
+from routeaq_assets.sources.openmeteo import openmeteo_to_weather
+
+
+@pytest.fixture(scope="module")
+def demo_features(tmp_path_factory) -> pl.DataFrame:
+    import json
+
+    attrs = site_attributes(load_packaged_registry(("CLL2", "MY1")))
+    network = DemoNetwork(tmp_path_factory.mktemp("demo"), [DemoSite(r["site_id"], r["site_name"], r["location_type"], r["latitude"], r["longitude"]) for r in attrs.iter_rows(named=True)])
+    obs, weather = [], []
+    for site in ("CLL2", "MY1"):
+        network.ensure_site_year(site, 2024)
+        obs.append(openair_to_observations(read_rdata_table(network.openair_path(site, 2024)), site_id=site, network="aurn", source="t"))
+        weather.append(openmeteo_to_weather(json.loads(network.weather_path(site, 2024).read_text()), site_id=site, kind="reanalysis", source="t"))
+    panel = hourly_panel(pl.concat(obs), pl.concat(weather), attrs, datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 5, 1, tzinfo=timezone.utc))
+    return build_features(panel, "pm25")
+
+
+def test_forecaster_beats_persistence_on_later_hours_with_calibrated_interval(demo_features):
+    cut = datetime(2024, 4, 1, tzinfo=timezone.utc)
+    forecaster = train_forecaster(demo_features.filter(pl.col("time") < cut), num_boost_round=150)
+    held = scorable(demo_features.filter(pl.col("time") >= cut))
+    pred, lower, upper = forecaster.predict(held)
+    scores = evaluate(held.with_columns(pred=pl.Series(pred), lower=pl.Series(lower), upper=pl.Series(upper)))
+    assert scores["model_rmse"] < scores["persistence_rmse"]
+    assert scores["model_rmse"] < scores["yesterday_rmse"]
+    assert 0.7 <= scores["interval_coverage"] <= 0.9
+    assert np.all(lower <= pred) and np.all(pred <= upper) and np.all(lower >= 0)
+
+
+def test_training_is_deterministic(demo_features):
+    train = demo_features.filter(pl.col("time") < datetime(2024, 2, 1, tzinfo=timezone.utc))
+    a, b = train_forecaster(train, num_boost_round=30), train_forecaster(train, num_boost_round=30)
+    assert np.array_equal(a.predict(train)[0], b.predict(train)[0])
+
+
+def test_too_few_rows_is_a_clear_error(demo_features):
+    with pytest.raises(ValueError, match="need at least 200"):
+        train_forecaster(demo_features.head(50))
+
+
+def test_point_scores():
+    assert point_scores(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == {"rmse": 1.0, "mae": 1.0, "bias": 0.0}
+    with pytest.raises(ValueError, match="no hours to score"):
+        point_scores(np.array([]), np.array([]))
+
+
+@pytest.mark.parametrize(
+    "candidate, persistence, champion, coverage, promote, reason",
+    [
+        (1.0, 2.0, None, 0.80, True, "no champion yet"),
+        (2.5, 2.0, None, 0.80, False, "does not beat persistence"),
+        (1.0, 2.0, None, 0.60, False, "coverage 0.600 is outside"),
+        (1.0, 2.0, 1.005, 0.80, False, "does not beat champion"),
+        (1.0, 2.0, 1.0, 0.80, False, "does not beat champion"),
+        (0.9, 2.0, 1.0, 0.80, True, "beats champion"),
+    ],
+)
+def test_promotion_rule(candidate, persistence, champion, coverage, promote, reason):
+    decision = promotion_decision(candidate, persistence, champion, coverage)
+    assert decision.promote is promote
+    assert reason in decision.reason
