@@ -75,7 +75,7 @@ def train_forecaster(
     num_threads: int = 0,
 ) -> Forecaster:
     """Fit on the earlier part of ``train`` (time-ordered), calibrate intervals on the later part,
-    then refit the point model on all of it with the same settings."""
+    and keep that model, so the interval is calibrated for the model that is served."""
     rows = train.filter(pl.col("target").is_not_null()).sort("time", "site_id")
     if rows.height < 200:
         raise ValueError(f"only {rows.height} training rows with an observed target; need at least 200")
@@ -92,7 +92,11 @@ def train_forecaster(
     alpha = (1.0 - coverage) / 2.0
     q_lower, q_upper = np.quantile(residual, [alpha, 1.0 - alpha])
     return Forecaster(
-        booster=fit_booster(rows), q_lower=float(q_lower), q_upper=float(q_upper), coverage=coverage, params=params
+        booster=first,
+        q_lower=float(q_lower),
+        q_upper=float(q_upper),
+        coverage=coverage,
+        params={**params, "num_boost_round": num_boost_round},
     )
 
 

@@ -24,6 +24,7 @@ class TrainingConfig(dg.Config):
     coverage: float = 0.8
     coverage_tolerance: float = 0.05
     margin: float = 0.01
+    num_boost_round: int = 300
 
 
 def _markdown(metrics: dict[str, float]) -> str:
@@ -59,7 +60,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         start = frame["time"].min()
         train = frame.filter(pl.col("time") < holdout_start)
         held_out = scorable(frame.filter(pl.col("time") >= holdout_start))
-        forecaster = train_forecaster(train, coverage=config.coverage)
+        forecaster = train_forecaster(train, coverage=config.coverage, num_boost_round=config.num_boost_round)
         metrics, _ = _held_out_scores(held_out, forecaster)
 
         registry = model_store.registry()

@@ -1,0 +1,153 @@
+"""Assets through Dagster: materialize on small real-format data, idempotency, atomic failure,
+the promotion gate."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import duckdb
+import pytest
+
+from conftest import FIXTURES, SITES_CONFIG, WINDOW_END, make_definitions, partition_key, run_pipeline
+from routeaq_assets.core.registry import ForecastRegistry
+from routeaq_assets.core.environment import load_settings
+from routeaq_assets.resources import ObservationSource
+
+UTC = timezone.utc
+
+
+def count(home, sql: str) -> int:
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchone()[0]
+
+
+def materialize_range(defs, selection, start: datetime, end: datetime, instance=None, raise_on_error=True, run_config=None):
+    return dg.materialize(
+        [defs.get_assets_def(key) for key in selection],
+        resources=defs.resources,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": partition_key(start), "dagster/asset_partition_range_end": partition_key(end - timedelta(hours=1))},
+        raise_on_error=raise_on_error,
+        run_config=run_config,
+    )
+
+
+def test_definitions_resolve_every_job_and_asset(home):
+    defs = make_definitions(home)
+    repository = defs.get_repository_def()
+    assert {"ingest_job", "train_job"} <= {job.name for job in repository.get_all_jobs()}
+    keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
+    assert {"raw_aurn", "raw_weather", "silver_features", "pm25_candidate", "pm25_champion", "online_features", "drift_report"} <= keys
+
+
+def test_ingest_twice_leaves_the_same_rows(home):
+    end = WINDOW_END
+    start = end - timedelta(days=2)
+    run_pipeline(home, start, end, train=False)
+    first = [count(home, f"SELECT count(*) FROM {t}") for t in ("observations", "weather", "silver_features")]
+    run_pipeline(home, start, end, train=False)
+    assert [count(home, f"SELECT count(*) FROM {t}") for t in ("observations", "weather", "silver_features")] == first
+    assert first[0] == 2 * 24 * 3 * 5  # hours x sites x pollutants measured (pm25, pm10, no2, o3, nox)
+    assert count(home, "SELECT count(*) FROM (SELECT site_id, time, pollutant FROM silver_features GROUP BY ALL HAVING count(*) > 1)") == 0
+
+
+def test_corrupt_source_file_fails_the_partition_and_keeps_stored_rows(home):
+    end = WINDOW_END
+    start = end - timedelta(days=1)
+    defs = run_pipeline(home, start, end, train=False)
+    before = count(home, "SELECT sum(hash(site_id, time, pollutant, value)) FROM observations")
+    damaged = home / "demo_network" / "openair" / "MY1_2025.RData"
+    damaged.write_bytes(damaged.read_bytes()[:4000])
+    result = materialize_range(defs, ["raw_aurn"], start, end, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.message
+    assert "site MY1, year 2025" in message and "not a readable RData file" in message
+    assert count(home, "SELECT sum(hash(site_id, time, pollutant, value)) FROM observations") == before
+
+
+def test_raw_aurn_from_an_http_server_serving_real_openair_files(home, httpserver):
+    """Real ABD and AH 2017 files over HTTP: values land on the published hour, NaN stays null."""
+    httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data((FIXTURES / "ABD_2017.RData").read_bytes())
+    httpserver.expect_request("/R_data/AH_2017.RData").respond_with_data((FIXTURES / "AH_2017.RData").read_bytes())
+    source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
+    defs = make_definitions(home, observations=source)
+    sites = {"ops": {"site_registry": {"config": {"sites": ["ABD", "AH"]}}}}
+    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config=sites).success
+    start, end = datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 1, 8, tzinfo=UTC)
+    assert materialize_range(defs, ["raw_aurn"], start, end).success
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        value = lambda site, hour, p: con.execute(  # noqa: E731
+            "SELECT value FROM observations WHERE site_id = ? AND time = ? AND pollutant = ?", [site, hour, p]
+        ).fetchall()
+        assert value("ABD", datetime(2017, 1, 1, 0, tzinfo=UTC), "pm25") == [(pytest.approx(9.9),)]
+        assert value("ABD", datetime(2017, 1, 1, 1, tzinfo=UTC), "no2") == [(pytest.approx(5.31739),)]
+        assert value("AH", datetime(2017, 1, 1, 0, tzinfo=UTC), "pm25") == []  # AH does not measure PM2.5
+        (sites_seen,) = con.execute("SELECT count(DISTINCT site_id) FROM observations").fetchone()
+        assert sites_seen == 2
+        assert value("ABD", datetime(2017, 1, 6, 14, tzinfo=UTC), "pm25") == [(None,)]  # NaN in the file: null
+        (nans,) = con.execute("SELECT count(*) FROM observations WHERE isnan(value)").fetchone()
+        assert nans == 0
+
+
+def test_failing_source_mid_backfill_names_site_year_and_cause_and_keeps_earlier_partitions(home, httpserver):
+    httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data((FIXTURES / "ABD_2017.RData").read_bytes())
+    httpserver.expect_request("/R_data/ABD_2018.RData").respond_with_data("upstream down", status=500)
+    source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"), timeout_s=5)
+    defs = make_definitions(home, observations=source)
+    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config={"ops": {"site_registry": {"config": {"sites": ["ABD"]}}}}).success
+    assert materialize_range(defs, ["raw_aurn"], datetime(2017, 12, 30, tzinfo=UTC), datetime(2018, 1, 1, tzinfo=UTC)).success
+    stored = count(home, "SELECT count(*) FROM observations")
+    result = materialize_range(defs, ["raw_aurn"], datetime(2017, 12, 31, tzinfo=UTC), datetime(2018, 1, 2, tzinfo=UTC), raise_on_error=False)
+    assert not result.success
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
+    assert "site ABD, year 2018" in message and "HTTP 500" in message
+    assert count(home, "SELECT count(*) FROM observations") == stored
+
+
+def test_training_promotes_a_champion_that_beats_persistence(trained_home, monkeypatch):
+    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
+    for pollutant in ("pm25", "no2", "o3"):
+        champion = registry.load(f"routeaq-{pollutant}")
+        assert champion is not None
+        metrics = champion.metadata["holdout_metrics"]
+        assert metrics["model_rmse"] < metrics["persistence_rmse"]
+        tags = registry.client.get_model_version(f"routeaq-{pollutant}", champion.version).tags
+        assert tags["promotion"] == "promoted"
+
+
+def test_a_degraded_challenger_is_blocked_and_the_champion_stays(home):
+    defs = run_pipeline(home)
+    registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
+    assert registry.champion_version("routeaq-pm25") == "1"
+    degraded = {"ops": {"pm25_candidate": {"config": {"num_boost_round": 1}}}}
+    result = dg.materialize(
+        [defs.get_assets_def(k) for k in ("pm25_candidate", "pm25_champion")] + [*defs.asset_checks],
+        selection=["pm25_candidate", "pm25_champion"],
+        resources=defs.resources,
+        run_config=degraded,
+        raise_on_error=False,
+    )
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "beats_persistence")
+    assert not check.passed and "does not beat persistence" in check.description
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "pm25_candidate" in materialized and "pm25_champion" not in materialized
+    assert registry.champion_version("routeaq-pm25") == "1"
+
+
+def test_a_challenger_no_better_than_the_champion_is_not_promoted(home, trained_home, monkeypatch):
+    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    defs = make_definitions(trained_home)
+    registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
+    before = registry.champion_version("routeaq-no2")
+    candidate = {
+        "model_name": "routeaq-no2", "version": before, "champion_version": before,
+        "metrics": {"model_rmse": 5.0, "persistence_rmse": 8.0, "champion_rmse": 4.0, "interval_coverage": 0.8},
+        "config": {"coverage": 0.8, "coverage_tolerance": 0.05, "margin": 0.01},
+    }
+    champion_asset = defs.get_assets_def("no2_champion")
+    result = champion_asset(context=dg.build_asset_context(), candidate=candidate, model_store=defs.resources["model_store"])
+    assert result.metadata["promoted"] is False
+    assert "does not beat champion 4.000" in result.metadata["reason"]
+    assert registry.champion_version("routeaq-no2") == before
