@@ -105,7 +105,7 @@ def serve_and_predict(site_id: str, hour: datetime, log: Path) -> dict:
                 status, health = http("GET", f"http://127.0.0.1:{port}/health")
                 if status == 200:
                     break
-            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+            except (OSError, json.JSONDecodeError):  # still starting
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit(f"the service did not become healthy in 90 s; log {log}")

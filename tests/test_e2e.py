@@ -1,0 +1,140 @@
+"""End to end: Dagster's own CLI, and a real ``bentoml serve`` process over HTTP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+import requests
+
+from conftest import REPO, home_env
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(BIN / "dagster"), *args, "-m", "routeaq_assets.definitions"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_cli_materializing_an_hour_twice_leaves_the_same_rows(tmp_path):
+    home = tmp_path / "routeaq"
+    env = {**os.environ, **home_env(home)}
+    cli(["asset", "materialize", "--select", "site_registry"], env)
+    counts = []
+    for _ in range(2):
+        cli(["asset", "materialize", "--select", "raw_aurn", "--partition", "2025-08-01-10:00"], env)
+        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+            counts.append(con.execute("SELECT count(*), count(DISTINCT (site_id, pollutant)) FROM observations WHERE time = TIMESTAMPTZ '2025-08-01 10:00:00+00'").fetchone())
+    assert counts[0] == counts[1] == (15, 15)  # 3 sites x 5 pollutants, once each
+
+
+def test_cli_job_execute_runs_the_training_job(trained_home):
+    env = {**os.environ, **home_env(trained_home)}
+    result = cli(["job", "execute", "-j", "train_job"], env)
+    assert "RUN_SUCCESS" in result.stdout + result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(trained_home):
+    port = _free_port()
+    env = {**os.environ, **home_env(trained_home)}
+    log = open(trained_home / "serve.log", "w")
+    process = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
+        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (trained_home / "serve.log").read_text()[-3000:]
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:  # still starting
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail("bentoml serve did not become healthy: " + (trained_home / "serve.log").read_text()[-3000:])
+    yield url, trained_home
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def test_health_reports_the_loaded_models(service):
+    url, _ = service
+    body = requests.get(f"{url}/health").json()
+    assert body["status"] == "ok" and body["model_loaded"] is True
+    assert set(body["models"]) == {"pm25", "no2", "o3"}
+    assert body["newest_observation"].startswith("2025-08-01T11:00")
+
+
+def test_predict_returns_a_number_from_data_before_the_hour(service):
+    url, home = service
+    response = requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert isinstance(body["pm25_pred"], float) and body["pm25_pred"] >= 0
+    assert body["lower"] <= body["pm25_pred"] <= body["upper"]
+    assert (body["site_id"], body["timestamp"], body["source"]) == ("CLL2", "2025-08-01T10:00:00Z", "online_store")
+    assert body["data_until"] == "2025-08-01T09:00:00Z"
+    logged = [json.loads(line) for f in (home / "predictions").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert any(r["site_id"] == "CLL2" and r["time"] == "2025-08-01T10:00:00Z" and r["pred"] == body["pred"] for r in logged)
+
+
+def test_past_hours_give_different_forecasts_and_other_pollutants_work(service):
+    url, _ = service
+    a = requests.post(f"{url}/predict", json={"site_id": "MY1", "timestamp": "2025-07-30T08:00:00Z", "pollutant": "no2"}).json()
+    b = requests.post(f"{url}/predict", json={"site_id": "MY1", "timestamp": "2025-07-30T20:00:00Z", "pollutant": "no2"}).json()
+    assert a["pollutant"] == "no2" and a["pm25_pred"] is None and a["pred"] != b["pred"]
+    batch = requests.post(f"{url}/predict/batch", json={"items": [{"site_id": "CLL2", "timestamp": "2025-08-01T12:00:00Z"}, {"site_id": "MAN3", "timestamp": "2025-08-01T12:00:00Z", "pollutant": "o3"}]})
+    assert batch.status_code == 200 and len(batch.json()["predictions"]) == 2
+
+
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        ({"site_id": "NOPE", "timestamp": "2025-08-01T10:00:00Z"}, 404, "unknown site_id 'NOPE'"),
+        ({"site_id": "CLL2", "timestamp": "yesterday"}, 422, "timestamp"),
+        ({"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00"}, 422, "time zone"),
+        ({"site_id": "CLL2", "timestamp": "2025-08-01T10:30:00Z"}, 422, "whole hour"),
+        ({"site_id": "CLL2"}, 422, "timestamp"),
+        ({"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z", "pollutant": "so2"}, 422, "pollutant"),
+        ({"site_id": "CLL2", "timestamp": "2025-08-02T10:00:00Z"}, 422, "latest hour available is 2025-08-01T12:00"),
+        ({"site_id": "CLL2", "timestamp": "2020-01-01T00:00:00Z"}, 422, "earliest hour available"),
+    ],
+)
+def test_client_mistakes_get_4xx_with_a_message(service, body, status, needle):
+    url, _ = service
+    response = requests.post(f"{url}/predict", json=body)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]
+
+
+def test_malformed_json_is_422(service):
+    url, _ = service
+    response = requests.post(f"{url}/predict", data='{"site_id": "CLL2",', headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert "JSON" in response.json()["error"]
+
+
+def test_model_and_metrics_endpoints(service):
+    url, _ = service
+    model = requests.get(f"{url}/model").json()
+    assert model["pm25"]["holdout_metrics"]["model_rmse"] < model["pm25"]["holdout_metrics"]["persistence_rmse"]
+    metrics = requests.get(f"{url}/metrics").text
+    assert "bentoml_service_request_total" in metrics
