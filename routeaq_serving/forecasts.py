@@ -19,7 +19,7 @@ import polars as pl
 
 from routeaq_assets.core.environment import Settings
 from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, build_features, feature_matrix
-from routeaq_assets.core.models import interval_scale
+from routeaq_assets.core.models import forecast_base, interval_scale
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 
@@ -53,6 +53,7 @@ class PollutantTable:
 
     model: RegisteredForecaster
     x: np.ndarray
+    base: np.ndarray
     scale: np.ndarray
     index: dict[tuple[str, datetime], int]
 
@@ -76,6 +77,7 @@ def _build_state(panel: pl.DataFrame, models: dict[str, RegisteredForecaster], m
         tables[pollutant] = PollutantTable(
             model=model,
             x=feature_matrix(rows, model.forecaster.feature_names),
+            base=forecast_base(rows),
             scale=interval_scale(rows),
             index={key: i for i, key in enumerate(keys)},
         )
@@ -199,12 +201,11 @@ class Forecasts:
             table = state.tables[pollutant]
             index = [table.index[(items[i][0], items[i][1])] for i in positions]
             forecaster = table.model.forecaster
-            pred = np.clip(forecaster.booster.predict(table.x[index], num_threads=1), 0.0, None)
-            scale = table.scale[index]
-            lower = np.clip(pred + forecaster.q_lower * scale, 0.0, None)
-            upper = pred + forecaster.q_upper * scale
+            pred, lower, upper = forecaster.predict_matrix(table.x[index], table.base[index], table.scale[index], num_threads=1)
             for k, i in enumerate(positions):
                 site_id, hour, _ = items[i]
+                if np.isnan(pred[k]):
+                    raise OutOfRange(f"no {pollutant} observation at {site_id} in the week before {hour.isoformat()}: nothing to forecast from", "timestamp")
                 until = min(state.data_until.get(site_id, hour), hour - timedelta(hours=1))
                 value = round(float(pred[k]), 3)
                 results[i] = {

@@ -121,12 +121,14 @@ def test_a_degraded_challenger_is_blocked_and_the_champion_stays(home):
     defs = run_pipeline(home)
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     assert registry.champion_version("routeaq-pm25") == "1"
-    degraded = {"ops": {"pm25_candidate": {"config": {"num_boost_round": 1}}}}
+    # Corrupt the training rows (not the held-out week): the next candidate learns noise.
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
+        con.execute("SELECT setseed(0.5)")
+        con.execute("UPDATE silver_features SET target = 300 * random() WHERE pollutant = 'pm25' AND time < ?", [WINDOW_END - timedelta(days=7)])
     result = dg.materialize(
         [defs.get_assets_def(k) for k in ("pm25_candidate", "pm25_champion")] + [*defs.asset_checks],
         selection=["pm25_candidate", "pm25_champion"],
         resources=defs.resources,
-        run_config=degraded,
         raise_on_error=False,
     )
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "beats_persistence")
@@ -134,6 +136,7 @@ def test_a_degraded_challenger_is_blocked_and_the_champion_stays(home):
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "pm25_candidate" in materialized and "pm25_champion" not in materialized
     assert registry.champion_version("routeaq-pm25") == "1"
+    assert registry.client.get_model_version("routeaq-pm25", "2").tags.get("promotion") is None
 
 
 def test_a_challenger_no_better_than_the_champion_is_not_promoted(home, trained_home, monkeypatch):

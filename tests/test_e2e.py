@@ -12,7 +12,7 @@ import duckdb
 import pytest
 import requests
 
-from conftest import REPO, home_env
+from conftest import REPO, TRAIN_CONFIG, home_env
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
@@ -36,9 +36,11 @@ def test_cli_materializing_an_hour_twice_leaves_the_same_rows(tmp_path):
     assert counts[0] == counts[1] == (15, 15)  # 3 sites x 5 pollutants, once each
 
 
-def test_cli_job_execute_runs_the_training_job(trained_home):
+def test_cli_job_execute_runs_the_training_job(trained_home, tmp_path):
     env = {**os.environ, **home_env(trained_home)}
-    result = cli(["job", "execute", "-j", "train_job"], env)
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps(TRAIN_CONFIG))  # JSON is YAML
+    result = cli(["job", "execute", "-j", "train_job", "-c", str(config)], env)
     assert "RUN_SUCCESS" in result.stdout + result.stderr
 
 

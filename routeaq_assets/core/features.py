@@ -16,9 +16,11 @@ import polars as pl
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, TIME, WEATHER_VARIABLES
 
 TARGET_LAGS = (1, 2, 3, 6, 12, 24, 168)
+TYPICAL_DAYS = 7  # days averaged for the typical level and change at the same hour
+PANEL_POLLUTANTS = (*FORECAST_POLLUTANTS, "nox")
 ROLLING_MEANS = (3, 6, 24)
 ROLLING_STDS = (6, 24)
-MAX_LOOKBACK_HOURS = max(TARGET_LAGS)
+MAX_LOOKBACK_HOURS = max(max(TARGET_LAGS), 24 * TYPICAL_DAYS) + 1
 SITE_ATTRIBUTES = ("latitude", "longitude", "location_type_code")
 
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -26,8 +28,16 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     *(f"target_mean_{w}" for w in ROLLING_MEANS),
     *(f"target_std_{w}" for w in ROLLING_STDS),
     "target_change_1",
-    *(f"{p}_lag_1" for p in FORECAST_POLLUTANTS),
+    "target_change_2",
+    "target_change_yesterday",
+    "target_change_last_week",
+    "target_typical_change",
+    "target_typical_level",
+    "target_anomaly_1",
+    *(f"{p}_lag_1" for p in PANEL_POLLUTANTS),
+    *(f"{p}_change_1" for p in PANEL_POLLUTANTS),
     "temperature_2m",
+    "temperature_2m_change_1",
     "relative_humidity_2m",
     "wind_speed_10m",
     "wind_u",
@@ -44,6 +54,9 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 )
 KEY_COLUMNS = ("site_id", "time", "pollutant")
 SILVER_COLUMNS = (*KEY_COLUMNS, "target", *FEATURE_COLUMNS)
+# Where a forecast starts from: the newest value seen, else a recent mean. Models learn the change
+# from this base, which keeps them right when the level moves outside the training range.
+BASE_COLUMNS = ("target_lag_1", "target_lag_2", "target_mean_3", "target_mean_24", "target_typical_level")
 
 
 def hour_grid(site_ids: list[str], start: datetime, end: datetime) -> pl.DataFrame:
@@ -55,23 +68,23 @@ def hour_grid(site_ids: list[str], start: datetime, end: datetime) -> pl.DataFra
 def hourly_panel(
     observations: pl.DataFrame, weather: pl.DataFrame, sites: pl.DataFrame, start: datetime, end: datetime
 ) -> pl.DataFrame:
-    """One row per site and hour of [start, end): forecast pollutants, weather, site attributes.
+    """One row per site and hour of [start, end): pollutants, weather, site attributes.
 
     ``observations`` follow the long contract, ``weather`` the wide one, ``sites`` has one row per
     site with ``SITE_ATTRIBUTES``. Hours with no data are present with nulls.
     """
     grid = hour_grid(sites["site_id"].to_list(), start, end)
-    long = observations.filter(pl.col("pollutant").is_in(FORECAST_POLLUTANTS)).select("site_id", "time", "pollutant", "value")
+    long = observations.filter(pl.col("pollutant").is_in(PANEL_POLLUTANTS)).select("site_id", "time", "pollutant", "value")
     wide = (
         long.pivot(on="pollutant", index=["site_id", "time"], values="value", aggregate_function="first")
         if long.height
         else pl.DataFrame(schema={"site_id": pl.Utf8, "time": TIME})
     )
-    for p in FORECAST_POLLUTANTS:
+    for p in PANEL_POLLUTANTS:
         if p not in wide.columns:
             wide = wide.with_columns(pl.lit(None, pl.Float64).alias(p))
     return (
-        grid.join(wide.select("site_id", "time", *FORECAST_POLLUTANTS), on=["site_id", "time"], how="left")
+        grid.join(wide.select("site_id", "time", *PANEL_POLLUTANTS), on=["site_id", "time"], how="left")
         .join(weather.select("site_id", "time", *WEATHER_VARIABLES), on=["site_id", "time"], how="left")
         .join(sites.select("site_id", *SITE_ATTRIBUTES), on="site_id", how="left")
         .sort("site_id", "time")
@@ -103,6 +116,17 @@ def build_features(panel: pl.DataFrame, pollutant: str) -> pl.DataFrame:
     by_site = "site_id"
     target = pl.col(pollutant)
     seen = target.shift(1).over(by_site)  # the newest value a forecast made before t can see
+
+    def lag(column: str | pl.Expr, hours: int) -> pl.Expr:
+        expr = pl.col(column) if isinstance(column, str) else column
+        return expr.shift(hours).over(by_site)
+
+    def change(column: str | pl.Expr, hours: int) -> pl.Expr:
+        """The change from hour t-hours-1 to t-hours."""
+        return lag(column, hours) - lag(column, hours + 1)
+
+    same_hour = [lag(target, 24 * d) for d in range(1, TYPICAL_DAYS + 1)]
+    hour_before = [lag(target, 24 * d + 1) for d in range(1, TYPICAL_DAYS + 1)]
     direction = pl.col("wind_direction_10m").radians()
     return panel.sort(by_site, "time").select(
         pl.col("site_id"),
@@ -112,9 +136,17 @@ def build_features(panel: pl.DataFrame, pollutant: str) -> pl.DataFrame:
         *(target.shift(k).over(by_site).alias(f"target_lag_{k}") for k in TARGET_LAGS),
         *(seen.rolling_mean(w, min_samples=1).over(by_site).alias(f"target_mean_{w}") for w in ROLLING_MEANS),
         *(seen.rolling_std(w, min_samples=2).over(by_site).alias(f"target_std_{w}") for w in ROLLING_STDS),
-        (target.shift(1) - target.shift(2)).over(by_site).alias("target_change_1"),
-        *(pl.col(p).shift(1).over(by_site).alias(f"{p}_lag_1") for p in FORECAST_POLLUTANTS),
+        change(target, 1).alias("target_change_1"),
+        change(target, 2).alias("target_change_2"),
+        change(target, 24).alias("target_change_yesterday"),  # how this hour began yesterday
+        change(target, 168).alias("target_change_last_week"),
+        (pl.mean_horizontal(same_hour) - pl.mean_horizontal(hour_before)).alias("target_typical_change"),
+        pl.mean_horizontal(same_hour).alias("target_typical_level"),
+        (seen - pl.mean_horizontal(hour_before)).alias("target_anomaly_1"),
+        *(lag(p, 1).alias(f"{p}_lag_1") for p in PANEL_POLLUTANTS),
+        *(change(p, 1).alias(f"{p}_change_1") for p in PANEL_POLLUTANTS),
         pl.col("temperature_2m"),
+        pl.col("temperature_2m").diff().over(by_site).alias("temperature_2m_change_1"),
         pl.col("relative_humidity_2m"),
         pl.col("wind_speed_10m"),
         (-pl.col("wind_speed_10m") * direction.sin()).alias("wind_u"),

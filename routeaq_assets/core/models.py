@@ -8,13 +8,13 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from routeaq_assets.core.features import FEATURE_COLUMNS, feature_matrix
+from routeaq_assets.core.features import BASE_COLUMNS, FEATURE_COLUMNS, feature_matrix
 
 DEFAULT_PARAMS = {
     "objective": "regression",
-    "learning_rate": 0.05,
-    "num_leaves": 31,
-    "min_data_in_leaf": 40,
+    "learning_rate": 0.03,
+    "num_leaves": 15,
+    "min_data_in_leaf": 100,
     "feature_fraction": 0.9,
     "bagging_fraction": 0.9,
     "bagging_freq": 1,
@@ -24,14 +24,22 @@ DEFAULT_PARAMS = {
     "force_row_wise": True,
     "verbosity": -1,
 }
-NUM_BOOST_ROUND = 300
+NUM_BOOST_ROUND = 600
+# What the booster predicts; recorded with every registered model and checked when one is loaded.
+TARGET_KIND = "change_from_base"
+
+
+def forecast_base(features: pl.DataFrame) -> np.ndarray:
+    """The value each forecast starts from (NaN where a site has no recent observation)."""
+    return features.select(pl.coalesce(*BASE_COLUMNS).cast(pl.Float64).fill_null(np.nan).alias("base"))["base"].to_numpy()
 
 
 @dataclass
 class Forecaster:
     """A point model plus interval offsets scaled by recent variability.
 
-    The interval for a row is ``pred + q * scale`` with ``scale = 1 + target_std_6`` (or
+    The booster predicts the change from ``forecast_base`` (the newest value seen, else a recent
+    mean); the forecast is base + change, never below zero. The interval for a row is ``pred + q * scale`` with ``scale = 1 + target_std_6`` (or
     ``target_std_24`` when the last six hours are too sparse), so it widens in volatile hours.
     ``q_lower``/``q_upper`` are quantiles of scaled residuals on a calibration slice that the
     point model never saw while it was fitted.
@@ -45,9 +53,15 @@ class Forecaster:
     params: dict = field(default_factory=dict)
 
     def predict(self, features: pl.DataFrame, num_threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = feature_matrix(features, self.feature_names)
-        pred = np.clip(self.booster.predict(x, num_threads=num_threads), 0.0, None)
-        scale = interval_scale(features)
+        return self.predict_matrix(
+            feature_matrix(features, self.feature_names), forecast_base(features), interval_scale(features), num_threads
+        )
+
+    def predict_matrix(
+        self, x: np.ndarray, base: np.ndarray, scale: np.ndarray, num_threads: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Forecast, lower and upper bound from a prepared matrix (the serving path)."""
+        pred = np.clip(base + self.booster.predict(x, num_threads=num_threads), 0.0, None)
         return pred, np.clip(pred + self.q_lower * scale, 0.0, None), pred + self.q_upper * scale
 
     def metadata(self) -> dict:
@@ -56,6 +70,7 @@ class Forecaster:
             "q_lower": self.q_lower,
             "q_upper": self.q_upper,
             "coverage": self.coverage,
+            "target_kind": TARGET_KIND,
         }
 
 
@@ -76,23 +91,25 @@ def train_forecaster(
 ) -> Forecaster:
     """Fit on the earlier part of ``train`` (time-ordered), calibrate intervals on the later part,
     and keep that model, so the interval is calibrated for the model that is served."""
-    rows = train.filter(pl.col("target").is_not_null()).sort("time", "site_id")
+    rows = train.filter(pl.col("target").is_not_null() & pl.coalesce(*BASE_COLUMNS).is_not_null()).sort("time", "site_id")
     if rows.height < 200:
-        raise ValueError(f"only {rows.height} training rows with an observed target; need at least 200")
+        raise ValueError(f"only {rows.height} training rows with an observed target and history; need at least 200")
     params = {**DEFAULT_PARAMS, **(params or {}), "num_threads": num_threads}
     cut = rows["time"].sort()[int(rows.height * (1 - calibration_fraction))]
     fit, calibration = rows.filter(pl.col("time") < cut), rows.filter(pl.col("time") >= cut)
 
     def fit_booster(frame: pl.DataFrame) -> lgb.Booster:
-        data = lgb.Dataset(feature_matrix(frame), label=frame["target"].to_numpy(), feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
+        change = frame["target"].to_numpy() - forecast_base(frame)
+        data = lgb.Dataset(feature_matrix(frame), label=change, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
         return lgb.train(params, data, num_boost_round=num_boost_round)
 
-    first = fit_booster(fit)
-    residual = (calibration["target"].to_numpy() - first.predict(feature_matrix(calibration))) / interval_scale(calibration)
+    point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage)
+    predicted, _, _ = point.predict(calibration)
+    residual = (calibration["target"].to_numpy() - predicted) / interval_scale(calibration)
     alpha = (1.0 - coverage) / 2.0
     q_lower, q_upper = np.quantile(residual, [alpha, 1.0 - alpha])
     return Forecaster(
-        booster=first,
+        booster=point.booster,
         q_lower=float(q_lower),
         q_upper=float(q_upper),
         coverage=coverage,

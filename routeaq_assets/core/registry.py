@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from routeaq_assets.core.models import Forecaster
+from routeaq_assets.core.models import TARGET_KIND, Forecaster
 
 CHAMPION = "champion"
 EXPERIMENT = "routeaq-forecasts"
@@ -106,6 +106,8 @@ class ForecastRegistry:
         uri = f"models:/{name}/{mv.version}"
         booster = mlflow.lightgbm.load_model(uri)
         metadata = json.loads(json.dumps(self._mlflow.models.get_model_info(uri).metadata or {}))
+        if metadata.get("target_kind") != TARGET_KIND:
+            raise ValueError(f"{name} v{mv.version} predicts {metadata.get('target_kind')!r}, this code serves {TARGET_KIND!r}: retrain it")
         forecaster = Forecaster(
             booster=booster,
             q_lower=float(metadata["q_lower"]),
