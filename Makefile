@@ -6,7 +6,7 @@ export ROUTEAQ_HOME ?= $(CURDIR)/.routeaq
 export DAGSTER_HOME ?= $(ROUTEAQ_HOME)/dagster
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install instance demo test serve dev bench clean
+.PHONY: install instance demo test serve dev evaluate bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing the locked dependencies"
@@ -34,6 +34,11 @@ serve: install instance
 
 dev: install instance
 	$(BIN)/dagster dev -w workspace.yaml
+
+# make evaluate DATA=folder-of-openair-tables
+evaluate: install instance
+	@test -n "$(DATA)" || (echo "usage: make evaluate DATA=folder-of-openair-tables" && exit 2)
+	$(BIN)/python -m routeaq_assets.evaluate "$(DATA)"
 
 bench: install
 	$(BIN)/python bench/forecast_skill.py

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from routeaq_assets.defs import features, ingest, jobs, monitoring, serving, training
+from routeaq_assets.defs import evaluation, features, ingest, jobs, monitoring, serving, training
 from routeaq_assets.resources import get_resources
 
 
@@ -17,6 +17,8 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Defin
             *training.champions,
             serving.online_features,
             monitoring.drift_report,
+            evaluation.backtest,
+            evaluation.local_data_backtest,
         ],
         asset_checks=training.gates,
         jobs=[jobs.ingest_job, jobs.train_job],

@@ -125,13 +125,19 @@ def serve_and_predict(site_id: str, hour: datetime, log: Path) -> dict:
             server.kill()
 
 
-def main() -> None:
+def prepare_instance() -> Path:
+    """ROUTEAQ_HOME and the Dagster instance under it (defaults as the Makefile sets them)."""
     home = Path(os.environ.setdefault("ROUTEAQ_HOME", str(REPO / ".routeaq"))).resolve()
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster")))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():
         (dagster_home / "dagster.yaml").symlink_to(REPO / "dagster.yaml")
+    return home
+
+
+def main() -> None:
+    home = prepare_instance()
     start, end = demo_window(os.environ.get("ROUTEAQ_DEMO_END", DEFAULT_END), int(os.environ.get("ROUTEAQ_DEMO_DAYS", "60")))
     last = end - timedelta(hours=1)
     log = home / "logs" / f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.log"

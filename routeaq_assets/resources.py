@@ -14,16 +14,12 @@ import polars as pl
 
 from routeaq_assets.core.environment import Settings, get_environment, load_settings
 from routeaq_assets.core.registry import ForecastRegistry
+from routeaq_assets.core.schema import SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
 from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, make_session
-from routeaq_assets.sources.openair import (
-    NETWORK_BASE_URLS,
-    openair_to_observations,
-    read_openair_table,
-    read_rdata_table,
-    site_year_filename,
-)
+from routeaq_assets.sources.local_tables import local_observations, local_weather
+from routeaq_assets.sources.openair import NETWORK_BASE_URLS, openair_to_observations, read_rdata_table, site_year_filename
 from routeaq_assets.sources.ukair_csv import UKAIR_BASE_URL, parse_ukair_csv, ukair_csv_url
 from routeaq_assets.sources.openmeteo import ARCHIVE_URL, FORECAST_URL, openmeteo_to_weather, request_params
 
@@ -97,8 +93,8 @@ class ObservationSource(dg.ConfigurableResource):
 
     ``kind``: ``demo`` (the demo network's openair files), ``openair`` (per-site-year RData
     over HTTP from ``base_url``, default the ``network``'s published address), ``ukair`` (UK-AIR
-    per-site-year CSV over HTTP) or ``local`` (a folder of openair-format tables,
-    ``{SITE}_{YEAR}``.RData/.csv/.parquet). Downloads are cached in ``folder`` and revalidated."""
+    per-site-year CSV over HTTP) or ``local`` (a folder of openair-format tables, see
+    ``sources.local_tables``). Downloads are cached in ``folder`` and revalidated."""
 
     kind: str = "demo"
     network: str = "aurn"
@@ -127,16 +123,15 @@ class ObservationSource(dg.ConfigurableResource):
                 return None
             return parse_ukair_csv(path.read_text(encoding="utf-8", errors="replace"), site_id=site_id, network=self.network, source=url)
         if self.kind == "local":
-            matches = sorted(p for p in Path(self.folder).glob(f"{site_id}_{year}.*") if not p.name.endswith(".partial"))
-            if not matches:
-                return None
-            return openair_to_observations(read_openair_table(matches[0]), site_id=site_id, network=self.network, source=str(matches[0]))
+            observations = local_observations(Path(self.folder), site_id, self.network)
+            return None if observations is None else observations.filter(pl.col("time").dt.year() == year)
         raise ValueError(f"unknown observation source kind {self.kind!r}: use demo, openair, ukair or local")
 
 
 class WeatherSource(dg.ConfigurableResource):
-    """Hourly weather per site: ``demo`` (the demo network's Open-Meteo answers) or
-    ``open-meteo`` (the archive API at ``archive_url``)."""
+    """Hourly weather per site: ``demo`` (the demo network's Open-Meteo answers), ``open-meteo``
+    (the archive API, and the forecast API for hours ahead) or ``local`` (the met columns of a
+    folder of openair-format tables)."""
 
     kind: str = "demo"
     folder: str
@@ -162,8 +157,12 @@ class WeatherSource(dg.ConfigurableResource):
             if response.status_code >= 400:
                 raise SourceUnavailable(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
             weather = openmeteo_to_weather(response.json(), site_id=site_id, kind=kind, source=url)
+        elif self.kind == "local":
+            weather = local_weather(Path(self.folder), site_id)
+            if weather is None:
+                raise SourceDataError(f"local weather: no ws, wd or air_temp column for {site_id} in {self.folder}")
         else:
-            raise ValueError(f"unknown weather source kind {self.kind!r}: use demo or open-meteo")
+            raise ValueError(f"unknown weather source kind {self.kind!r}: use demo, open-meteo or local")
         return weather.filter((pl.col("time") >= start) & (pl.col("time") < end))
 
 
@@ -209,14 +208,22 @@ class OnlineStore(dg.ConfigurableResource):
         return str(path)
 
 
+def _source_folder(settings: Settings) -> str:
+    """Where the observation and weather sources read: the demo network, the user's folder, or
+    the download cache of the HTTP sources."""
+    if settings.source == "demo":
+        return str(settings.demo_network_root)
+    if settings.source == "local":
+        return str(settings.source_folder)
+    return str(settings.home / "sources")
+
+
 def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    weather_kind = {"demo": "demo", "local": "local"}.get(settings.source, "open-meteo")
     return {
         "warehouse": Warehouse(path=str(settings.warehouse_path)),
-        "observations": ObservationSource(
-            kind=settings.source,
-            folder=str(settings.demo_network_root if settings.source == "demo" else settings.home / "sources"),
-        ),
-        "weather": WeatherSource(kind="demo" if settings.source == "demo" else "open-meteo", folder=str(settings.demo_network_root)),
+        "observations": ObservationSource(kind=settings.source, folder=_source_folder(settings)),
+        "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings)),
         "model_store": ModelStore(tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.home / "mlflow" / "artifacts")),
         "lake": Lake(root=str(settings.lake_root)),
         "online_store": OnlineStore(path=str(settings.online_features_path)),

@@ -19,7 +19,7 @@ import polars as pl
 
 from routeaq_assets.core.environment import Settings
 from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, build_features, feature_matrix
-from routeaq_assets.core.models import forecast_base, interval_scale
+from routeaq_assets.core.models import forecast_base
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 
@@ -54,7 +54,8 @@ class PollutantTable:
     model: RegisteredForecaster
     x: np.ndarray
     base: np.ndarray
-    scale: np.ndarray
+    lower_offset: np.ndarray
+    upper_offset: np.ndarray
     index: dict[tuple[str, datetime], int]
 
 
@@ -74,11 +75,13 @@ def _build_state(panel: pl.DataFrame, models: dict[str, RegisteredForecaster], m
     for pollutant, model in models.items():
         rows = build_features(panel, pollutant).filter(pl.col("time") >= first)
         keys = zip(rows["site_id"].to_list(), rows["time"].to_list())
+        offsets = model.forecaster.interval_offsets(rows)
         tables[pollutant] = PollutantTable(
             model=model,
             x=feature_matrix(rows, model.forecaster.feature_names),
             base=forecast_base(rows),
-            scale=interval_scale(rows),
+            lower_offset=offsets[0],
+            upper_offset=offsets[1],
             index={key: i for i, key in enumerate(keys)},
         )
     observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
@@ -201,7 +204,9 @@ class Forecasts:
             table = state.tables[pollutant]
             index = [table.index[(items[i][0], items[i][1])] for i in positions]
             forecaster = table.model.forecaster
-            pred, lower, upper = forecaster.predict_matrix(table.x[index], table.base[index], table.scale[index], num_threads=1)
+            pred, lower, upper = forecaster.predict_matrix(
+                table.x[index], table.base[index], (table.lower_offset[index], table.upper_offset[index]), num_threads=1
+            )
             for k, i in enumerate(positions):
                 site_id, hour, _ = items[i]
                 if np.isnan(pred[k]):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_DEMO_SITES = ("CLL2", "MY1", "MAN3", "BIRR", "CARD", "LEED")
+SOURCES = ("demo", "openair", "ukair", "local")
 
 
 def get_environment() -> str:
@@ -28,6 +29,7 @@ class Settings:
     sites: tuple[str, ...]
     source: str
     mlflow_tracking_uri: str
+    source_folder: Path | None = None
     model_prefix: str = "routeaq"
 
     @property
@@ -59,5 +61,12 @@ def load_settings() -> Settings:
     sites_env = os.environ.get("ROUTEAQ_SITES", "").strip()
     sites = tuple(s.strip().upper() for s in sites_env.split(",") if s.strip()) or DEFAULT_DEMO_SITES
     source = os.environ.get("ROUTEAQ_SOURCE", "demo").strip().lower()
+    if source not in SOURCES:
+        raise ValueError(f"ROUTEAQ_SOURCE must be one of {SOURCES}, got {source!r}")
+    folder = os.environ.get("ROUTEAQ_SOURCE_FOLDER", "").strip()
+    if source == "local" and not folder:
+        raise ValueError("ROUTEAQ_SOURCE=local needs ROUTEAQ_SOURCE_FOLDER: the folder of openair-format tables")
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    return Settings(home=home, sites=sites, source=source, mlflow_tracking_uri=tracking)
+    return Settings(
+        home=home, sites=sites, source=source, mlflow_tracking_uri=tracking, source_folder=Path(folder).resolve() if folder else None
+    )

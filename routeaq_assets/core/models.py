@@ -25,6 +25,7 @@ DEFAULT_PARAMS = {
     "verbosity": -1,
 }
 NUM_BOOST_ROUND = 600
+MIN_SITE_CALIBRATION_ROWS = 100  # fewer residuals than this: the site uses the pooled quantiles
 # What the booster predicts; recorded with every registered model and checked when one is loaded.
 TARGET_KIND = "change_from_base"
 
@@ -51,33 +52,42 @@ class Forecaster:
     coverage: float
     feature_names: tuple[str, ...] = FEATURE_COLUMNS
     params: dict = field(default_factory=dict)
+    site_quantiles: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def predict(self, features: pl.DataFrame, num_threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.predict_matrix(
-            feature_matrix(features, self.feature_names), forecast_base(features), interval_scale(features), num_threads
+            feature_matrix(features, self.feature_names), forecast_base(features), self.interval_offsets(features), num_threads
         )
 
+    def interval_offsets(self, features: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, what to add to the forecast for the lower and upper bound."""
+        scale = interval_scale(features)
+        quantiles = [self.site_quantiles.get(site, (self.q_lower, self.q_upper)) for site in features["site_id"].to_list()]
+        q = np.array(quantiles, dtype=float).reshape(-1, 2)
+        return q[:, 0] * scale, q[:, 1] * scale
+
     def predict_matrix(
-        self, x: np.ndarray, base: np.ndarray, scale: np.ndarray, num_threads: int = 0
+        self, x: np.ndarray, base: np.ndarray, offsets: tuple[np.ndarray, np.ndarray], num_threads: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Forecast, lower and upper bound from a prepared matrix (the serving path)."""
         pred = np.clip(base + self.booster.predict(x, num_threads=num_threads), 0.0, None)
-        return pred, np.clip(pred + self.q_lower * scale, 0.0, None), pred + self.q_upper * scale
+        return pred, np.clip(pred + offsets[0], 0.0, None), pred + offsets[1]
 
     def metadata(self) -> dict:
         return {
             "feature_names": list(self.feature_names),
             "q_lower": self.q_lower,
             "q_upper": self.q_upper,
+            "site_quantiles": {site: list(q) for site, q in self.site_quantiles.items()},
             "coverage": self.coverage,
             "target_kind": TARGET_KIND,
         }
 
 
 def interval_scale(features: pl.DataFrame) -> np.ndarray:
-    return features.select(
-        (1.0 + pl.coalesce(pl.col("target_std_6"), pl.col("target_std_24"), pl.lit(0.0))).alias("scale")
-    )["scale"].to_numpy()
+    spread = pl.coalesce(pl.col("target_std_24"), pl.col("target_std_6"), pl.lit(0.0))
+    level = pl.coalesce(pl.col("target_mean_24"), pl.lit(0.0)).abs()
+    return features.select((0.1 + spread + 0.2 * level).alias("scale"))["scale"].to_numpy()
 
 
 def train_forecaster(
@@ -105,15 +115,23 @@ def train_forecaster(
 
     point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage)
     predicted, _, _ = point.predict(calibration)
-    residual = (calibration["target"].to_numpy() - predicted) / interval_scale(calibration)
+    residuals = calibration.select("site_id").with_columns(
+        residual=pl.Series((calibration["target"].to_numpy() - predicted) / interval_scale(calibration))
+    )
     alpha = (1.0 - coverage) / 2.0
-    q_lower, q_upper = np.quantile(residual, [alpha, 1.0 - alpha])
+    q_lower, q_upper = np.quantile(residuals["residual"].to_numpy(), [alpha, 1.0 - alpha])
+    site_quantiles = {
+        site: tuple(float(q) for q in np.quantile(rows["residual"].to_numpy(), [alpha, 1.0 - alpha]))
+        for (site,), rows in residuals.group_by("site_id")
+        if rows.height >= MIN_SITE_CALIBRATION_ROWS
+    }
     return Forecaster(
         booster=point.booster,
         q_lower=float(q_lower),
         q_upper=float(q_upper),
         coverage=coverage,
         params={**params, "num_boost_round": num_boost_round},
+        site_quantiles=site_quantiles,
     )
 
 

@@ -14,6 +14,7 @@ from routeaq_assets.core.models import TARGET_KIND, Forecaster
 
 CHAMPION = "champion"
 EXPERIMENT = "routeaq-forecasts"
+BACKTEST_EXPERIMENT = "routeaq-backtests"
 PIP_REQUIREMENTS = ["lightgbm==4.7.0", "numpy", "polars"]
 
 
@@ -37,12 +38,26 @@ class ForecastRegistry:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.artifact_root = artifact_root
 
-    def experiment_id(self) -> str:
-        found = self.client.get_experiment_by_name(EXPERIMENT)
+    def experiment_id(self, name: str = EXPERIMENT) -> str:
+        found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
-        return self.client.create_experiment(EXPERIMENT, artifact_location=location)
+        location = (self.artifact_root / name).resolve().as_uri() if self.artifact_root else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def log_backtest(self, run_name: str, params: dict[str, Any], metrics: dict[str, float], artifacts: dict[str, bytes]) -> str:
+        """Record a backtest: its settings, headline metrics and files (tables, plots)."""
+        import tempfile
+
+        mlflow = self._mlflow
+        with mlflow.start_run(experiment_id=self.experiment_id(BACKTEST_EXPERIMENT), run_name=run_name) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
+            with tempfile.TemporaryDirectory() as folder:
+                for name, data in artifacts.items():
+                    (Path(folder) / name).write_bytes(data)
+                mlflow.log_artifacts(folder)
+        return run.info.run_id
 
     def log_candidate(
         self,
@@ -110,6 +125,7 @@ class ForecastRegistry:
             raise ValueError(f"{name} v{mv.version} predicts {metadata.get('target_kind')!r}, this code serves {TARGET_KIND!r}: retrain it")
         forecaster = Forecaster(
             booster=booster,
+            site_quantiles={site: (float(q[0]), float(q[1])) for site, q in metadata.get("site_quantiles", {}).items()},
             q_lower=float(metadata["q_lower"]),
             q_upper=float(metadata["q_upper"]),
             coverage=float(metadata["coverage"]),

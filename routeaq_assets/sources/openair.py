@@ -53,6 +53,17 @@ def read_openair_table(path: Path) -> pl.DataFrame:
     raise SourceDataError(f"{path.name}: unsupported table format {suffix!r} (use .RData, .csv or .parquet)")
 
 
+def utc_hours(table: pl.DataFrame) -> pl.Expr:
+    """The ``date`` column as UTC: naive values are GMT (openair's convention)."""
+    date = pl.col("date")
+    dtype = table.schema["date"]
+    if dtype == pl.Utf8:
+        return date.str.to_datetime(time_zone="UTC").cast(TIME)
+    if getattr(dtype, "time_zone", None) is None:
+        return date.dt.replace_time_zone("UTC").cast(TIME)
+    return date.dt.convert_time_zone("UTC").cast(TIME)
+
+
 def openair_to_observations(
     table: pl.DataFrame,
     *,
@@ -74,17 +85,11 @@ def openair_to_observations(
         raise SourceDataError(f"{source}: no pollutant columns among {table.columns}")
     if site_id is None and "code" not in table.columns:
         raise SourceDataError(f"{source}: no site given and no 'code' column to take it from")
-    date = pl.col("date")
-    if table.schema["date"] == pl.Utf8:
-        date = date.str.to_datetime(time_zone="UTC")
-    elif getattr(table.schema["date"], "time_zone", None) is None:
-        date = date.dt.replace_time_zone("UTC")
-    else:
-        date = date.dt.convert_time_zone("UTC")
+    date = utc_hours(table)
     site = pl.lit(site_id) if site_id is not None else pl.col("code").cast(pl.Utf8)
     wide = table.select(
         site.alias("site_id"),
-        date.cast(TIME).alias("time"),
+        date.alias("time"),
         *[pl.col(c).cast(pl.Float64).fill_nan(None).alias(code) for c, code in value_columns.items()],
     )
     long = wide.unpivot(index=["site_id", "time"], variable_name="pollutant", value_name="value")

@@ -1,0 +1,108 @@
+"""Rolling-origin backtests: several time-ordered folds, each trained only on hours before it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from routeaq_assets.core.metrics import evaluate, scorable
+from routeaq_assets.core.models import train_forecaster
+
+METRIC_COLUMNS = (
+    "hours", "model_rmse", "persistence_rmse", "yesterday_rmse", "skill_vs_persistence", "skill_vs_yesterday",
+    "model_mae", "persistence_mae", "model_bias", "interval_coverage", "interval_width",
+)
+
+
+def rolling_origin_backtest(
+    features: pl.DataFrame,
+    *,
+    folds: int = 4,
+    test_days: int = 7,
+    train_days: int | None = None,
+    coverage: float = 0.8,
+    num_boost_round: int | None = None,
+) -> pl.DataFrame:
+    """Predictions of ``folds`` consecutive test windows of ``test_days`` ending at the newest
+    hour. Fold k trains on the ``train_days`` (all, if None) before its window and is scored on
+    the window's hours where the model and both baselines can be scored."""
+    if folds < 1 or test_days < 1:
+        raise ValueError("a backtest needs at least one fold of at least one day")
+    end = features["time"].max() + timedelta(hours=1)
+    first_test = end - timedelta(days=folds * test_days)
+    if features["time"].min() >= first_test - timedelta(days=2):
+        raise ValueError(
+            f"{folds} folds of {test_days} days need history before {first_test.isoformat()}; "
+            f"the data starts {features['time'].min().isoformat()}"
+        )
+    kwargs = {"coverage": coverage} | ({"num_boost_round": num_boost_round} if num_boost_round else {})
+    results = []
+    for k in range(folds):
+        test_start = first_test + timedelta(days=k * test_days)
+        test_end = test_start + timedelta(days=test_days)
+        train = features.filter(pl.col("time") < test_start)
+        if train_days is not None:
+            train = train.filter(pl.col("time") >= test_start - timedelta(days=train_days))
+        test = scorable(features.filter((pl.col("time") >= test_start) & (pl.col("time") < test_end)))
+        if test.is_empty():
+            continue
+        forecaster = train_forecaster(train, **kwargs)
+        pred, lower, upper = forecaster.predict(test)
+        results.append(
+            test.select("site_id", "time", "pollutant", "target", "target_lag_1", "target_lag_24").with_columns(
+                fold=pl.lit(k), pred=pl.Series(pred), lower=pl.Series(lower), upper=pl.Series(upper)
+            )
+        )
+    if not results:
+        raise ValueError("no fold has an hour with an observation and both baselines")
+    return pl.concat(results)
+
+
+def metrics_table(predictions: pl.DataFrame) -> pl.DataFrame:
+    """Scores per pollutant over all sites (``site_id`` 'ALL') and per pollutant and site."""
+    rows = []
+    for (pollutant,), group in predictions.group_by("pollutant", maintain_order=True):
+        rows.append({"pollutant": pollutant, "site_id": "ALL", **evaluate(group)})
+        for (site_id,), site_rows in group.sort("site_id").group_by("site_id", maintain_order=True):
+            rows.append({"pollutant": pollutant, "site_id": site_id, **evaluate(site_rows)})
+    return pl.DataFrame(rows).select("pollutant", "site_id", *METRIC_COLUMNS)
+
+
+def format_table(table: pl.DataFrame) -> str:
+    """A plain-text metrics table, persistence beside every model figure."""
+    header = f"{'pollutant':<9} {'site':<6} {'hours':>6} {'RMSE':>8} {'persist':>8} {'yesterday':>9} {'skill':>7} {'MAE':>7} {'bias':>7} {'cover':>6} {'width':>7}"
+    lines = [header, "-" * len(header)]
+    for r in table.iter_rows(named=True):
+        lines.append(
+            f"{r['pollutant']:<9} {r['site_id']:<6} {int(r['hours']):>6} {r['model_rmse']:>8.3f} {r['persistence_rmse']:>8.3f} "
+            f"{r['yesterday_rmse']:>9.3f} {r['skill_vs_persistence']:>7.1%} {r['model_mae']:>7.3f} {r['model_bias']:>7.3f} "
+            f"{r['interval_coverage']:>6.1%} {r['interval_width']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def forecast_plot(predictions: pl.DataFrame, site_id: str, pollutant: str, hours: int = 168) -> bytes:
+    """PNG of forecast, interval and observation for the last ``hours`` of one site."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = predictions.filter((pl.col("site_id") == site_id) & (pl.col("pollutant") == pollutant)).sort("time").tail(hours)
+    figure, axis = plt.subplots(figsize=(11, 3.5), dpi=100)
+    times = rows["time"].to_list()
+    axis.fill_between(times, rows["lower"].to_numpy(), rows["upper"].to_numpy(), color="tab:blue", alpha=0.2, label="80% interval")
+    axis.plot(times, rows["target"].to_numpy(), color="black", linewidth=1.0, label="observed")
+    axis.plot(times, rows["pred"].to_numpy(), color="tab:blue", linewidth=1.0, label="forecast (1 h)")
+    axis.plot(times, rows["target_lag_1"].to_numpy(), color="tab:orange", linewidth=0.8, alpha=0.7, label="persistence")
+    axis.set_title(f"{pollutant} at {site_id}: one-hour-ahead forecast vs observed")
+    axis.set_ylabel("ug/m3")
+    axis.legend(loc="upper left", ncols=4, fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()

@@ -1,0 +1,135 @@
+"""Evaluation: rolling-origin backtests on the warehouse's features, and on a folder of
+openair-format tables a user brings. Results go to MLflow, the lake and the asset's metadata."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import polars as pl
+
+from routeaq_assets.core.backtest import forecast_plot, format_table, metrics_table, rolling_origin_backtest
+from routeaq_assets.core.environment import load_settings
+from routeaq_assets.core.features import build_features, hourly_panel
+from routeaq_assets.core.schema import FORECAST_POLLUTANTS, SourceDataError
+from routeaq_assets.core.sites import load_packaged_registry, site_attributes
+from routeaq_assets.defs.features import silver_features
+from routeaq_assets.resources import Lake, ModelStore, Warehouse
+from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
+
+
+class BacktestConfig(dg.Config):
+    pollutants: list[str] = list(FORECAST_POLLUTANTS)
+    folds: int = 4
+    # Days per fold; 0 chooses a quarter of the data's span per fold, so the folds test its second half.
+    test_days: int = 7
+    train_days: Optional[int] = None
+    coverage: float = 0.8
+
+
+class LocalBacktestConfig(BacktestConfig):
+    folder: str = str(load_settings().source_folder or "")
+    test_days: int = 0
+
+
+def _fold_days(config: BacktestConfig, features: pl.DataFrame) -> int:
+    if config.test_days > 0:
+        return config.test_days
+    span = (features["time"].max() - features["time"].min()) / timedelta(days=1)
+    return max(1, int(span / 2 / config.folds))
+
+
+def _backtest(features_by_pollutant: dict[str, pl.DataFrame], config: BacktestConfig) -> pl.DataFrame:
+    frames = []
+    for pollutant, features in features_by_pollutant.items():
+        if features.is_empty() or features["target"].drop_nulls().is_empty():
+            raise dg.Failure(f"backtest: no {pollutant} observations to evaluate")
+        frames.append(
+            rolling_origin_backtest(
+                features, folds=config.folds, test_days=_fold_days(config, features), train_days=config.train_days, coverage=config.coverage
+            )
+        )
+    return pl.concat(frames)
+
+
+def _report(context: dg.AssetExecutionContext, name: str, predictions: pl.DataFrame, config: BacktestConfig, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+    table = metrics_table(predictions)
+    text = format_table(table)
+    context.log.info(f"{name} (one-hour-ahead, {config.folds} rolling-origin folds):\n{text}")
+    stamp = f"{datetime.now():%Y%m%dT%H%M%S}"
+    folder = f"reports/{name}/{stamp}"
+    artifacts = {"metrics.csv": table.write_csv().encode(), "metrics.txt": text.encode()}
+    for (pollutant,), rows in predictions.group_by("pollutant"):
+        site = rows["site_id"].sort()[0]
+        artifacts[f"forecast_{pollutant}_{site}.png"] = forecast_plot(rows, site, pollutant)
+    paths = {file: lake.write_bytes(f"{folder}/{file}", data) for file, data in artifacts.items()}
+    headline = {
+        f"{r['pollutant']}_{k}": r[k]
+        for r in table.filter(pl.col("site_id") == "ALL").iter_rows(named=True)
+        for k in ("model_rmse", "persistence_rmse", "yesterday_rmse", "skill_vs_persistence", "interval_coverage", "interval_width")
+    }
+    run_id = model_store.registry().log_backtest(
+        f"{name}-{stamp}",
+        params={"folds": config.folds, "test_days": config.test_days, "train_days": config.train_days, "coverage": config.coverage, "pollutants": ",".join(config.pollutants)},
+        metrics=headline,
+        artifacts=artifacts,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "metrics": dg.MetadataValue.md(table.to_pandas().to_markdown(index=False, floatfmt=".3f")),
+            "table": dg.MetadataValue.text(text),
+            "mlflow_run_id": run_id,
+            "report_folder": dg.MetadataValue.path(str(Path(paths["metrics.csv"]).parent)),
+            **{f"plot_{p}": dg.MetadataValue.path(v) for p, v in paths.items() if p.endswith(".png")},
+            **{k: float(v) for k, v in headline.items()},
+        }
+    )
+
+
+@dg.asset(group_name="evaluation", deps=[silver_features], kinds={"lightgbm", "mlflow"})
+def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: Warehouse, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+    """Rolling-origin backtest of every pollutant on the stored features: each fold trains on the
+    hours before it, and RMSE, MAE, bias, skill and interval coverage are reported per pollutant
+    and site beside persistence and same-hour-yesterday."""
+    features = {
+        p: warehouse.query("SELECT * FROM silver_features WHERE pollutant = ? ORDER BY time, site_id", [p]) for p in config.pollutants
+    }
+    return _report(context, "backtest", _backtest(features, config), config, model_store, lake)
+
+
+def local_features(folder: Path, pollutants: list[str]) -> dict[str, pl.DataFrame]:
+    """Features of every site and pollutant in a folder of openair-format tables."""
+    sites = folder_sites(folder)
+    known = set(load_packaged_registry()["site_id"].to_list())
+    attributes = site_attributes(load_packaged_registry(tuple(s for s in sites if s in known))) if known & set(sites) else None
+    unknown = pl.DataFrame({"site_id": [s for s in sites if s not in known]}, schema={"site_id": pl.Utf8})
+    sites_frame = pl.concat([attributes, unknown], how="diagonal_relaxed") if attributes is not None else unknown.with_columns(
+        pl.lit(None, pl.Float64).alias("latitude"), pl.lit(None, pl.Float64).alias("longitude"), pl.lit(None, pl.Int32).alias("location_type_code")
+    )
+    observations = pl.concat([local_observations(folder, s, "local") for s in sites])
+    weather_parts = [w for s in sites if (w := local_weather(folder, s)) is not None]
+    weather = pl.concat(weather_parts) if weather_parts else pl.DataFrame(schema=observations.select("site_id", "time").schema)
+    start, end = observations["time"].min(), observations["time"].max() + timedelta(hours=1)
+    panel = hourly_panel(observations, weather, sites_frame, start, end)
+    for column in ("temperature_2m", "relative_humidity_2m", "wind_speed_10m", "wind_direction_10m", "precipitation", "boundary_layer_height"):
+        if column not in panel.columns:
+            panel = panel.with_columns(pl.lit(None, pl.Float64).alias(column))
+    return {p: build_features(panel, p) for p in pollutants}
+
+
+@dg.asset(group_name="evaluation", kinds={"lightgbm", "mlflow"})
+def local_data_backtest(context: dg.AssetExecutionContext, config: LocalBacktestConfig, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+    """The same rolling-origin backtest on a folder of openair-format tables a user brings
+    (``folder`` config, or ``ROUTEAQ_SOURCE_FOLDER``), read through the local-file source."""
+    if not config.folder:
+        raise dg.Failure("local_data_backtest: set config 'folder' (or ROUTEAQ_SOURCE_FOLDER) to a folder of openair-format tables")
+    try:
+        features = local_features(Path(config.folder), config.pollutants)
+    except SourceDataError as exc:
+        raise dg.Failure(f"local_data_backtest: {exc}") from exc
+    available = {p: f for p, f in features.items() if not f["target"].drop_nulls().is_empty()}
+    for missing in sorted(set(features) - set(available)):
+        context.log.warning(f"no {missing} observations in {config.folder}: skipped")
+    if not available:
+        raise dg.Failure(f"local_data_backtest: none of {config.pollutants} is measured in {config.folder}")
+    return _report(context, "local_data_backtest", _backtest(available, config), config, model_store, lake)

@@ -1,0 +1,91 @@
+"""A folder of openair-format tables that users already have, as a first-class source.
+
+Files: ``.RData``/``.rda`` (as published), ``.csv`` or ``.parquet`` with a ``date`` column (GMT,
+hour beginning), pollutant columns by their published or openair names (``no2``, ``pm2.5``,
+``o3``, ``NO2``, ``PM2.5`` ...) and optionally ``ws``, ``wd``, ``air_temp``/``temp``. One file per
+site (the site code is the file name up to the first ``_``: ``MY1_2023.csv``, ``MY1.parquet``) or
+files with a ``code`` (or ``site``) column holding the site code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import polars as pl
+
+from routeaq_assets.core.schema import TIME, WEATHER, SourceDataError, conform
+from routeaq_assets.sources.openair import openair_to_observations, read_openair_table, utc_hours
+
+SUFFIXES = (".rdata", ".rda", ".csv", ".parquet")
+# openair met columns -> weather contract (openair's modelled met: a reanalysis product).
+MET_COLUMNS = {"ws": "wind_speed_10m", "wd": "wind_direction_10m", "air_temp": "temperature_2m", "temp": "temperature_2m"}
+
+
+def table_files(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceDataError(f"local source folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise SourceDataError(f"local source folder {folder} holds no .RData, .csv or .parquet table")
+    return files
+
+
+def _site_column(table: pl.DataFrame, path: Path) -> pl.Expr:
+    if "code" in table.columns:
+        return pl.col("code").cast(pl.Utf8).str.to_uppercase()
+    return pl.lit(path.stem.split("_")[0].upper())
+
+
+@lru_cache(maxsize=4)
+def _load(folder: str, signature: tuple) -> dict[str, pl.DataFrame]:
+    tables: dict[str, list[pl.DataFrame]] = {}
+    for path in table_files(Path(folder)):
+        table = read_openair_table(path)
+        if "date" not in table.columns:
+            raise SourceDataError(f"{path.name}: no 'date' column; columns are {table.columns}")
+        table = table.with_columns(_site_column(table, path).alias("__site"), pl.lit(str(path)).alias("__file"))
+        for (site,), rows in table.group_by("__site"):
+            tables.setdefault(site, []).append(rows)
+    return {site: pl.concat(parts, how="diagonal_relaxed") for site, parts in tables.items()}
+
+
+def load_folder(folder: Path) -> dict[str, pl.DataFrame]:
+    """Every site's table in ``folder``, re-read only when a file changes."""
+    signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in table_files(folder))
+    return _load(str(Path(folder).resolve()), signature)
+
+
+def local_observations(folder: Path, site_id: str, network: str) -> pl.DataFrame | None:
+    table = load_folder(folder).get(site_id)
+    if table is None:
+        return None
+    return openair_to_observations(table.drop("code", strict=False), site_id=site_id, network=network, source=f"local:{table['__file'][0]}")
+
+
+def local_weather(folder: Path, site_id: str) -> pl.DataFrame | None:
+    """The met columns of a site's tables as weather (kind ``reanalysis``), or None if it has none."""
+    table = load_folder(folder).get(site_id)
+    if table is None:
+        return None
+    present = {source: target for source, target in MET_COLUMNS.items() if source in table.columns}
+    if not present:
+        return None
+    columns = {target: pl.col(source).cast(pl.Float64).fill_nan(None) for source, target in reversed(list(present.items()))}
+    frame = table.select(
+        pl.lit(site_id).alias("site_id"),
+        utc_hours(table).alias("time"),
+        *(expr.alias(name) for name, expr in columns.items()),
+    ).with_columns(
+        *(pl.lit(None, pl.Float64).alias(c) for c in WEATHER if c not in columns and c not in ("site_id", "time", "kind", "source", "ingested_at")),
+        pl.lit("reanalysis").alias("kind"),
+        pl.lit(f"local:{table['__file'][0]}").alias("source"),
+        pl.lit(datetime.now(timezone.utc)).cast(TIME).alias("ingested_at"),
+    )
+    return conform(frame, WEATHER, f"local weather {site_id}").unique(["site_id", "time"], keep="first").sort("time")
+
+
+def folder_sites(folder: Path) -> list[str]:
+    return sorted(load_folder(folder))

@@ -1,0 +1,75 @@
+"""Rolling-origin backtests and the local-file source on real openair tables a user brings."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from conftest import FIXTURES, make_definitions
+from routeaq_assets.core.backtest import format_table, metrics_table, rolling_origin_backtest
+from routeaq_assets.defs.evaluation import local_features
+from routeaq_assets.sources.local_tables import folder_sites, local_weather
+from routeaq_assets.sources.openair import read_rdata_table
+
+UTC = timezone.utc
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory):
+    """ABD as openair's own export (lower case, pm2.5, air_temp) in CSV; AH as Parquet with a code column."""
+    folder = tmp_path_factory.mktemp("user")
+    abd = read_rdata_table(FIXTURES / "ABD_2017.RData")
+    abd = abd.rename({c: c.lower() for c in abd.columns if c not in ("date", "site", "code")}).rename({"noxasno2": "nox", "temp": "air_temp"})
+    abd.drop("code").write_csv(folder / "ABD_2017.csv")
+    read_rdata_table(FIXTURES / "AH_2017.RData").write_parquet(folder / "aston-hill.parquet")
+    return folder
+
+
+def test_local_folder_finds_sites_by_file_name_or_code_column_and_reads_met(user_folder):
+    assert folder_sites(user_folder) == ["ABD", "AH"]
+    weather = local_weather(user_folder, "ABD")
+    first = weather.filter(pl.col("time") == datetime(2017, 1, 1, tzinfo=UTC)).row(0, named=True)
+    assert (first["temperature_2m"], first["wind_speed_10m"], first["wind_direction_10m"]) == (2.8, 5.0, 325.4)
+    assert first["boundary_layer_height"] is None
+
+
+def test_backtest_folds_are_time_ordered_and_report_baselines(user_folder):
+    features = local_features(user_folder, ["no2"])["no2"].filter(pl.col("time") < datetime(2017, 4, 1, tzinfo=UTC))
+    predictions = rolling_origin_backtest(features, folds=3, test_days=10, num_boost_round=100)
+    assert sorted(predictions["fold"].unique().to_list()) == [0, 1, 2]
+    bounds = predictions.group_by("fold").agg(pl.col("time").min().alias("first"), pl.col("time").max().alias("last")).sort("fold")
+    assert all(a < b for a, b in zip(bounds["last"][:-1], bounds["first"][1:]))
+    assert predictions["time"].min() >= datetime(2017, 3, 2, tzinfo=UTC)
+    table = metrics_table(predictions)
+    assert table.filter(pl.col("site_id") == "ALL").height == 1
+    assert set(table["site_id"]) == {"ALL", "ABD", "AH"}
+    row = table.filter(pl.col("site_id") == "ABD").row(0, named=True)
+    assert row["skill_vs_persistence"] == pytest.approx(1 - row["model_rmse"] / row["persistence_rmse"], abs=1e-5)
+    assert "persist" in format_table(table)
+
+
+def test_backtest_refuses_a_window_without_history(user_folder):
+    features = local_features(user_folder, ["no2"])["no2"].filter(pl.col("time") < datetime(2017, 1, 20, tzinfo=UTC))
+    with pytest.raises(ValueError, match="need history before"):
+        rolling_origin_backtest(features, folds=4, test_days=7)
+
+
+def test_local_data_backtest_asset_reports_metrics_to_dagster_and_mlflow(home, user_folder):
+    defs = make_definitions(home)
+    config = {"ops": {"local_data_backtest": {"config": {"folder": str(user_folder), "pollutants": ["no2", "pm25"], "folds": 2, "test_days": 14}}}}
+    result = dg.materialize([defs.get_assets_def("local_data_backtest")], resources=defs.resources, run_config=config)
+    metadata = result.asset_materializations_for_node("local_data_backtest")[0].metadata
+    assert metadata["no2_persistence_rmse"].value > 0 and "skill" in metadata["table"].value
+    assert "pm25" in metadata["table"].value  # AH has no PM2.5; ABD does
+    run = defs.resources["model_store"].registry().client.get_run(metadata["mlflow_run_id"].value)
+    assert run.data.metrics["no2_model_rmse"] == pytest.approx(metadata["no2_model_rmse"].value)
+
+
+def test_local_data_backtest_names_a_missing_folder(home, tmp_path):
+    defs = make_definitions(home)
+    config = {"ops": {"local_data_backtest": {"config": {"folder": str(tmp_path / "nowhere")}}}}
+    result = dg.materialize([defs.get_assets_def("local_data_backtest")], resources=defs.resources, run_config=config, raise_on_error=False)
+    assert not result.success
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
+    assert "nowhere does not exist" in message
