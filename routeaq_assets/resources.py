@@ -15,6 +15,7 @@ import polars as pl
 from routeaq_assets.core.environment import Settings, get_environment, load_settings
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import SourceDataError
+from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
 from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, make_session
@@ -195,17 +196,17 @@ class Lake(dg.ConfigurableResource):
 
 
 class OnlineStore(dg.ConfigurableResource):
-    """Where the service reads recent history: a Parquet file when embedded."""
+    """Where the service reads site history: recent hours from ``target`` (a Parquet file when
+    embedded, ``redis://...`` in production) and older hours from yearly Parquet files."""
 
-    path: str
+    target: str
+    history_folder: str
 
     def publish(self, panel: pl.DataFrame) -> str:
-        path = Path(self.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        panel.write_parquet(partial)
-        partial.replace(path)
-        return str(path)
+        return online_store(self.target).publish(panel)
+
+    def history(self) -> HistoryStore:
+        return HistoryStore(Path(self.history_folder))
 
 
 def _source_folder(settings: Settings) -> str:
@@ -226,7 +227,7 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings)),
         "model_store": ModelStore(tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.home / "mlflow" / "artifacts")),
         "lake": Lake(root=str(settings.lake_root)),
-        "online_store": OnlineStore(path=str(settings.online_features_path)),
+        "online_store": OnlineStore(target=settings.online_store_target, history_folder=str(settings.history_dir)),
     }
 
 

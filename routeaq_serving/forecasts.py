@@ -1,9 +1,10 @@
 """The one forecast function behind every endpoint.
 
-At load, the champion of each pollutant comes from MLflow and the online feature snapshot from
-the online store; features are computed once with ``routeaq_assets.core.features`` (the code
-training used) for every site-hour of the snapshot. A request then costs a dictionary lookup and
-one ``Booster.predict`` on the rows asked for.
+At load, the champion of each pollutant comes from MLflow and the recent history from the online
+store; features are computed once with ``routeaq_assets.core.features`` (the code training used)
+for every site-hour of that history. A request for a recent hour then costs a dictionary lookup
+and one ``Booster.predict`` on the rows asked for. An older hour (still within the stored
+history) is answered from the yearly history files: slower, and the same features.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -22,9 +22,10 @@ from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, build_features, fea
 from routeaq_assets.core.models import forecast_base
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
+from routeaq_assets.core.stores import HistoryStore, online_store
 
 log = logging.getLogger("routeaq.serving")
-ONLINE = "online_store"
+ONLINE, OFFLINE = "online_store", "offline_store"
 
 
 class ForecastError(Exception):
@@ -48,10 +49,9 @@ class NotReady(ForecastError):
 
 
 @dataclass(frozen=True)
-class PollutantTable:
-    """Everything needed to answer one pollutant: its model and its precomputed rows."""
+class Rows:
+    """Prepared model inputs for some site-hours of one pollutant."""
 
-    model: RegisteredForecaster
     x: np.ndarray
     base: np.ndarray
     lower_offset: np.ndarray
@@ -59,102 +59,104 @@ class PollutantTable:
     index: dict[tuple[str, datetime], int]
 
 
+def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime) -> Rows:
+    rows = build_features(panel, pollutant).filter(pl.col("time") >= first)
+    lower, upper = model.forecaster.interval_offsets(rows)
+    return Rows(
+        x=feature_matrix(rows, model.forecaster.feature_names),
+        base=forecast_base(rows),
+        lower_offset=lower,
+        upper_offset=upper,
+        index={key: i for i, key in enumerate(zip(rows["site_id"].to_list(), rows["time"].to_list()))},
+    )
+
+
 @dataclass(frozen=True)
 class State:
-    tables: dict[str, PollutantTable]
+    models: dict[str, RegisteredForecaster]
+    online: dict[str, Rows]
     sites: frozenset[str]
-    first_hour: datetime
+    first_hour: datetime  # the oldest hour the online store answers
     last_hour: datetime  # the newest hour that can be forecast (newest observation + 1 h)
+    history_start: datetime | None  # the oldest stored hour in the history files
     data_until: dict[str, datetime]
-    snapshot_mtime: float
-
-
-def _build_state(panel: pl.DataFrame, models: dict[str, RegisteredForecaster], mtime: float) -> State:
-    tables = {}
-    first = panel["time"].min() + timedelta(hours=MAX_LOOKBACK_HOURS)
-    for pollutant, model in models.items():
-        rows = build_features(panel, pollutant).filter(pl.col("time") >= first)
-        keys = zip(rows["site_id"].to_list(), rows["time"].to_list())
-        offsets = model.forecaster.interval_offsets(rows)
-        tables[pollutant] = PollutantTable(
-            model=model,
-            x=feature_matrix(rows, model.forecaster.feature_names),
-            base=forecast_base(rows),
-            lower_offset=offsets[0],
-            upper_offset=offsets[1],
-            index={key: i for i, key in enumerate(keys)},
-        )
-    observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
-    data_until = dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows())
-    return State(
-        tables=tables,
-        sites=frozenset(panel["site_id"].unique().to_list()),
-        first_hour=first,
-        last_hour=panel["time"].max(),
-        data_until=data_until,
-        snapshot_mtime=mtime,
-    )
+    online_version: str
 
 
 class Forecasts:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.snapshot_path = Path(settings.online_features_path)
+        self.store = online_store(settings.online_store_target)
+        self.history = HistoryStore(settings.history_dir)
         self._state: State | None = None
         self._reason = "not loaded yet"
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
     def refresh(self) -> bool:
-        """Load the champions and the snapshot if either changed. On any failure the last good
-        state keeps serving and the reason is kept for the readiness answer."""
+        """Load the champions and the online history if either changed. On any failure the last
+        good state keeps serving and the reason is kept for the readiness answer."""
         with self._lock:
             try:
-                registry = ForecastRegistry(self.settings.mlflow_tracking_uri)
-                current = self._state
-                models = {}
-                for pollutant in FORECAST_POLLUTANTS:
-                    name = self.settings.model_name(pollutant)
-                    version = registry.champion_version(name)
-                    if version is None:
-                        continue
-                    loaded = current.tables.get(pollutant) if current else None
-                    models[pollutant] = loaded.model if loaded and loaded.model.version == version else registry.load(name, version)
-                if not models:
-                    self._reason = "no champion model in the registry: run the training job"
-                    return False
-                if not self.snapshot_path.exists():
-                    self._reason = f"no online feature snapshot at {self.snapshot_path}: materialize online_features"
-                    return False
-                mtime = self.snapshot_path.stat().st_mtime
-                unchanged = (
-                    current is not None
-                    and current.snapshot_mtime == mtime
-                    and {p: t.model.version for p, t in current.tables.items()} == {p: m.version for p, m in models.items()}
-                )
-                if unchanged:
-                    return False
-                self._state = _build_state(pl.read_parquet(self.snapshot_path), models, mtime)
-                self._reason = ""
-                log.info("serving %s", {p: m.version for p, m in models.items()})
-                return True
+                return self._refresh()
             except Exception as exc:  # keep serving the last good model whatever broke
                 self._reason = f"refresh failed, serving the last good model: {type(exc).__name__}: {exc}"
                 log.warning(self._reason)
                 return False
+
+    def _refresh(self) -> bool:
+        registry = ForecastRegistry(self.settings.mlflow_tracking_uri)
+        current = self._state
+        models = {}
+        for pollutant in FORECAST_POLLUTANTS:
+            name = self.settings.model_name(pollutant)
+            version = registry.champion_version(name)
+            if version is None:
+                continue
+            known = current.models.get(pollutant) if current else None
+            models[pollutant] = known if known and known.version == version else registry.load(name, version)
+        if not models:
+            self._reason = "no champion model in the registry: run the training job"
+            return False
+        version = self.store.version()
+        if version is None:
+            self._reason = f"no online history in {self.settings.online_store_target}: materialize online_features"
+            return False
+        same_models = current is not None and {p: m.version for p, m in current.models.items()} == {p: m.version for p, m in models.items()}
+        if same_models and current.online_version == version:
+            self._reason = ""
+            return False
+        panel = self.store.read()
+        first = panel["time"].min() + timedelta(hours=MAX_LOOKBACK_HOURS)
+        observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
+        self._state = State(
+            models=models,
+            online={p: prepare(panel, p, m, first) for p, m in models.items()},
+            sites=frozenset(panel["site_id"].unique().to_list()),
+            first_hour=first,
+            last_hour=panel["time"].max(),
+            history_start=self.history.start(),
+            data_until=dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows()),
+            online_version=version,
+        )
+        self._reason = ""
+        log.info("serving %s", {p: m.version for p, m in models.items()})
+        return True
 
     def status(self) -> dict:
         state = self._state
         if state is None:
             return {"status": "unavailable", "model_loaded": False, "reason": self._reason}
         newest = max(state.data_until.values()) if state.data_until else None
+        earliest = (state.history_start + timedelta(hours=1)) if state.history_start else state.first_hour
         return {
             "status": "ok",
             "model_loaded": True,
-            "models": {p: t.model.version for p, t in state.tables.items()},
+            "models": {p: m.version for p, m in state.models.items()},
             "newest_observation": newest.isoformat() if newest else None,
             "feature_age_hours": round((datetime.now(timezone.utc) - newest).total_seconds() / 3600, 1) if newest else None,
-            "forecast_hours": [state.first_hour.isoformat(), state.last_hour.isoformat()],
+            "forecast_hours": [earliest.isoformat(), state.last_hour.isoformat()],
+            "online_hours": [state.first_hour.isoformat(), state.last_hour.isoformat()],
             "warning": self._reason or None,
         }
 
@@ -162,15 +164,15 @@ class Forecasts:
         state = self._require_state()
         return {
             p: {
-                "model_name": t.model.name,
-                "version": t.model.version,
-                "train_start": t.model.metadata.get("train_start"),
-                "holdout_start": t.model.metadata.get("holdout_start"),
-                "holdout_end": t.model.metadata.get("holdout_end"),
-                "holdout_metrics": t.model.metadata.get("holdout_metrics"),
-                "interval": t.model.forecaster.coverage,
+                "model_name": m.name,
+                "version": m.version,
+                "train_start": m.metadata.get("train_start"),
+                "holdout_start": m.metadata.get("holdout_start"),
+                "holdout_end": m.metadata.get("holdout_end"),
+                "holdout_metrics": m.metadata.get("holdout_metrics"),
+                "interval": m.forecaster.coverage,
             }
-            for p, t in state.tables.items()
+            for p, m in state.models.items()
         }
 
     def _require_state(self) -> State:
@@ -179,33 +181,53 @@ class Forecasts:
         return self._state
 
     # -- forecasting ---------------------------------------------------------------------
+    def _check(self, state: State, site_id: str, hour: datetime, pollutant: str) -> None:
+        if site_id not in state.sites:
+            raise UnknownSite(f"unknown site_id {site_id!r}; known sites: {sorted(state.sites)}", "site_id")
+        if pollutant not in state.models:
+            raise NotReady(f"no champion model for {pollutant}: train and promote one", "pollutant")
+        if hour > state.last_hour:
+            raise OutOfRange(
+                f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {state.last_hour.isoformat()}",
+                "timestamp",
+            )
+        earliest = state.history_start + timedelta(hours=1) if state.history_start else state.first_hour
+        if hour < min(earliest, state.first_hour):
+            raise OutOfRange(
+                f"timestamp {hour.isoformat()} is before the stored history: the earliest hour available is {earliest.isoformat()}",
+                "timestamp",
+            )
+
+    def _offline(self, state: State, items: list[tuple[str, datetime, str]]) -> dict[str, Rows]:
+        """Rows for older hours, computed from the history files."""
+        sites = sorted({site for site, _, _ in items})
+        start = min(hour for _, hour, _ in items) - timedelta(hours=MAX_LOOKBACK_HOURS)
+        end = max(hour for _, hour, _ in items) + timedelta(hours=1)
+        panel = self.history.window(sites, start, end)
+        if panel.is_empty():
+            raise OutOfRange(f"no stored history for {sites} between {start.isoformat()} and {end.isoformat()}", "timestamp")
+        return {p: prepare(panel, p, state.models[p], start) for p in {p for _, _, p in items}}
+
     def forecast(self, items: list[tuple[str, datetime, str]]) -> list[dict]:
         """Forecasts for (site_id, hour, pollutant) items, each from data before its hour."""
         state = self._require_state()
-        rows: dict[str, list[int]] = {}
-        for i, (site_id, hour, pollutant) in enumerate(items):
-            if site_id not in state.sites:
-                raise UnknownSite(f"unknown site_id {site_id!r}; known sites: {sorted(state.sites)}", "site_id")
-            if pollutant not in state.tables:
-                raise NotReady(f"no champion model for {pollutant}: train and promote one", "pollutant")
-            if hour > state.last_hour:
-                raise OutOfRange(
-                    f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {state.last_hour.isoformat()}",
-                    "timestamp",
-                )
-            if hour < state.first_hour:
-                raise OutOfRange(
-                    f"timestamp {hour.isoformat()} is before the stored history: the earliest hour available is {state.first_hour.isoformat()}",
-                    "timestamp",
-                )
-            rows.setdefault(pollutant, []).append(i)
+        for site_id, hour, pollutant in items:
+            self._check(state, site_id, hour, pollutant)
+        older = [item for item in items if item[1] < state.first_hour]
+        offline = self._offline(state, older) if older else {}
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, (_, hour, pollutant) in enumerate(items):
+            groups.setdefault((pollutant, OFFLINE if hour < state.first_hour else ONLINE), []).append(i)
         results: list[dict | None] = [None] * len(items)
-        for pollutant, positions in rows.items():
-            table = state.tables[pollutant]
-            index = [table.index[(items[i][0], items[i][1])] for i in positions]
-            forecaster = table.model.forecaster
-            pred, lower, upper = forecaster.predict_matrix(
-                table.x[index], table.base[index], (table.lower_offset[index], table.upper_offset[index]), num_threads=1
+        for (pollutant, source), positions in groups.items():
+            rows = offline[pollutant] if source == OFFLINE else state.online[pollutant]
+            missing = [items[i] for i in positions if (items[i][0], items[i][1]) not in rows.index]
+            if missing:
+                raise OutOfRange(f"no stored history for {missing[0][0]} before {missing[0][1].isoformat()}", "timestamp")
+            index = [rows.index[(items[i][0], items[i][1])] for i in positions]
+            model = state.models[pollutant]
+            pred, lower, upper = model.forecaster.predict_matrix(
+                rows.x[index], rows.base[index], (rows.lower_offset[index], rows.upper_offset[index]), num_threads=1
             )
             for k, i in enumerate(positions):
                 site_id, hour, _ = items[i]
@@ -221,9 +243,9 @@ class Forecasts:
                     "pred": value,
                     "lower": round(float(lower[k]), 3),
                     "upper": round(float(upper[k]), 3),
-                    "interval": forecaster.coverage,
-                    "model_version": table.model.version,
+                    "interval": model.forecaster.coverage,
+                    "model_version": model.version,
                     "data_until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "source": ONLINE,
+                    "source": source,
                 }
         return results  # type: ignore[return-value]

@@ -30,6 +30,7 @@ class Settings:
     source: str
     mlflow_tracking_uri: str
     source_folder: Path | None = None
+    online_store: str = ""
     model_prefix: str = "routeaq"
 
     @property
@@ -47,6 +48,15 @@ class Settings:
     @property
     def online_features_path(self) -> Path:
         return self.home / "online" / "features.parquet"
+
+    @property
+    def online_store_target(self) -> str:
+        """``redis://...`` in production, else the embedded Parquet file."""
+        return self.online_store or str(self.online_features_path)
+
+    @property
+    def history_dir(self) -> Path:
+        return self.home / "offline"
 
     @property
     def prediction_log_dir(self) -> Path:
@@ -68,5 +78,10 @@ def load_settings() -> Settings:
         raise ValueError("ROUTEAQ_SOURCE=local needs ROUTEAQ_SOURCE_FOLDER: the folder of openair-format tables")
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     return Settings(
-        home=home, sites=sites, source=source, mlflow_tracking_uri=tracking, source_folder=Path(folder).resolve() if folder else None
+        home=home,
+        sites=sites,
+        source=source,
+        mlflow_tracking_uri=tracking,
+        source_folder=Path(folder).resolve() if folder else None,
+        online_store=os.environ.get("ROUTEAQ_ONLINE_STORE", "").strip(),
     )

@@ -16,6 +16,8 @@ CHAMPION = "champion"
 EXPERIMENT = "routeaq-forecasts"
 BACKTEST_EXPERIMENT = "routeaq-backtests"
 PIP_REQUIREMENTS = ["lightgbm==4.7.0", "numpy", "polars"]
+# MLflow's answers for a registered model or alias that does not exist.
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 @dataclass
@@ -33,10 +35,15 @@ class ForecastRegistry:
 
         self._mlflow = mlflow
         self.tracking_uri = tracking_uri
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        # Reading goes through this client only; the fluent API (runs, log_model), which needs the
+        # process-wide tracking URI, is pointed at it when something is logged.
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.artifact_root = artifact_root
+
+    def _fluent(self):  # noqa: ANN202 - the mlflow module
+        self._mlflow.set_tracking_uri(self.tracking_uri)
+        self._mlflow.set_registry_uri(self.tracking_uri)
+        return self._mlflow
 
     def experiment_id(self, name: str = EXPERIMENT) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -49,7 +56,7 @@ class ForecastRegistry:
         """Record a backtest: its settings, headline metrics and files (tables, plots)."""
         import tempfile
 
-        mlflow = self._mlflow
+        mlflow = self._fluent()
         with mlflow.start_run(experiment_id=self.experiment_id(BACKTEST_EXPERIMENT), run_name=run_name) as run:
             mlflow.log_params(params)
             mlflow.log_metrics(metrics)
@@ -79,7 +86,7 @@ class ForecastRegistry:
 
         from routeaq_assets.core.features import feature_matrix
 
-        mlflow = self._mlflow
+        mlflow = self._fluent()
         full_metadata = {**metadata, **forecaster.metadata()}
         with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name, tags=tags or {}) as run:
             mlflow.log_params({k: v for k, v in params.items() if not isinstance(v, (dict, list))})
@@ -115,12 +122,13 @@ class ForecastRegistry:
                 else self.client.get_model_version(name, version)
             )
         except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if exc.error_code in NOT_FOUND:
                 return None
             raise
-        uri = f"models:/{name}/{mv.version}"
-        booster = mlflow.lightgbm.load_model(uri)
-        metadata = json.loads(json.dumps(self._mlflow.models.get_model_info(uri).metadata or {}))
+        uri = self.client.get_model_version_download_uri(name, mv.version)
+        local = self._mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri)
+        booster = mlflow.lightgbm.load_model(local)
+        metadata = json.loads(json.dumps(self._mlflow.models.Model.load(Path(local) / "MLmodel").metadata or {}))
         if metadata.get("target_kind") != TARGET_KIND:
             raise ValueError(f"{name} v{mv.version} predicts {metadata.get('target_kind')!r}, this code serves {TARGET_KIND!r}: retrain it")
         forecaster = Forecaster(
@@ -134,12 +142,16 @@ class ForecastRegistry:
         return RegisteredForecaster(name=name, version=str(mv.version), forecaster=forecaster, metadata=metadata)
 
     def champion_version(self, name: str) -> str | None:
+        """The champion's version; None when the model or alias does not exist. Any other
+        failure (an unreachable server) raises."""
         from mlflow.exceptions import MlflowException
 
         try:
             return str(self.client.get_model_version_by_alias(name, CHAMPION).version)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if exc.error_code in NOT_FOUND:
+                return None
+            raise
 
     def promote(self, name: str, version: str, reason: str) -> None:
         self.client.set_registered_model_alias(name, CHAMPION, version)

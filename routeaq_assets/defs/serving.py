@@ -1,7 +1,6 @@
-"""Serving support: the online feature snapshot the BentoML service reads."""
+"""Serving support: the site history the BentoML service reads (online store and yearly files)."""
 
-
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import polars as pl
@@ -19,7 +18,8 @@ class OnlineFeaturesConfig(dg.Config):
 @dg.asset(group_name="serving", deps=[raw_aurn, raw_weather], kinds={"parquet"})
 def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather: WeatherSource, online_store: OnlineStore) -> dg.MaterializeResult:
     """Recent hourly history of every site (pollutants, weather, site attributes) plus the
-    weather forecast for the next hour, so the service forecasts without touching the warehouse."""
+    weather forecast for the next hour, so the service forecasts without touching the warehouse;
+    and the yearly history files for forecasts of older hours, rewritten where data changed."""
     (newest,) = warehouse.query("SELECT max(time) FROM observations WHERE value IS NOT NULL").row(0)
     if newest is None:
         raise dg.Failure("online_features: no observations stored yet; materialize raw_aurn first")
@@ -31,12 +31,34 @@ def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather:
     ahead = pl.concat([weather.window(site, forecast_hour, forecast_hour + timedelta(hours=1), kind="forecast") for site in sites.iter_rows(named=True)])
     panel = hourly_panel(observations, pl.concat([stored_weather, ahead], how="vertical_relaxed"), sites, start, forecast_hour + timedelta(hours=1))
     path = online_store.publish(panel)
+    rewritten = _refresh_history(warehouse, online_store, sites)
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(path),
+            "path": path,
+            "history_years_rewritten": ", ".join(map(str, rewritten)) or "none",
             "newest_observation": newest.isoformat(),
             "forecast_hour": forecast_hour.isoformat(),
             "rows": panel.height,
             "sites": panel["site_id"].n_unique(),
         }
     )
+
+
+def _refresh_history(warehouse: Warehouse, online_store: OnlineStore, sites: pl.DataFrame) -> list[int]:
+    """Rewrite each year's history file that is missing or older than its newest ingested row."""
+    history = online_store.history()
+    changed = warehouse.query(
+        "SELECT year(time) AS year, min(time) AS first, max(time) AS last, max(ingested_at) AS ingested "
+        "FROM observations GROUP BY ALL ORDER BY year"
+    )
+    rewritten = []
+    for row in changed.iter_rows(named=True):
+        written = history.written_at(row["year"])
+        if written is not None and datetime.fromtimestamp(written, timezone.utc) >= row["ingested"]:
+            continue
+        start, end = row["first"], row["last"] + timedelta(hours=1)
+        observations = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, end])
+        stored_weather = warehouse.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [start, end])
+        history.write_year(row["year"], hourly_panel(observations, stored_weather, sites, start, end))
+        rewritten.append(row["year"])
+    return rewritten

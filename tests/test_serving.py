@@ -1,0 +1,115 @@
+"""The forecast function in process: train/serve parity, the offline path, model lifecycle,
+the Redis online store."""
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+from conftest import make_definitions
+from routeaq_assets.core.environment import load_settings
+from routeaq_assets.core.registry import ForecastRegistry
+from routeaq_serving.forecasts import OFFLINE, ONLINE, Forecasts, OutOfRange, UnknownSite
+
+UTC = timezone.utc
+
+
+@pytest.fixture
+def forecasts(trained_home, monkeypatch) -> Forecasts:
+    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    service = Forecasts(load_settings())
+    assert service.refresh()
+    return service
+
+
+def silver_prediction(home, site_id: str, hour: datetime, pollutant: str, forecasts: Forecasts) -> float:
+    """What the served model predicts from the training features of that row."""
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        row = pl.from_arrow(
+            con.execute("SELECT * FROM silver_features WHERE site_id = ? AND time = ? AND pollutant = ?", [site_id, hour, pollutant]).to_arrow_table()
+        )
+    pred, _, _ = forecasts._state.models[pollutant].forecaster.predict(row)
+    return round(float(pred[0]), 3)
+
+
+@pytest.mark.parametrize("hour, source", [(datetime(2025, 7, 31, 18, tzinfo=UTC), ONLINE), (datetime(2025, 7, 16, 7, tzinfo=UTC), OFFLINE)])
+def test_served_forecast_equals_the_model_on_training_features(trained_home, forecasts, hour, source):
+    for pollutant in ("pm25", "no2", "o3"):
+        (answer,) = forecasts.forecast([("MY1", hour, pollutant)])
+        assert answer["source"] == source
+        assert answer["pred"] == silver_prediction(trained_home, "MY1", hour, pollutant, forecasts)
+
+
+def test_a_batch_mixes_online_and_offline_hours_in_order(forecasts):
+    hours = [datetime(2025, 7, 31, 10, tzinfo=UTC), datetime(2025, 7, 12, 10, tzinfo=UTC), datetime(2025, 8, 1, 12, tzinfo=UTC)]
+    answers = forecasts.forecast([("CLL2", h, "pm25") for h in hours])
+    assert [a["timestamp"] for a in answers] == [h.strftime("%Y-%m-%dT%H:%M:%SZ") for h in hours]
+    assert [a["source"] for a in answers] == [ONLINE, OFFLINE, ONLINE]
+
+
+def test_errors_name_the_problem(forecasts):
+    with pytest.raises(UnknownSite, match="unknown site_id 'ZZZ'"):
+        forecasts.forecast([("ZZZ", datetime(2025, 7, 31, tzinfo=UTC), "pm25")])
+    with pytest.raises(OutOfRange, match="earliest hour available is 2025-07-08T13:00"):
+        forecasts.forecast([("CLL2", datetime(2025, 7, 1, tzinfo=UTC), "pm25")])
+    with pytest.raises(OutOfRange, match="latest hour available is 2025-08-01T12:00"):
+        forecasts.forecast([("CLL2", datetime(2025, 8, 1, 13, tzinfo=UTC), "pm25")])
+
+
+def test_a_new_champion_is_picked_up_without_a_restart(trained_home, forecasts):
+    registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
+    old = registry.champion_version("routeaq-o3")
+    hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
+    before = forecasts.forecast([("CLL2", hour, "o3")])[0]
+    assert not forecasts.refresh()  # nothing changed
+    defs = make_definitions(trained_home)
+    config = {"ops": {"o3_candidate": {"config": {"num_boost_round": 50, "coverage_tolerance": 0.2}}}}
+    assert dg.materialize([defs.get_assets_def("o3_candidate")], resources=defs.resources, run_config=config).success
+    new = str(max(int(v.version) for v in registry.client.search_model_versions("name='routeaq-o3'")))
+    assert new != old
+    try:
+        registry.promote("routeaq-o3", new, "test: explicit promotion")
+        assert forecasts.refresh()
+        after = forecasts.forecast([("CLL2", hour, "o3")])[0]
+        assert (before["model_version"], after["model_version"]) == (old, new)
+        assert after["pred"] != before["pred"]
+    finally:
+        registry.promote("routeaq-o3", old, "test: restore")
+
+
+def test_the_last_good_model_keeps_serving_when_mlflow_is_unreachable(forecasts, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
+    before = forecasts.forecast([("CLL2", hour, "pm25")])[0]
+    forecasts.settings = dataclasses.replace(forecasts.settings, mlflow_tracking_uri="http://127.0.0.1:9")
+    assert not forecasts.refresh()
+    status = forecasts.status()
+    assert status["status"] == "ok" and "refresh failed, serving the last good model" in status["warning"]
+    assert forecasts.forecast([("CLL2", hour, "pm25")])[0] == before
+
+
+def test_online_history_through_the_real_redis(trained_home, monkeypatch):
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis is expected on 127.0.0.1:6379 (see the README)")
+    client.flushdb()
+    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    monkeypatch.setenv("ROUTEAQ_ONLINE_STORE", "redis://127.0.0.1:6379/15")
+    defs = make_definitions(trained_home)
+    assert dg.materialize([defs.get_assets_def("online_features")], resources=defs.resources).success
+    assert client.get("routeaq:online:panel:version") is not None
+    service = Forecasts(load_settings())
+    assert service.refresh()
+    answer = service.forecast([("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0]
+    assert answer["source"] == ONLINE and answer["pred"] >= 0
+    client.flushdb()
+    assert not service.refresh()  # the store emptied: the last good history keeps serving
+    assert service.forecast([("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0] == answer
