@@ -23,6 +23,13 @@ from routeaq_serving.schemas import BatchRequest, BatchResponse, PredictRequest,
 
 REFRESH_SECONDS = float(os.environ.get("ROUTEAQ_REFRESH_SECONDS", "30"))
 
+PREDICTIONS = bentoml.metrics.Histogram(
+    name="routeaq_prediction_value",
+    documentation="Forecast values served, in ug/m3, by pollutant",
+    labelnames=["pollutant"],
+    buckets=(1, 2, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500),
+)
+
 app = FastAPI(title="RouteAQ forecasts", version="0.1.0")
 
 
@@ -49,6 +56,8 @@ def _answer(items: list[PredictRequest]) -> list[dict]:
     service = _service()
     results = service.forecasts.forecast([(i.site_id.upper(), i.timestamp, i.pollutant) for i in items])
     service.prediction_log.append(results)
+    for result in results:
+        PREDICTIONS.labels(pollutant=result["pollutant"]).observe(result["pred"])
     return results
 
 

@@ -138,8 +138,10 @@ def test_model_and_metrics_endpoints(service):
     url, _ = service
     model = requests.get(f"{url}/model").json()
     assert model["pm25"]["holdout_metrics"]["model_rmse"] < model["pm25"]["holdout_metrics"]["persistence_rmse"]
+    requests.post(f"{url}/predict", json={"site_id": "MAN3", "timestamp": "2025-08-01T11:00:00Z", "pollutant": "o3"})
     metrics = requests.get(f"{url}/metrics").text
     assert "bentoml_service_request_total" in metrics
+    assert 'routeaq_prediction_value_count{pollutant="o3"}' in metrics
 
 
 def test_dagster_webserver_serves_the_workspace(tmp_path):
@@ -171,3 +173,42 @@ def test_bentofile_builds_offline(tmp_path):
     result = subprocess.run([str(BIN / "bentoml"), "build", "--output", "tag"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (tmp_path / "bentoml" / "bentos" / "routeaq").is_dir()
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(service, tmp_path):
+    """schemathesis drives every operation of the published schema with generated bodies."""
+    url, _ = service
+    result = subprocess.run(
+        [str(BIN / "schemathesis"), "--no-color", "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", "60", "--seed", "7", "--generation-database", "none"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_predictions_logged_before_a_crash_survive_it(trained_home):
+    """kill -9 the service right after answering: every answered prediction is in the log."""
+    port = _free_port()
+    env = {**os.environ, **home_env(trained_home)}
+    process = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
+        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "service did not start"
+            time.sleep(0.5)
+        hours = [f"2025-07-3{d}T{h:02d}:00:00Z" for d in (0, 1) for h in range(0, 24, 3)]
+        answered = [requests.post(f"{url}/predict", json={"site_id": "MAN3", "timestamp": t}).json() for t in hours]
+    finally:
+        os.killpg(process.pid, 9)
+        process.wait(timeout=30)
+    logged = {(r["site_id"], r["time"], r["pred"]) for f in (trained_home / "predictions").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
+    assert {(a["site_id"], a["timestamp"], a["pred"]) for a in answered} <= logged
