@@ -16,9 +16,9 @@ from routeaq_assets.core.environment import Settings, get_environment, load_sett
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
-from routeaq_assets.core.sites import load_packaged_registry, site_attributes
+from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
-from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, make_session
+from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, shared_session
 from routeaq_assets.sources.local_tables import local_observations, local_weather
 from routeaq_assets.sources.openair import NETWORK_BASE_URLS, openair_to_observations, read_rdata_table, site_year_filename
 from routeaq_assets.sources.ukair_csv import UKAIR_BASE_URL, parse_ukair_csv, ukair_csv_url
@@ -102,6 +102,19 @@ class ObservationSource(dg.ConfigurableResource):
     folder: str
     base_url: str = ""
     timeout_s: float = 30.0
+    max_concurrency: int = 4  # site-year files fetched at once: polite to the publisher
+
+    def network_metadata(self) -> pl.DataFrame:
+        """The network's published site metadata (``{base}AURN_metadata.RData`` layout) for the
+        ``openair`` kind; the packaged AURN metadata otherwise."""
+        if self.kind != "openair":
+            return pl.read_csv(packaged_metadata_csv(), infer_schema_length=0)
+        base = self.base_url or NETWORK_BASE_URLS[self.network]
+        name = f"{self.network.upper()}_metadata.RData"
+        path = fetch_to_cache(shared_session(), f"{base}{name}", Path(self.folder) / self.network / name, self.timeout_s)
+        if path is None:
+            raise SourceDataError(f"{base}{name}: the network publishes no metadata file there")
+        return read_rdata_table(path)
 
     def site_year(self, site_id: str, year: int) -> pl.DataFrame | None:
         """Observations of one site-year, or None when the source has no such file."""
@@ -113,13 +126,13 @@ class ObservationSource(dg.ConfigurableResource):
         if self.kind == "openair":
             base = self.base_url or NETWORK_BASE_URLS[self.network]
             url = f"{base}{site_year_filename(site_id, year)}"
-            path = fetch_to_cache(make_session(), url, Path(self.folder) / self.network / site_year_filename(site_id, year), self.timeout_s)
+            path = fetch_to_cache(shared_session(), url, Path(self.folder) / self.network / site_year_filename(site_id, year), self.timeout_s)
             if path is None:
                 return None
             return openair_to_observations(read_rdata_table(path), site_id=site_id, network=self.network, source=url)
         if self.kind == "ukair":
             url = ukair_csv_url(site_id, year, self.base_url or UKAIR_BASE_URL)
-            path = fetch_to_cache(make_session(), url, Path(self.folder) / "uk-air" / f"{site_id}_{year}.csv", self.timeout_s)
+            path = fetch_to_cache(shared_session(), url, Path(self.folder) / "uk-air" / f"{site_id}_{year}.csv", self.timeout_s)
             if path is None:
                 return None
             return parse_ukair_csv(path.read_text(encoding="utf-8", errors="replace"), site_id=site_id, network=self.network, source=url)
@@ -154,7 +167,7 @@ class WeatherSource(dg.ConfigurableResource):
         elif self.kind == "open-meteo":
             params = request_params(site["latitude"], site["longitude"], start.date(), end.date())
             url = self.forecast_url if kind == "forecast" else self.archive_url
-            response = make_session().get(url, params=params, timeout=self.timeout_s)
+            response = shared_session().get(url, params=params, timeout=self.timeout_s)
             if response.status_code >= 400:
                 raise SourceUnavailable(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
             weather = openmeteo_to_weather(response.json(), site_id=site_id, kind=kind, source=url)

@@ -4,6 +4,7 @@ the promotion gate."""
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import polars as pl
 import duckdb
 import pytest
 
@@ -154,3 +155,45 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(home, trained_
     assert result.metadata["promoted"] is False
     assert "does not beat champion 4.000" in result.metadata["reason"]
     assert registry.champion_version("routeaq-no2") == before
+
+
+def test_site_registry_from_the_networks_published_metadata_file(home, httpserver):
+    httpserver.expect_request("/R_data/AURN_metadata.RData").respond_with_data((FIXTURES / "AURN_metadata.RData").read_bytes())
+    source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
+    defs = make_definitions(home, observations=source)
+    config = {"ops": {"site_registry": {"config": {"sites": ["ABD", "AH"]}}}}
+    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config=config).success
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        measured = dict(con.execute("SELECT site_id, list(DISTINCT pollutant ORDER BY pollutant) FROM sites GROUP BY site_id").fetchall())
+    assert measured == {"ABD": ["no2", "nox", "o3", "pm10", "pm25"], "AH": ["no2", "nox", "o3"]}
+    bad = {"ops": {"site_registry": {"config": {"sites": ["ABD", "NOPE1"]}}}}
+    result = dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config=bad, raise_on_error=False)
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
+    assert "['NOPE1'] are not in the aurn metadata" in message
+
+
+def test_ratified_values_replace_provisional_ones_and_are_counted(home, httpserver):
+    """UK-AIR CSV, first provisional, then ratified with one corrected value: same rows, one change."""
+    from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
+    from routeaq_assets.sources.ukair_csv import format_ukair_csv
+
+    obs = openair_to_observations(read_rdata_table(FIXTURES / "ABD_2017.RData"), site_id="ABD", network="aurn", source="t")
+    day = obs.filter((pl.col("time") < datetime(2017, 1, 2, tzinfo=UTC)) & pl.col("pollutant").is_in(["no2", "pm25"]))
+    corrected = day.with_columns(
+        pl.when((pl.col("time") == datetime(2017, 1, 1, 5, tzinfo=UTC)) & (pl.col("pollutant") == "no2")).then(99.0).otherwise(pl.col("value")).alias("value")
+    )
+    source = ObservationSource(kind="ukair", folder=str(home / "sources"), base_url=httpserver.url_for("/site_data/"))
+    defs = make_definitions(home, observations=source)
+    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config={"ops": {"site_registry": {"config": {"sites": ["ABD"]}}}}).success
+    start, end = datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 1, 2, tzinfo=UTC)
+    changes = []
+    for text in (format_ukair_csv("Aberdeen", day, status="P"), format_ukair_csv("Aberdeen", corrected, status="R")):
+        httpserver.clear()
+        httpserver.expect_request("/site_data/ABD_2017.csv").respond_with_data(text)
+        result = materialize_range(defs, ["raw_aurn"], start, end)
+        changes.append(result.asset_materializations_for_node("raw_aurn")[0].metadata["rows_changed"].value)
+    assert changes == [0, 48]  # every status P -> R; the corrected value is one of those rows
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        assert con.execute("SELECT count(*), count(*) FILTER (status = 'R') FROM observations").fetchone() == (48, 48)
+        assert con.execute("SELECT value FROM observations WHERE time = ? AND pollutant = 'no2'", [datetime(2017, 1, 1, 5, tzinfo=UTC)]).fetchone() == (99.0,)

@@ -139,6 +139,9 @@ def test_404_is_no_data_and_persistent_5xx_names_the_url(httpserver, tmp_path):
     httpserver.expect_request("/R_data/BAD_2017.RData").respond_with_data("down", status=500)
     session = make_session(retries=2, backoff=0.01)
     assert fetch_to_cache(session, httpserver.url_for("/R_data/ZZZ_2017.RData"), tmp_path / "z") is None
+    asked = len(httpserver.log)
+    assert fetch_to_cache(session, httpserver.url_for("/R_data/ZZZ_2017.RData"), tmp_path / "z") is None
+    assert len(httpserver.log) == asked  # the 404 is remembered, not asked again
     with pytest.raises(SourceUnavailable, match="BAD_2017.RData: HTTP 500"):
         fetch_to_cache(session, httpserver.url_for("/R_data/BAD_2017.RData"), tmp_path / "b")
 

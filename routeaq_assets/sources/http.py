@@ -4,6 +4,8 @@ backoff on 5xx and timeouts (never on 404), and a download cache with conditiona
 from __future__ import annotations
 
 import json
+import time
+from functools import lru_cache
 from pathlib import Path
 
 import requests
@@ -11,6 +13,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 USER_AGENT = "RouteAQ/0.1 (+https://github.com/routeaq)"
+NOT_FOUND_TTL_S = 24 * 3600  # a missing site-year is asked for again after a day
 
 
 class SourceUnavailable(RuntimeError):
@@ -36,13 +39,23 @@ def make_session(retries: int = 3, backoff: float = 0.5, pool_size: int = 4) -> 
     return session
 
 
+@lru_cache(maxsize=1)
+def shared_session() -> requests.Session:
+    """One pooled session per process, so a backfill reuses its connections."""
+    return make_session()
+
+
 def fetch_to_cache(session: requests.Session, url: str, dest: Path, timeout: float = 30.0) -> Path | None:
     """Download ``url`` to ``dest`` unless the cached copy is still current.
 
-    Returns None for 404 (the file does not exist: no data). A cached copy is revalidated with
+    Returns None for 404 (the file does not exist: no data), remembered for a day so a backfill
+    does not ask again for every hour. A cached copy is revalidated with
     ``If-None-Match``/``If-Modified-Since``; a 304 keeps it. The file is replaced atomically.
     """
     meta_path = dest.with_name(dest.name + ".http.json")
+    missing = dest.with_name(dest.name + ".404")
+    if missing.exists() and time.time() - missing.stat().st_mtime < NOT_FOUND_TTL_S:
+        return None
     headers = {}
     if dest.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -57,6 +70,8 @@ def fetch_to_cache(session: requests.Session, url: str, dest: Path, timeout: flo
     if response.status_code == 304:
         return dest
     if response.status_code == 404:
+        missing.parent.mkdir(parents=True, exist_ok=True)
+        missing.touch()
         return None
     if response.status_code >= 400:
         raise SourceUnavailable(f"{url}: HTTP {response.status_code} after retries")

@@ -1,0 +1,54 @@
+"""Data-quality measures for observations: completeness, frozen instruments, freshness."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+
+
+def daily_completeness(observations: pl.DataFrame, end: datetime) -> pl.DataFrame:
+    """Share of hours with a value per site, pollutant and UTC day, counting a day's hours only
+    up to ``end`` (so today's partial day is judged on the hours that have passed)."""
+    return (
+        observations.with_columns(pl.col("time").dt.truncate("1d").alias("day"))
+        .group_by("site_id", "pollutant", "day")
+        .agg(pl.col("value").count().alias("hours_with_value"))
+        .with_columns(
+            pl.min_horizontal(pl.lit(24), ((pl.lit(end) - pl.col("day")).dt.total_hours())).alias("hours_expected")
+        )
+        .with_columns((pl.col("hours_with_value") / pl.col("hours_expected")).alias("completeness"))
+        .sort("site_id", "pollutant", "day")
+    )
+
+
+def frozen_runs(observations: pl.DataFrame, min_hours: int) -> pl.DataFrame:
+    """Runs of at least ``min_hours`` consecutive hours with the same non-null value at one site
+    and pollutant: a stuck instrument or a repeated placeholder."""
+    keys = ["site_id", "pollutant"]
+    runs = (
+        observations.sort(*keys, "time")
+        .with_columns(
+            (
+                (pl.col("value") != pl.col("value").shift(1)).fill_null(True)
+                | (pl.col("time") - pl.col("time").shift(1) != timedelta(hours=1)).fill_null(True)
+            )
+            .cum_sum()
+            .over(keys)
+            .alias("run")
+        )
+        .filter(pl.col("value").is_not_null())
+        .group_by(*keys, "run")
+        .agg(pl.col("value").first(), pl.col("time").min().alias("start"), pl.col("time").max().alias("end"), pl.len().alias("hours"))
+    )
+    return runs.filter(pl.col("hours") >= min_hours).drop("run").sort(*keys, "start")
+
+
+def changed_rows(stored: pl.DataFrame, incoming: pl.DataFrame, keys: list[str], columns: list[str]) -> int:
+    """How many incoming rows replace a stored row with a different value or status (a
+    provisional value ratified, a correction)."""
+    if stored.is_empty():
+        return 0
+    joined = incoming.select(*keys, *columns).join(stored.select(*keys, *columns), on=keys, how="inner", suffix="_stored")
+    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_stored")) for c in columns)
+    return joined.filter(differs).height
