@@ -70,6 +70,7 @@ def test_raw_aurn_from_an_http_server_serving_real_openair_files(home, httpserve
     """Real ABD and AH 2017 files over HTTP: values land on the published hour, NaN stays null."""
     httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data((FIXTURES / "ABD_2017.RData").read_bytes())
     httpserver.expect_request("/R_data/AH_2017.RData").respond_with_data((FIXTURES / "AH_2017.RData").read_bytes())
+    httpserver.expect_request("/R_data/AURN_metadata.RData").respond_with_data((FIXTURES / "AURN_metadata.RData").read_bytes())
     source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
     defs = make_definitions(home, observations=source)
     sites = {"ops": {"site_registry": {"config": {"sites": ["ABD", "AH"]}}}}
@@ -94,6 +95,7 @@ def test_raw_aurn_from_an_http_server_serving_real_openair_files(home, httpserve
 def test_failing_source_mid_backfill_names_site_year_and_cause_and_keeps_earlier_partitions(home, httpserver):
     httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data((FIXTURES / "ABD_2017.RData").read_bytes())
     httpserver.expect_request("/R_data/ABD_2018.RData").respond_with_data("upstream down", status=500)
+    httpserver.expect_request("/R_data/AURN_metadata.RData").respond_with_data((FIXTURES / "AURN_metadata.RData").read_bytes())
     source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"), timeout_s=5)
     defs = make_definitions(home, observations=source)
     assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config={"ops": {"site_registry": {"config": {"sites": ["ABD"]}}}}).success
