@@ -56,6 +56,17 @@ def site_registry(config: SiteRegistryConfig, warehouse: Warehouse, observations
     )
 
 
+# Both hourly ingestion assets: written to the warehouse one window at a time, ranges in one run.
+HOURLY_INGEST = dict(
+    group_name="ingest",
+    kinds={"duckdb"},
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    deps=[site_registry],
+    pool="warehouse",
+)
+
+
 def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     window = context.partition_time_window
     return window.start, window.end
@@ -126,12 +137,7 @@ def _unique_check(warehouse: Warehouse, table: str, keys: list[str], start: date
 
 
 @dg.asset(
-    group_name="ingest",
-    kinds={"duckdb"},
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run_backfill,
-    deps=[site_registry],
-    pool="warehouse",
+    **HOURLY_INGEST,
     check_specs=[
         dg.AssetCheckSpec(CHECK_VALUE_RANGE, asset="raw_aurn", description="Every value within its pollutant's physical range."),
         dg.AssetCheckSpec(CHECK_UNIQUE_HOURS, asset="raw_aurn", description="One row per site, hour and pollutant."),
@@ -193,12 +199,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
 
 
 @dg.asset(
-    group_name="ingest",
-    kinds={"duckdb"},
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run_backfill,
-    deps=[site_registry],
-    pool="warehouse",
+    **HOURLY_INGEST,
     check_specs=[dg.AssetCheckSpec(CHECK_UNIQUE_HOURS, asset="raw_weather", description="One row per site and hour.")],
 )
 def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather: WeatherSource):
