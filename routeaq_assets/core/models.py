@@ -102,8 +102,9 @@ def train_forecaster(
     num_boost_round: int = NUM_BOOST_ROUND,
     num_threads: int = 0,
 ) -> Forecaster:
-    """Fit on the earlier part of ``train`` (time-ordered), calibrate intervals on the later part,
-    and keep that model, so the interval is calibrated for the model that is served."""
+    """Fit on the earlier part of ``train`` (time-ordered) and calibrate the interval on the later
+    part, then refit on all of it with the same settings: the served model has seen the newest
+    hours, and its interval comes from residuals of a model that had not seen them."""
     rows = train.filter(pl.col("target").is_not_null() & pl.coalesce(*BASE_COLUMNS).is_not_null()).sort("time", "site_id")
     if rows.height < 200:
         raise ValueError(f"only {rows.height} training rows with an observed target and history; need at least 200")
@@ -116,7 +117,7 @@ def train_forecaster(
         data = lgb.Dataset(feature_matrix(frame), label=change, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
         return lgb.train(params, data, num_boost_round=num_boost_round)
 
-    point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage)
+    point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage)  # calibration only
     predicted, _, _ = point.predict(calibration)
     residuals = calibration.select("site_id").with_columns(
         residual=pl.Series((calibration["target"].to_numpy() - predicted) / interval_scale(calibration))
@@ -124,12 +125,12 @@ def train_forecaster(
     alpha = (1.0 - coverage) / 2.0
     q_lower, q_upper = np.quantile(residuals["residual"].to_numpy(), [alpha, 1.0 - alpha])
     site_quantiles = {
-        site: tuple(float(q) for q in np.quantile(rows["residual"].to_numpy(), [alpha, 1.0 - alpha]))
-        for (site,), rows in residuals.group_by("site_id")
-        if rows.height >= MIN_SITE_CALIBRATION_ROWS
+        site: tuple(float(q) for q in np.quantile(site_rows["residual"].to_numpy(), [alpha, 1.0 - alpha]))
+        for (site,), site_rows in residuals.group_by("site_id")
+        if site_rows.height >= MIN_SITE_CALIBRATION_ROWS
     }
     return Forecaster(
-        booster=point.booster,
+        booster=fit_booster(rows),
         q_lower=float(q_lower),
         q_upper=float(q_upper),
         coverage=coverage,
