@@ -8,7 +8,7 @@ import polars as pl
 import duckdb
 import pytest
 
-from conftest import FIXTURES, SITES_CONFIG, WINDOW_END, make_definitions, partition_key, run_pipeline
+from conftest import FIXTURES, WINDOW_END, make_definitions, partition_key, run_pipeline
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.resources import ObservationSource
@@ -175,27 +175,35 @@ def test_site_registry_from_the_networks_published_metadata_file(home, httpserve
 
 
 def test_ratified_values_replace_provisional_ones_and_are_counted(home, httpserver):
-    """UK-AIR CSV, first provisional, then ratified with one corrected value: same rows, one change."""
+    """UK-AIR CSV for two sites, first provisional, then ratified with one corrected value: the
+    same rows, hour-ending times on the right hour, and the changes counted."""
     from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
     from routeaq_assets.sources.ukair_csv import format_ukair_csv
 
-    obs = openair_to_observations(read_rdata_table(FIXTURES / "ABD_2017.RData"), site_id="ABD", network="aurn", source="t")
-    day = obs.filter((pl.col("time") < datetime(2017, 1, 2, tzinfo=UTC)) & pl.col("pollutant").is_in(["no2", "pm25"]))
-    corrected = day.with_columns(
+    def first_day(site):
+        obs = openair_to_observations(read_rdata_table(FIXTURES / f"{site}_2017.RData"), site_id=site, network="aurn", source="t")
+        return obs.filter((pl.col("time") < datetime(2017, 1, 2, tzinfo=UTC)) & pl.col("pollutant").is_in(["no2", "pm25", "o3"]))
+
+    abd, ah = first_day("ABD"), first_day("AH")
+    corrected = abd.with_columns(
         pl.when((pl.col("time") == datetime(2017, 1, 1, 5, tzinfo=UTC)) & (pl.col("pollutant") == "no2")).then(99.0).otherwise(pl.col("value")).alias("value")
     )
+    httpserver.expect_request("/site_data/AH_2017.csv").respond_with_data(format_ukair_csv("Aston Hill", ah, status="R"))
     source = ObservationSource(kind="ukair", folder=str(home / "sources"), base_url=httpserver.url_for("/site_data/"))
     defs = make_definitions(home, observations=source)
-    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config={"ops": {"site_registry": {"config": {"sites": ["ABD"]}}}}).success
+    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config={"ops": {"site_registry": {"config": {"sites": ["ABD", "AH"]}}}}).success
     start, end = datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 1, 2, tzinfo=UTC)
     changes = []
-    for text in (format_ukair_csv("Aberdeen", day, status="P"), format_ukair_csv("Aberdeen", corrected, status="R")):
-        httpserver.clear()
+    for text in (format_ukair_csv("Aberdeen", abd, status="P"), format_ukair_csv("Aberdeen", corrected, status="R")):
         httpserver.expect_request("/site_data/ABD_2017.csv").respond_with_data(text)
         result = materialize_range(defs, ["raw_aurn"], start, end)
         changes.append(result.asset_materializations_for_node("raw_aurn")[0].metadata["rows_changed"].value)
-    assert changes == [0, 48]  # every status P -> R; the corrected value is one of those rows
+        httpserver.handlers.pop()  # the next answer for ABD replaces this one
+    assert changes == [0, 72]  # every ABD status P -> R; the corrected value is one of those rows
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         con.execute("SET TimeZone = 'UTC'")
-        assert con.execute("SELECT count(*), count(*) FILTER (status = 'R') FROM observations").fetchone() == (48, 48)
-        assert con.execute("SELECT value FROM observations WHERE time = ? AND pollutant = 'no2'", [datetime(2017, 1, 1, 5, tzinfo=UTC)]).fetchone() == (99.0,)
+        assert con.execute("SELECT site_id, count(*), count(*) FILTER (status = 'R') FROM observations GROUP BY ALL ORDER BY 1").fetchall() == [("ABD", 72, 72), ("AH", 48, 48)]
+        value = lambda site, hour, p: con.execute("SELECT value FROM observations WHERE site_id = ? AND time = ? AND pollutant = ?", [site, hour, p]).fetchone()  # noqa: E731
+        assert value("ABD", datetime(2017, 1, 1, 5, tzinfo=UTC), "no2") == (99.0,)
+        assert value("AH", datetime(2017, 1, 1, 0, tzinfo=UTC), "o3") == (pytest.approx(ah.filter((pl.col("time") == start) & (pl.col("pollutant") == "o3"))["value"][0]),)
+        assert value("ABD", datetime(2017, 1, 1, 23, tzinfo=UTC), "pm25") == (pytest.approx(abd.filter((pl.col("time") == datetime(2017, 1, 1, 23, tzinfo=UTC)) & (pl.col("pollutant") == "pm25"))["value"][0]),)

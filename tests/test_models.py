@@ -1,7 +1,6 @@
 """core.models and core.metrics: training, intervals, scores and the promotion rule."""
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import polars as pl

@@ -1,6 +1,5 @@
 """The production Dagster instance (deploy/dagster.yaml) against the real PostgreSQL here."""
 
-import os
 import shutil
 import uuid
 

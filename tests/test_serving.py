@@ -2,7 +2,7 @@
 the Redis online store."""
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 import duckdb

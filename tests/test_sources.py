@@ -1,9 +1,7 @@
 """Source parsers and the HTTP client, against real published files and a local HTTP server."""
 
-import json
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import polars as pl
 import pytest
