@@ -16,8 +16,12 @@ train_job = dg.define_asset_job(
     "train_job", selection=dg.AssetSelection.assets(*candidates, *champions, online_features)
 )
 
-# Ingest each hour once its data can be published (stopped by default; switch it on in the UI).
+publish_job = dg.define_asset_job("publish_job", selection=[online_features])
+
+# Ingest each hour at 20 past, once its data can be published, and hand the service the new
+# history at 40 past. Both are stopped by default: switch them on in the UI.
 hourly_ingest_schedule = dg.build_schedule_from_partitioned_job(ingest_job, minute_of_hour=20)
+hourly_publish_schedule = dg.ScheduleDefinition(name="publish_schedule", job=publish_job, cron_schedule="40 * * * *", execution_timezone="UTC")
 
 
 @dg.asset_sensor(asset_key=drift_report.key, job=train_job, minimum_interval_seconds=60)
