@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import psutil
 import pytest
 import requests
 
@@ -192,7 +194,7 @@ def test_predictions_logged_before_a_crash_survive_it(trained_home):
     env = {**os.environ, **home_env(trained_home)}
     process = subprocess.Popen(
         [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -208,7 +210,10 @@ def test_predictions_logged_before_a_crash_survive_it(trained_home):
         hours = [f"2025-07-3{d}T{h:02d}:00:00Z" for d in (0, 1) for h in range(0, 24, 3)]
         answered = [requests.post(f"{url}/predict", json={"site_id": "MAN3", "timestamp": t}).json() for t in hours]
     finally:
-        os.killpg(process.pid, 9)
+        # A crash of the whole service: the server and its worker processes, with no warning.
+        family = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
+        for pid in family:
+            os.kill(pid, signal.SIGKILL)
         process.wait(timeout=30)
     logged = {(r["site_id"], r["time"], r["pred"]) for f in (trained_home / "predictions").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
     assert {(a["site_id"], a["timestamp"], a["pred"]) for a in answered} <= logged
