@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from routeaq_assets.core.environment import Settings, get_environment, load_settings
+from routeaq_assets.core.environment import MODEL_PREFIX, Settings, get_environment, load_settings, model_name
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
@@ -185,13 +185,13 @@ class ModelStore(dg.ConfigurableResource):
 
     tracking_uri: str
     artifact_root: str = ""
-    prefix: str = "routeaq"
+    prefix: str = MODEL_PREFIX
 
     def registry(self) -> ForecastRegistry:
         return ForecastRegistry(self.tracking_uri, Path(self.artifact_root) if self.artifact_root else None)
 
     def model_name(self, pollutant: str) -> str:
-        return f"{self.prefix}-{pollutant}"
+        return model_name(pollutant, self.prefix)
 
 
 class Lake(dg.ConfigurableResource):
@@ -238,7 +238,9 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "warehouse": Warehouse(path=str(settings.warehouse_path)),
         "observations": ObservationSource(kind=settings.source, folder=_source_folder(settings)),
         "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings)),
-        "model_store": ModelStore(tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.home / "mlflow" / "artifacts")),
+        "model_store": ModelStore(
+            tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.home / "mlflow" / "artifacts"), prefix=settings.model_prefix
+        ),
         "lake": Lake(root=str(settings.lake_root)),
         "online_store": OnlineStore(target=settings.online_store_target, history_folder=str(settings.history_dir)),
     }

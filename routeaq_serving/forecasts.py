@@ -78,9 +78,14 @@ class State:
     sites: frozenset[str]
     first_hour: datetime  # the oldest hour the online store answers
     last_hour: datetime  # the newest hour that can be forecast (newest observation + 1 h)
-    history_start: datetime | None  # the oldest stored hour in the history files
+    earliest_hour: datetime  # the oldest hour that can be forecast (history or online store)
     data_until: dict[str, datetime]
     online_version: str
+
+
+def _earliest_hour(history_start: datetime | None, online_first: datetime) -> datetime:
+    """A forecast needs at least one stored hour before it."""
+    return min(history_start + timedelta(hours=1), online_first) if history_start else online_first
 
 
 class Forecasts:
@@ -135,7 +140,7 @@ class Forecasts:
             sites=frozenset(panel["site_id"].unique().to_list()),
             first_hour=first,
             last_hour=panel["time"].max(),
-            history_start=self.history.start(),
+            earliest_hour=_earliest_hour(self.history.start(), first),
             data_until=dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows()),
             online_version=version,
         )
@@ -148,14 +153,13 @@ class Forecasts:
         if state is None:
             return {"status": "unavailable", "model_loaded": False, "reason": self._reason}
         newest = max(state.data_until.values()) if state.data_until else None
-        earliest = (state.history_start + timedelta(hours=1)) if state.history_start else state.first_hour
         return {
             "status": "ok",
             "model_loaded": True,
             "models": {p: m.version for p, m in state.models.items()},
             "newest_observation": newest.isoformat() if newest else None,
             "feature_age_hours": round((datetime.now(timezone.utc) - newest).total_seconds() / 3600, 1) if newest else None,
-            "forecast_hours": [earliest.isoformat(), state.last_hour.isoformat()],
+            "forecast_hours": [state.earliest_hour.isoformat(), state.last_hour.isoformat()],
             "online_hours": [state.first_hour.isoformat(), state.last_hour.isoformat()],
             "warning": self._reason or None,
         }
@@ -191,10 +195,9 @@ class Forecasts:
                 f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {state.last_hour.isoformat()}",
                 "timestamp",
             )
-        earliest = state.history_start + timedelta(hours=1) if state.history_start else state.first_hour
-        if hour < min(earliest, state.first_hour):
+        if hour < state.earliest_hour:
             raise OutOfRange(
-                f"timestamp {hour.isoformat()} is before the stored history: the earliest hour available is {earliest.isoformat()}",
+                f"timestamp {hour.isoformat()} is before the stored history: the earliest hour available is {state.earliest_hour.isoformat()}",
                 "timestamp",
             )
 

@@ -14,6 +14,12 @@ from pathlib import Path
 
 DEFAULT_DEMO_SITES = ("CLL2", "MY1", "MAN3", "BIRR", "CARD", "LEED")
 SOURCES = ("demo", "openair", "ukair", "local")
+MODEL_PREFIX = "routeaq"
+
+
+def model_name(pollutant: str, prefix: str = MODEL_PREFIX) -> str:
+    """The registered MLflow model of a pollutant, e.g. ``routeaq-pm25``."""
+    return f"{prefix}-{pollutant}"
 
 
 def get_environment() -> str:
@@ -31,7 +37,7 @@ class Settings:
     mlflow_tracking_uri: str
     source_folder: Path | None = None
     online_store: str = ""
-    model_prefix: str = "routeaq"
+    model_prefix: str = MODEL_PREFIX
 
     @property
     def warehouse_path(self) -> Path:
@@ -63,7 +69,7 @@ class Settings:
         return self.home / "predictions"
 
     def model_name(self, pollutant: str) -> str:
-        return f"{self.model_prefix}-{pollutant}"
+        return model_name(pollutant, self.model_prefix)
 
 
 def load_settings() -> Settings:

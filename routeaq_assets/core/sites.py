@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 
 import polars as pl
@@ -77,8 +78,13 @@ def read_site_metadata(frame: pl.DataFrame, network: str = "aurn") -> pl.DataFra
     )
 
 
+@lru_cache(maxsize=1)
+def _packaged_registry() -> pl.DataFrame:
+    return read_site_metadata(pl.read_csv(packaged_metadata_csv(), infer_schema_length=0))
+
+
 def load_packaged_registry(site_ids: tuple[str, ...] | None = None) -> pl.DataFrame:
-    registry = read_site_metadata(pl.read_csv(packaged_metadata_csv(), infer_schema_length=0))
+    registry = _packaged_registry()
     if site_ids:
         unknown = sorted(set(site_ids) - set(registry["site_id"].to_list()))
         if unknown:

@@ -11,7 +11,7 @@ import polars as pl
 from routeaq_assets.core.backtest import forecast_plot, format_table, metrics_table, rolling_origin_backtest
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.features import build_features, hourly_panel
-from routeaq_assets.core.schema import FORECAST_POLLUTANTS, SourceDataError
+from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.resources import Lake, ModelStore, Warehouse
@@ -21,7 +21,7 @@ from routeaq_assets.sources.local_tables import folder_sites, local_observations
 class BacktestConfig(dg.Config):
     pollutants: list[str] = list(FORECAST_POLLUTANTS)
     folds: int = 4
-    # Days per fold; 0 chooses a quarter of the data's span per fold, so the folds test its second half.
+    # Days per fold; 0 splits the second half of the data's span evenly between the folds.
     test_days: int = 7
     train_days: Optional[int] = None
     coverage: float = 0.8
@@ -108,12 +108,9 @@ def local_features(folder: Path, pollutants: list[str]) -> dict[str, pl.DataFram
     )
     observations = pl.concat([local_observations(folder, s, "local") for s in sites])
     weather_parts = [w for s in sites if (w := local_weather(folder, s)) is not None]
-    weather = pl.concat(weather_parts) if weather_parts else pl.DataFrame(schema=observations.select("site_id", "time").schema)
+    weather = pl.concat(weather_parts) if weather_parts else pl.DataFrame(schema=WEATHER)
     start, end = observations["time"].min(), observations["time"].max() + timedelta(hours=1)
     panel = hourly_panel(observations, weather, sites_frame, start, end)
-    for column in ("temperature_2m", "relative_humidity_2m", "wind_speed_10m", "wind_direction_10m", "precipitation", "boundary_layer_height"):
-        if column not in panel.columns:
-            panel = panel.with_columns(pl.lit(None, pl.Float64).alias(column))
     return {p: build_features(panel, p) for p in pollutants}
 
 

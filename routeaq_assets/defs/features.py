@@ -12,13 +12,20 @@ from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfil
 from routeaq_assets.resources import Warehouse
 
 
+def stored_panel(warehouse: Warehouse, start, end, weather_ahead: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The hourly panel of [start, end) from the stored observations and weather (plus
+    ``weather_ahead`` for hours not stored yet)."""
+    observations = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, end])
+    weather = warehouse.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [start, end])
+    if weather_ahead is not None:
+        weather = pl.concat([weather, weather_ahead], how="vertical_relaxed")
+    sites = site_attributes(warehouse.query("SELECT * FROM sites"))
+    return hourly_panel(observations, weather, sites, start, end)
+
+
 def load_panel(warehouse: Warehouse, start, end) -> pl.DataFrame:
     """The hourly panel of [start, end) with the lookback its first rows' features need."""
-    begin = lookback_start(start)
-    observations = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [begin, end])
-    weather = warehouse.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [begin, end])
-    sites = site_attributes(warehouse.query("SELECT * FROM sites"))
-    return hourly_panel(observations, weather, sites, begin, end)
+    return stored_panel(warehouse, lookback_start(start), end)
 
 
 @dg.asset(

@@ -5,8 +5,9 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, hourly_panel
+from routeaq_assets.core.features import MAX_LOOKBACK_HOURS
 from routeaq_assets.core.sites import site_attributes
+from routeaq_assets.defs.features import stored_panel
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
 from routeaq_assets.resources import OnlineStore, Warehouse, WeatherSource
 
@@ -26,12 +27,10 @@ def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather:
     forecast_hour = newest + timedelta(hours=1)
     start = forecast_hour - timedelta(days=config.history_days, hours=MAX_LOOKBACK_HOURS)
     sites = site_attributes(warehouse.query("SELECT * FROM sites"))
-    observations = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, forecast_hour])
-    stored_weather = warehouse.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [start, forecast_hour])
     ahead = pl.concat([weather.window(site, forecast_hour, forecast_hour + timedelta(hours=1), kind="forecast") for site in sites.iter_rows(named=True)])
-    panel = hourly_panel(observations, pl.concat([stored_weather, ahead], how="vertical_relaxed"), sites, start, forecast_hour + timedelta(hours=1))
+    panel = stored_panel(warehouse, start, forecast_hour + timedelta(hours=1), weather_ahead=ahead)
     path = online_store.publish(panel)
-    rewritten = _refresh_history(warehouse, online_store, sites)
+    rewritten = _refresh_history(warehouse, online_store)
     return dg.MaterializeResult(
         metadata={
             "path": path,
@@ -44,7 +43,7 @@ def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather:
     )
 
 
-def _refresh_history(warehouse: Warehouse, online_store: OnlineStore, sites: pl.DataFrame) -> list[int]:
+def _refresh_history(warehouse: Warehouse, online_store: OnlineStore) -> list[int]:
     """Rewrite each year's history file that is missing or older than its newest ingested row."""
     history = online_store.history()
     changed = warehouse.query(
@@ -56,9 +55,6 @@ def _refresh_history(warehouse: Warehouse, online_store: OnlineStore, sites: pl.
         written = history.written_at(row["year"])
         if written is not None and datetime.fromtimestamp(written, timezone.utc) >= row["ingested"]:
             continue
-        start, end = row["first"], row["last"] + timedelta(hours=1)
-        observations = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, end])
-        stored_weather = warehouse.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [start, end])
-        history.write_year(row["year"], hourly_panel(observations, stored_weather, sites, start, end))
+        history.write_year(row["year"], stored_panel(warehouse, row["first"], row["last"] + timedelta(hours=1)))
         rewritten.append(row["year"])
     return rewritten
