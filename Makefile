@@ -40,8 +40,9 @@ evaluate: install instance
 	@test -n "$(DATA)" || (echo "usage: make evaluate DATA=folder-of-openair-tables" && exit 2)
 	$(BIN)/python -m routeaq_assets.evaluate "$(DATA)"
 
-bench: install
+bench: install instance
 	$(BIN)/python bench/forecast_skill.py
+	$(BIN)/python bench/heldout_skill.py
 	$(BIN)/python bench/serving.py
 
 clean:
