@@ -1,6 +1,6 @@
 """NO2 skill on real hourly UK data the model was not developed on.
 
-    python bench/heldout_skill.py [--folds 8] [--test-days 91]
+    python bench/heldout_skill.py [--folds 8] [--test-days 91] [--horizons 1]
 
 The data is AQEval's example set ``aq.data`` (Ropkins et al., the AQEval R package), shipped in
 its Python port ``aqeval`` 0.7.3 on PyPI: hourly NO2 at a UK monitoring site and at a nearby
@@ -10,7 +10,8 @@ CSV files (``LOCAL`` and ``BG``, one file per site) and evaluated by ``routeaq_a
 the command, Dagster asset and local-file source a user runs on their own data.
 
 Default folds: eight quarters (2002 and 2003), each forecast by a model trained on every hour
-before it, so the first fold has one year of history.
+before it, so the first fold has one year of history. ``--horizons 1,3,6,12,24`` repeats the
+evaluation for direct forecasts further ahead.
 """
 
 from __future__ import annotations
@@ -65,10 +66,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=8)
     parser.add_argument("--test-days", type=int, default=91)
+    parser.add_argument("--horizons", default="1", help="comma-separated hours ahead, e.g. 1,6,24")
     args = parser.parse_args()
     home = load_settings().home
     folder = write_openair_folder(fetch_wheel(home / "cache" / "aqeval"), home / "heldout" / "aqeval")
-    evaluate([str(folder), "--pollutants", "no2", "--folds", str(args.folds), "--test-days", str(args.test_days)])
+    for horizon in args.horizons.split(","):
+        evaluate([str(folder), "--pollutants", "no2", "--folds", str(args.folds), "--test-days", str(args.test_days), "--horizon", horizon.strip()])
 
 
 if __name__ == "__main__":

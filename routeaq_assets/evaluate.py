@@ -1,6 +1,6 @@
 """Evaluate RouteAQ on data you bring: a folder of openair-format tables.
 
-    python -m routeaq_assets.evaluate FOLDER [--pollutants no2,o3,pm25] [--folds 4] [--test-days 0]
+    python -m routeaq_assets.evaluate FOLDER [--pollutants no2,o3,pm25] [--folds 4] [--test-days 0] [--horizon 1]
     make evaluate DATA=FOLDER
 
 Runs the ``local_data_backtest`` asset through Dagster's CLI (the local-file source, the feature
@@ -16,6 +16,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from routeaq_assets.core.features import MAX_HORIZON
 from routeaq_assets.demo import dagster, prepare_instance
 
 
@@ -25,9 +26,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pollutants", default="no2,o3,pm25", help="comma-separated: pm25, no2, o3")
     parser.add_argument("--folds", type=int, default=4, help="rolling-origin folds (default 4)")
     parser.add_argument("--test-days", type=int, default=0, help="days per fold; 0 = the folds cover the second half of the data")
+    parser.add_argument("--horizon", type=int, default=1, help="hours ahead, 1 to 24 (default 1)")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
+    if not 1 <= args.horizon <= MAX_HORIZON:
+        parser.error(f"--horizon {args.horizon} is outside 1 to {MAX_HORIZON} hours")
     home = prepare_instance()
     config = {
         "ops": {
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
                     "pollutants": [p.strip() for p in args.pollutants.split(",") if p.strip()],
                     "folds": args.folds,
                     "test_days": args.test_days,
+                    "horizon": args.horizon,
                 }
             }
         }
@@ -51,7 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     reports = sorted((home / "lake" / "reports" / "local_data_backtest").glob("*/metrics.txt"))
     if not reports:
         sys.exit("the backtest finished but wrote no metrics table")
-    print("\nOne-hour-ahead forecasts, rolling-origin folds; persistence = value at t-1, yesterday = same hour yesterday\n")
+    print(
+        f"\n{args.horizon} h ahead forecasts, rolling-origin folds; persistence = value at t-{args.horizon}, "
+        "yesterday = same hour yesterday\n"
+    )
     print(reports[-1].read_text())
     print(f"\nTables and plots: {reports[-1].parent}")
 

@@ -190,8 +190,8 @@ class ModelStore(dg.ConfigurableResource):
     def registry(self) -> ForecastRegistry:
         return ForecastRegistry(self.tracking_uri, Path(self.artifact_root) if self.artifact_root else None)
 
-    def model_name(self, pollutant: str) -> str:
-        return model_name(pollutant, self.prefix)
+    def model_name(self, pollutant: str, horizon: int = 1) -> str:
+        return model_name(pollutant, self.prefix, horizon)
 
 
 class Lake(dg.ConfigurableResource):

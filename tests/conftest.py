@@ -70,6 +70,13 @@ def run_pipeline(home: Path, start: datetime = WINDOW_START, end: datetime = WIN
     return defs
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in the process environment; without
+    this, a test would read the MLflow store of the test that logged before it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     for key, value in home_env(tmp_path / "routeaq").items():

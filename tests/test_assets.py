@@ -208,3 +208,20 @@ def test_ratified_values_replace_provisional_ones_and_are_counted(home, httpserv
         assert value("ABD", datetime(2017, 1, 1, 5, tzinfo=UTC), "no2") == (99.0,)
         assert value("AH", datetime(2017, 1, 1, 0, tzinfo=UTC), "o3") == (pytest.approx(ah.filter((pl.col("time") == start) & (pl.col("pollutant") == "o3"))["value"][0]),)
         assert value("ABD", datetime(2017, 1, 1, 23, tzinfo=UTC), "pm25") == (pytest.approx(abd.filter((pl.col("time") == datetime(2017, 1, 1, 23, tzinfo=UTC)) & (pl.col("pollutant") == "pm25"))["value"][0]),)
+
+
+def test_a_six_hour_model_is_registered_under_its_own_name_beside_the_served_one(home):
+    defs = run_pipeline(home, train=False)
+    config = {"ops": {"no2_candidate": {"config": {"horizon": 6, "coverage_tolerance": 0.1}}}}
+    result = dg.materialize(
+        [defs.get_assets_def(k) for k in ("no2_candidate", "no2_champion")] + [*defs.asset_checks],
+        selection=["no2_candidate", "no2_champion"],
+        resources=defs.resources,
+        run_config=config,
+    )
+    candidate = result.output_for_node("no2_candidate")
+    assert candidate["model_name"] == "routeaq-no2-6h" and candidate["horizon_hours"] == 6
+    registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
+    assert registry.champion_version("routeaq-no2-6h") == "1"
+    assert registry.champion_version("routeaq-no2") is None  # the served one-hour model is untouched
+    assert candidate["metrics"]["model_rmse"] < candidate["metrics"]["persistence_rmse"]

@@ -73,3 +73,20 @@ def test_local_data_backtest_names_a_missing_folder(home, tmp_path):
     assert not result.success
     message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
     assert "nowhere does not exist" in message
+
+
+def test_a_six_hour_backtest_scores_persistence_from_six_hours_before(home, user_folder):
+    features = local_features(user_folder, ["no2"], horizon=6)["no2"].filter(pl.col("time") < datetime(2017, 4, 1, tzinfo=UTC))
+    predictions = rolling_origin_backtest(features, folds=2, test_days=10, num_boost_round=50)
+    observed = features.select("site_id", (pl.col("time") + pl.duration(hours=6)).alias("time"), pl.col("target").alias("six_hours_before"))
+    checked = predictions.join(observed, on=["site_id", "time"])
+    assert checked.height == predictions.height > 0
+    assert (checked["target_lag_1"] == checked["six_hours_before"]).all()
+
+    defs = make_definitions(home)
+    config = {"ops": {"local_data_backtest": {"config": {"folder": str(user_folder), "pollutants": ["no2"], "folds": 2, "test_days": 14, "horizon": 6}}}}
+    result = dg.materialize([defs.get_assets_def("local_data_backtest")], resources=defs.resources, run_config=config)
+    metadata = result.asset_materializations_for_node("local_data_backtest")[0].metadata
+    assert metadata["horizon_hours"].value == 6
+    run = defs.resources["model_store"].registry().client.get_run(metadata["mlflow_run_id"].value)
+    assert run.data.params["horizon_hours"] == "6"

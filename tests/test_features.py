@@ -74,3 +74,28 @@ def test_unknown_pollutant_is_refused():
 def test_contract_schemas_name_the_design_columns():
     assert list(OBSERVATIONS) == ["site_id", "time", "pollutant", "value", "unit", "status", "network", "source", "ingested_at"]
     assert {"temperature_2m", "boundary_layer_height", "kind"} <= set(WEATHER)
+
+
+@pytest.mark.parametrize("horizon", [3, 24])
+def test_a_forecast_h_hours_ahead_sees_nothing_after_its_origin(horizon):
+    """Change the hours after the origin t-h: no feature of row t moves. The newest value seen is
+    hour t-h; the same-hour lags stay on hour t."""
+    values = {p: np.arange(HOURS, dtype=float) for p in FORECAST_POLLUTANTS}
+    panel = _panel(values)
+    t = START + timedelta(hours=200)
+    after_origin = (pl.col("time") > t - timedelta(hours=horizon)) & (pl.col("time") <= t)
+    changed = panel.with_columns(pl.when(after_origin).then(pl.col(p) + 500.0).otherwise(pl.col(p)).alias(p) for p in FORECAST_POLLUTANTS)
+    row = lambda frame: build_features(frame, "no2", horizon).filter((pl.col("time") == t) & (pl.col("site_id") == "AAA"))  # noqa: E731
+    before, after = row(panel), row(changed)
+    assert before.select(FEATURE_COLUMNS).equals(after.select(FEATURE_COLUMNS))
+    assert before["target_lag_1"][0] == 200 - horizon
+    assert before["target_lag_2"][0] == 200 - horizon - 1
+    assert (before["target_lag_24"][0], before["target_lag_168"][0]) == (176.0, 32.0)
+    assert before["target_change_yesterday"][0] == pytest.approx(horizon)  # the same h hours, one day earlier
+
+
+def test_one_hour_ahead_is_the_default_and_longer_than_a_day_is_refused():
+    panel = _panel(hours=30)
+    assert build_features(panel, "pm25").equals(build_features(panel, "pm25", 1))
+    with pytest.raises(ValueError, match="horizon 25 h is outside 1 to 24 h"):
+        build_features(panel, "pm25", 25)

@@ -82,7 +82,7 @@ def format_table(table: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def forecast_plot(predictions: pl.DataFrame, site_id: str, pollutant: str, hours: int = 168) -> bytes:
+def forecast_plot(predictions: pl.DataFrame, site_id: str, pollutant: str, hours: int = 168, horizon: int = 1) -> bytes:
     """PNG of forecast, interval and observation for the last ``hours`` of one site."""
     import io
 
@@ -96,9 +96,9 @@ def forecast_plot(predictions: pl.DataFrame, site_id: str, pollutant: str, hours
     times = rows["time"].to_list()
     axis.fill_between(times, rows["lower"].to_numpy(), rows["upper"].to_numpy(), color="tab:blue", alpha=0.2, label="80% interval")
     axis.plot(times, rows["target"].to_numpy(), color="black", linewidth=1.0, label="observed")
-    axis.plot(times, rows["pred"].to_numpy(), color="tab:blue", linewidth=1.0, label="forecast (1 h)")
+    axis.plot(times, rows["pred"].to_numpy(), color="tab:blue", linewidth=1.0, label=f"forecast ({horizon} h)")
     axis.plot(times, rows["target_lag_1"].to_numpy(), color="tab:orange", linewidth=0.8, alpha=0.7, label="persistence")
-    axis.set_title(f"{pollutant} at {site_id}: one-hour-ahead forecast vs observed")
+    axis.set_title(f"{pollutant} at {site_id}: {horizon} h ahead forecast vs observed")
     axis.set_ylabel("ug/m3")
     axis.legend(loc="upper left", ncols=4, fontsize=8)
     figure.tight_layout()

@@ -17,9 +17,10 @@ SOURCES = ("demo", "openair", "ukair", "local")
 MODEL_PREFIX = "routeaq"
 
 
-def model_name(pollutant: str, prefix: str = MODEL_PREFIX) -> str:
-    """The registered MLflow model of a pollutant, e.g. ``routeaq-pm25``."""
-    return f"{prefix}-{pollutant}"
+def model_name(pollutant: str, prefix: str = MODEL_PREFIX, horizon: int = 1) -> str:
+    """The registered MLflow model of a pollutant and horizon: ``routeaq-pm25`` for the served
+    one-hour model, ``routeaq-pm25-6h`` for six hours ahead."""
+    return f"{prefix}-{pollutant}" if horizon == 1 else f"{prefix}-{pollutant}-{horizon}h"
 
 
 def get_environment() -> str:

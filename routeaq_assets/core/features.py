@@ -1,8 +1,12 @@
-"""Features for one-hour-ahead forecasts, used by training and serving alike.
+"""Features for forecasts ``horizon`` hours ahead (1 by default), used by training and serving alike.
 
-A feature row for hour ``t`` sees observations strictly before ``t`` only; weather at ``t`` is
-allowed because a forecast for ``t`` is known before ``t`` (serving uses the forecast, training
-the reanalysis). Missing hours stay null and LightGBM handles them.
+A forecast for hour ``t`` at horizon ``h`` is made when hour ``t - h`` is the newest observation,
+so a feature row for ``t`` sees observations up to ``t - h`` only. The recent features count back
+from that hour (``target_lag_1`` is hour ``t - h``, the persistence forecast); the same-hour
+features stay on hour ``t`` (``target_lag_24`` is the same hour yesterday, ``target_lag_168`` last
+week, so ``h`` is at most 24). Weather at ``t`` is allowed because a forecast for ``t`` is known
+before ``t`` (serving uses the forecast, training the reanalysis). Missing hours stay null and
+LightGBM handles them.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import polars as pl
 
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, TIME, WEATHER_VARIABLES
 
-TARGET_LAGS = (1, 2, 3, 6, 12, 24, 168)
+RECENT_LAGS = (1, 2, 3, 6, 12)  # the newest value seen, the one before it ...
+SAME_HOUR_LAGS = (24, 168)  # the same hour yesterday and last week
+TARGET_LAGS = (*RECENT_LAGS, *SAME_HOUR_LAGS)
+MAX_HORIZON = min(SAME_HOUR_LAGS)
 TYPICAL_DAYS = 7  # days averaged for the typical level and change at the same hour
 PANEL_POLLUTANTS = (*FORECAST_POLLUTANTS, "nox")
 ROLLING_MEANS = (3, 6, 24)
 ROLLING_STDS = (6, 24)
-MAX_LOOKBACK_HOURS = max(max(TARGET_LAGS), 24 * TYPICAL_DAYS) + 1
+MAX_LOOKBACK_HOURS = max(max(TARGET_LAGS), 24 * TYPICAL_DAYS) + MAX_HORIZON
 SITE_ATTRIBUTES = ("latitude", "longitude", "location_type_code")
 
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -105,45 +112,57 @@ def _is_holiday(times: pl.Series) -> pl.Series:
     return dates.is_in(list(days)).cast(pl.Int8)
 
 
-def build_features(panel: pl.DataFrame, pollutant: str) -> pl.DataFrame:
-    """Feature rows for every site-hour of ``panel`` with ``pollutant`` as the target.
+def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1) -> pl.DataFrame:
+    """Feature rows for every site-hour of ``panel`` with ``pollutant`` as the target, for a
+    forecast made ``horizon`` hours before the row's hour.
 
     ``panel`` must be a complete hourly grid per site (see ``hourly_panel``) that starts
     ``MAX_LOOKBACK_HOURS`` before the first row whose lags should be complete.
     """
     if pollutant not in FORECAST_POLLUTANTS:
         raise ValueError(f"unknown pollutant {pollutant!r}; expected one of {FORECAST_POLLUTANTS}")
+    if not 1 <= horizon <= MAX_HORIZON:
+        raise ValueError(f"horizon {horizon} h is outside 1 to {MAX_HORIZON} h")
     by_site = "site_id"
     target = pl.col(pollutant)
-    seen = target.shift(1).over(by_site)  # the newest value a forecast made before t can see
 
     def lag(column: str | pl.Expr, hours: int) -> pl.Expr:
         expr = pl.col(column) if isinstance(column, str) else column
         return expr.shift(hours).over(by_site)
 
-    def change(column: str | pl.Expr, hours: int) -> pl.Expr:
-        """The change from hour t-hours-1 to t-hours."""
-        return lag(column, hours) - lag(column, hours + 1)
+    def seen(column: str | pl.Expr, k: int = 1) -> pl.Expr:
+        """The k-th newest value a forecast made at hour t - horizon can see."""
+        return lag(column, horizon + k - 1)
 
+    def change(column: str | pl.Expr, k: int) -> pl.Expr:
+        """The change from the (k+1)-th newest value seen to the k-th."""
+        return seen(column, k) - seen(column, k + 1)
+
+    def change_to(hours_before: int) -> pl.Expr:
+        """The change over the ``horizon`` hours that ended ``hours_before`` hours before t."""
+        return lag(target, hours_before) - lag(target, hours_before + horizon)
+
+    newest = seen(target)
     same_hour = [lag(target, 24 * d) for d in range(1, TYPICAL_DAYS + 1)]
-    hour_before = [lag(target, 24 * d + 1) for d in range(1, TYPICAL_DAYS + 1)]
+    newest_hour = [lag(target, 24 * d + horizon) for d in range(1, TYPICAL_DAYS + 1)]
     direction = pl.col("wind_direction_10m").radians()
     return panel.sort(by_site, "time").select(
         pl.col("site_id"),
         pl.col("time"),
         pl.lit(pollutant).alias("pollutant"),
         target.alias("target"),
-        *(target.shift(k).over(by_site).alias(f"target_lag_{k}") for k in TARGET_LAGS),
-        *(seen.rolling_mean(w, min_samples=1).over(by_site).alias(f"target_mean_{w}") for w in ROLLING_MEANS),
-        *(seen.rolling_std(w, min_samples=2).over(by_site).alias(f"target_std_{w}") for w in ROLLING_STDS),
+        *(seen(target, k).alias(f"target_lag_{k}") for k in RECENT_LAGS),
+        *(lag(target, k).alias(f"target_lag_{k}") for k in SAME_HOUR_LAGS),
+        *(newest.rolling_mean(w, min_samples=1).over(by_site).alias(f"target_mean_{w}") for w in ROLLING_MEANS),
+        *(newest.rolling_std(w, min_samples=2).over(by_site).alias(f"target_std_{w}") for w in ROLLING_STDS),
         change(target, 1).alias("target_change_1"),
         change(target, 2).alias("target_change_2"),
-        change(target, 24).alias("target_change_yesterday"),  # how this hour began yesterday
-        change(target, 168).alias("target_change_last_week"),
-        (pl.mean_horizontal(same_hour) - pl.mean_horizontal(hour_before)).alias("target_typical_change"),
+        change_to(24).alias("target_change_yesterday"),  # how the same hours went yesterday
+        change_to(168).alias("target_change_last_week"),
+        (pl.mean_horizontal(same_hour) - pl.mean_horizontal(newest_hour)).alias("target_typical_change"),
         pl.mean_horizontal(same_hour).alias("target_typical_level"),
-        (seen - pl.mean_horizontal(hour_before)).alias("target_anomaly_1"),
-        *(lag(p, 1).alias(f"{p}_lag_1") for p in PANEL_POLLUTANTS),
+        (newest - pl.mean_horizontal(newest_hour)).alias("target_anomaly_1"),
+        *(seen(p).alias(f"{p}_lag_1") for p in PANEL_POLLUTANTS),
         *(change(p, 1).alias(f"{p}_change_1") for p in PANEL_POLLUTANTS),
         pl.col("temperature_2m"),
         pl.col("temperature_2m").diff().over(by_site).alias("temperature_2m_change_1"),

@@ -10,10 +10,10 @@ import polars as pl
 
 from routeaq_assets.core.backtest import forecast_plot, format_table, metrics_table, rolling_origin_backtest
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.core.features import build_features, hourly_panel
+from routeaq_assets.core.features import MAX_HORIZON, build_features, hourly_panel
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
-from routeaq_assets.defs.features import silver_features
+from routeaq_assets.defs.features import silver_features, stored_features
 from routeaq_assets.resources import Lake, ModelStore, Warehouse
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
 
@@ -25,11 +25,17 @@ class BacktestConfig(dg.Config):
     test_days: int = 7
     train_days: Optional[int] = None
     coverage: float = 0.8
+    horizon: int = 1  # hours ahead, 1 to 24
 
 
 class LocalBacktestConfig(BacktestConfig):
     folder: str = str(load_settings().source_folder or "")
     test_days: int = 0
+
+
+def _check_horizon(name: str, config: BacktestConfig) -> None:
+    if not 1 <= config.horizon <= MAX_HORIZON:
+        raise dg.Failure(f"{name}: horizon {config.horizon} h is outside 1 to {MAX_HORIZON} h")
 
 
 def _fold_days(config: BacktestConfig, features: pl.DataFrame) -> int:
@@ -55,13 +61,13 @@ def _backtest(features_by_pollutant: dict[str, pl.DataFrame], config: BacktestCo
 def _report(context: dg.AssetExecutionContext, name: str, predictions: pl.DataFrame, config: BacktestConfig, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
     table = metrics_table(predictions)
     text = format_table(table)
-    context.log.info(f"{name} (one-hour-ahead, {config.folds} rolling-origin folds):\n{text}")
+    context.log.info(f"{name} ({config.horizon} h ahead, {config.folds} rolling-origin folds):\n{text}")
     stamp = f"{datetime.now():%Y%m%dT%H%M%S}"
     folder = f"reports/{name}/{stamp}"
     artifacts = {"metrics.csv": table.write_csv().encode(), "metrics.txt": text.encode()}
     for (pollutant,), rows in predictions.group_by("pollutant"):
         site = rows["site_id"].sort()[0]
-        artifacts[f"forecast_{pollutant}_{site}.png"] = forecast_plot(rows, site, pollutant)
+        artifacts[f"forecast_{pollutant}_{site}.png"] = forecast_plot(rows, site, pollutant, horizon=config.horizon)
     paths = {file: lake.write_bytes(f"{folder}/{file}", data) for file, data in artifacts.items()}
     headline = {
         f"{r['pollutant']}_{k}": r[k]
@@ -70,7 +76,10 @@ def _report(context: dg.AssetExecutionContext, name: str, predictions: pl.DataFr
     }
     run_id = model_store.registry().log_backtest(
         f"{name}-{stamp}",
-        params={"folds": config.folds, "test_days": config.test_days, "train_days": config.train_days, "coverage": config.coverage, "pollutants": ",".join(config.pollutants)},
+        params={
+            "folds": config.folds, "test_days": config.test_days, "train_days": config.train_days, "coverage": config.coverage,
+            "pollutants": ",".join(config.pollutants), "horizon_hours": config.horizon,
+        },
         metrics=headline,
         artifacts=artifacts,
     )
@@ -78,6 +87,7 @@ def _report(context: dg.AssetExecutionContext, name: str, predictions: pl.DataFr
         metadata={
             "metrics": dg.MetadataValue.md(table.to_pandas().to_markdown(index=False, floatfmt=".3f")),
             "table": dg.MetadataValue.text(text),
+            "horizon_hours": config.horizon,
             "mlflow_run_id": run_id,
             "report_folder": dg.MetadataValue.path(str(Path(paths["metrics.csv"]).parent)),
             **{f"plot_{p}": dg.MetadataValue.path(v) for p, v in paths.items() if p.endswith(".png")},
@@ -91,13 +101,16 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehous
     """Rolling-origin backtest of every pollutant on the stored features: each fold trains on the
     hours before it, and RMSE, MAE, bias, skill and interval coverage are reported per pollutant
     and site beside persistence and same-hour-yesterday."""
-    features = {
-        p: warehouse.query("SELECT * FROM silver_features WHERE pollutant = ? ORDER BY time, site_id", [p]) for p in config.pollutants
-    }
+    _check_horizon("backtest", config)
+    start, newest = warehouse.query("SELECT min(time), max(time) FROM silver_features").row(0)
+    if newest is None:
+        raise dg.Failure("backtest: silver_features is empty; materialize the features first")
+    end = newest + timedelta(hours=1)
+    features = {p: stored_features(warehouse, p, start, end, config.horizon) for p in config.pollutants}
     return _report(context, "backtest", _backtest(features, config), config, model_store, lake)
 
 
-def local_features(folder: Path, pollutants: list[str]) -> dict[str, pl.DataFrame]:
+def local_features(folder: Path, pollutants: list[str], horizon: int = 1) -> dict[str, pl.DataFrame]:
     """Features of every site and pollutant in a folder of openair-format tables."""
     sites = folder_sites(folder)
     known = set(load_packaged_registry()["site_id"].to_list())
@@ -111,7 +124,7 @@ def local_features(folder: Path, pollutants: list[str]) -> dict[str, pl.DataFram
     weather = pl.concat(weather_parts) if weather_parts else pl.DataFrame(schema=WEATHER)
     start, end = observations["time"].min(), observations["time"].max() + timedelta(hours=1)
     panel = hourly_panel(observations, weather, sites_frame, start, end)
-    return {p: build_features(panel, p) for p in pollutants}
+    return {p: build_features(panel, p, horizon) for p in pollutants}
 
 
 @dg.asset(group_name="evaluation", kinds={"lightgbm", "mlflow"})
@@ -120,8 +133,9 @@ def local_data_backtest(context: dg.AssetExecutionContext, config: LocalBacktest
     (``folder`` config, or ``ROUTEAQ_SOURCE_FOLDER``), read through the local-file source."""
     if not config.folder:
         raise dg.Failure("local_data_backtest: set config 'folder' (or ROUTEAQ_SOURCE_FOLDER) to a folder of openair-format tables")
+    _check_horizon("local_data_backtest", config)
     try:
-        features = local_features(Path(config.folder), config.pollutants)
+        features = local_features(Path(config.folder), config.pollutants, config.horizon)
     except SourceDataError as exc:
         raise dg.Failure(f"local_data_backtest: {exc}") from exc
     available = {p: f for p, f in features.items() if not f["target"].drop_nulls().is_empty()}

@@ -28,6 +28,22 @@ def load_panel(warehouse: Warehouse, start, end) -> pl.DataFrame:
     return stored_panel(warehouse, lookback_start(start), end)
 
 
+def stored_features(warehouse: Warehouse, pollutant: str, start, end, horizon: int = 1) -> pl.DataFrame:
+    """Feature rows of [start, end) for ``horizon`` hours ahead, in time order: the stored
+    ``silver_features`` for one hour, built from the stored observations for other horizons."""
+    if horizon == 1:
+        return warehouse.query(
+            "SELECT * FROM silver_features WHERE pollutant = ? AND time >= ? AND time < ? ORDER BY time, site_id",
+            [pollutant, start, end],
+        )
+    return (
+        build_features(load_panel(warehouse, start, end), pollutant, horizon)
+        .filter(pl.col("time") >= start)
+        .select(SILVER_COLUMNS)
+        .sort("time", "site_id")
+    )
+
+
 @dg.asset(
     group_name="features",
     kinds={"duckdb", "polars"},

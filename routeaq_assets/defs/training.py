@@ -12,7 +12,8 @@ import polars as pl
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import promotion_decision, train_forecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.defs.features import silver_features
+from routeaq_assets.core.features import MAX_HORIZON
+from routeaq_assets.defs.features import silver_features, stored_features
 from routeaq_assets.resources import ModelStore, Warehouse
 
 CHECK_GATE = "beats_persistence"
@@ -25,6 +26,8 @@ class TrainingConfig(dg.Config):
     coverage_tolerance: float = 0.05
     margin: float = 0.01
     num_boost_round: int = 300
+    # Hours ahead. 1 is the served model (``routeaq-{p}``); 2 to 24 register ``routeaq-{p}-{h}h``.
+    horizon: int = 1
 
 
 def _markdown(metrics: dict[str, float]) -> str:
@@ -44,7 +47,9 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
     @dg.asset(name=candidate_name, group_name="training", deps=[silver_features], kinds={"lightgbm", "mlflow"})
     def candidate(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: Warehouse, model_store: ModelStore) -> dg.Output[dict]:
         """A LightGBM forecaster with an 80 % interval, trained on the trailing window before the
-        held-out hours and registered in MLflow as a new version."""
+        held-out hours and registered in MLflow as a new version (one model per horizon)."""
+        if not 1 <= config.horizon <= MAX_HORIZON:
+            raise dg.Failure(f"{candidate_name}: horizon {config.horizon} h is outside 1 to {MAX_HORIZON} h")
         (newest,) = warehouse.query(
             "SELECT max(time) FROM silver_features WHERE pollutant = ? AND target IS NOT NULL", [pollutant]
         ).row(0)
@@ -53,10 +58,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         end = newest + timedelta(hours=1)
         holdout_start = end - timedelta(days=config.holdout_days)
         start = end - timedelta(days=config.train_days)
-        frame = warehouse.query(
-            "SELECT * FROM silver_features WHERE pollutant = ? AND time >= ? AND time < ? ORDER BY time, site_id",
-            [pollutant, start, end],
-        )
+        frame = stored_features(warehouse, pollutant, start, end, config.horizon)
         start = frame["time"].min()
         train = frame.filter(pl.col("time") < holdout_start)
         held_out = scorable(frame.filter(pl.col("time") >= holdout_start))
@@ -64,7 +66,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         metrics, _ = _held_out_scores(held_out, forecaster)
 
         registry = model_store.registry()
-        name = model_store.model_name(pollutant)
+        name = model_store.model_name(pollutant, config.horizon)
         champion = registry.load(name)
         if champion is not None:
             champion_metrics, _ = _held_out_scores(held_out, champion.forecaster)
@@ -74,6 +76,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             "holdout_start": holdout_start.isoformat(),
             "holdout_end": end.isoformat(),
             "sites": sorted(frame["site_id"].unique().to_list()),
+            "horizon_hours": config.horizon,
         }
         run_id, version = registry.log_candidate(
             name,
@@ -83,7 +86,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             metadata={"pollutant": pollutant, **window, "holdout_metrics": metrics},
             example=held_out,
             run_name=f"{pollutant}-{end:%Y%m%dT%H}",
-            tags={"pollutant": pollutant, "role": "candidate"},
+            tags={"pollutant": pollutant, "role": "candidate", "horizon_hours": str(config.horizon)},
         )
         result = {
             "pollutant": pollutant,
