@@ -4,7 +4,9 @@ At load, the champion of each pollutant comes from MLflow and the recent history
 store; features are computed once with ``routeaq_assets.core.features`` (the code training used)
 for every site-hour of that history. A request for a recent hour then costs a dictionary lookup
 and one ``Booster.predict`` on the rows asked for. An older hour (still within the stored
-history) is answered from the yearly history files: slower, and the same features.
+history) is answered from the yearly history files: slower, and the same features. An hour
+further ahead than the next one is answered by the champion trained for that many hours after
+the newest observation (``routeaq-{p}-{h}h``), where one has been trained and promoted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from routeaq_assets.core.environment import Settings
-from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, build_features, feature_matrix
+from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
 from routeaq_assets.core.models import forecast_base
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
@@ -59,8 +61,8 @@ class Rows:
     index: dict[tuple[str, datetime], int]
 
 
-def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime) -> Rows:
-    rows = build_features(panel, pollutant).filter(pl.col("time") >= first)
+def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime, horizon: int = 1) -> Rows:
+    rows = build_features(panel, pollutant, horizon).filter(pl.col("time") >= first)
     lower, upper = model.forecaster.interval_offsets(rows)
     return Rows(
         x=feature_matrix(rows, model.forecaster.feature_names),
@@ -75,12 +77,18 @@ def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, fi
 class State:
     models: dict[str, RegisteredForecaster]
     online: dict[str, Rows]
+    # (pollutant, hours ahead) -> the champion for that horizon and its rows for origin + hours
+    ahead: dict[tuple[str, int], tuple[RegisteredForecaster, Rows]]
     sites: frozenset[str]
     first_hour: datetime  # the oldest hour the online store answers
-    last_hour: datetime  # the newest hour that can be forecast (newest observation + 1 h)
+    origin: datetime  # the newest observed hour
+    last_hour: datetime  # the newest hour the one-hour models forecast (origin + 1 h)
     earliest_hour: datetime  # the oldest hour that can be forecast (history or online store)
     data_until: dict[str, datetime]
     online_version: str
+
+    def loaded(self) -> dict[str, RegisteredForecaster]:
+        return {m.name: m for m in [*self.models.values(), *(m for m, _ in self.ahead.values())]}
 
 
 def _earliest_hour(history_start: datetime | None, online_first: datetime) -> datetime:
@@ -112,14 +120,19 @@ class Forecasts:
     def _refresh(self) -> bool:
         registry = ForecastRegistry(self.settings.mlflow_tracking_uri)
         current = self._state
-        models = {}
-        for pollutant in FORECAST_POLLUTANTS:
-            name = self.settings.model_name(pollutant)
-            version = registry.champion_version(name)
+        champions = registry.champions(self.settings.model_prefix)
+        known = current.loaded() if current else {}
+
+        def champion(pollutant: str, horizon: int = 1) -> RegisteredForecaster | None:
+            name = self.settings.model_name(pollutant, horizon)
+            version = champions.get(name)
             if version is None:
-                continue
-            known = current.models.get(pollutant) if current else None
-            models[pollutant] = known if known and known.version == version else registry.load(name, version)
+                return None
+            loaded = known.get(name)
+            return loaded if loaded and loaded.version == version else registry.load(name, version)
+
+        models = {p: m for p in FORECAST_POLLUTANTS if (m := champion(p))}
+        ahead_models = {(p, h): m for p in FORECAST_POLLUTANTS for h in range(2, MAX_HORIZON + 1) if (m := champion(p, h))}
         if not models:
             self._reason = "no champion model in the registry: run the training job"
             return False
@@ -127,25 +140,36 @@ class Forecasts:
         if version is None:
             self._reason = f"no online history in {self.settings.online_store_target}: materialize online_features"
             return False
-        same_models = current is not None and {p: m.version for p, m in current.models.items()} == {p: m.version for p, m in models.items()}
-        if same_models and current.online_version == version:
+        serving = {m.name: m.version for m in [*models.values(), *ahead_models.values()]}
+        if current is not None and {n: m.version for n, m in known.items()} == serving and current.online_version == version:
             self._reason = ""
             return False
         panel = self.store.read()
         first = panel["time"].min() + timedelta(hours=MAX_LOOKBACK_HOURS)
         observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
+        data_until = dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows())
+        origin = max(data_until.values())
+        last_hour = origin + timedelta(hours=1)
+
+        def rows_ahead(pollutant: str, horizon: int, model: RegisteredForecaster) -> Rows:
+            hour = origin + timedelta(hours=horizon)
+            window = panel.filter((pl.col("time") >= hour - timedelta(hours=MAX_LOOKBACK_HOURS)) & (pl.col("time") <= hour))
+            return prepare(window, pollutant, model, hour, horizon)
+
         self._state = State(
             models=models,
-            online={p: prepare(panel, p, m, first) for p, m in models.items()},
+            online={p: prepare(panel.filter(pl.col("time") <= last_hour), p, m, first) for p, m in models.items()},
+            ahead={(p, h): (m, rows_ahead(p, h, m)) for (p, h), m in ahead_models.items()},
             sites=frozenset(panel["site_id"].unique().to_list()),
             first_hour=first,
-            last_hour=panel["time"].max(),
+            origin=origin,
+            last_hour=last_hour,
             earliest_hour=_earliest_hour(self.history.start(), first),
-            data_until=dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows()),
+            data_until=data_until,
             online_version=version,
         )
         self._reason = ""
-        log.info("serving %s", {p: m.version for p, m in models.items()})
+        log.info("serving %s", serving)
         return True
 
     def status(self) -> dict:
@@ -161,13 +185,16 @@ class Forecasts:
             "feature_age_hours": round((datetime.now(timezone.utc) - newest).total_seconds() / 3600, 1) if newest else None,
             "forecast_hours": [state.earliest_hour.isoformat(), state.last_hour.isoformat()],
             "online_hours": [state.first_hour.isoformat(), state.last_hour.isoformat()],
+            "hours_ahead": {p: [1, *sorted(h for q, h in state.ahead if q == p)] for p in state.models},
             "warning": self._reason or None,
         }
 
     def model_info(self) -> dict:
+        """Per pollutant, the one-hour champion (and under ``f"{p}_{h}h"`` those further ahead)."""
         state = self._require_state()
+        served = {**state.models, **{f"{p}_{h}h": m for (p, h), (m, _) in sorted(state.ahead.items())}}
         return {
-            p: {
+            key: {
                 "model_name": m.name,
                 "version": m.version,
                 "train_start": m.metadata.get("train_start"),
@@ -176,7 +203,7 @@ class Forecasts:
                 "holdout_metrics": m.metadata.get("holdout_metrics"),
                 "interval": m.forecaster.coverage,
             }
-            for p, m in state.models.items()
+            for key, m in served.items()
         }
 
     def _require_state(self) -> State:
@@ -190,9 +217,12 @@ class Forecasts:
             raise UnknownSite(f"unknown site_id {site_id!r}; known sites: {sorted(state.sites)}", "site_id")
         if pollutant not in state.models:
             raise NotReady(f"no champion model for {pollutant}: train and promote one", "pollutant")
-        if hour > state.last_hour:
+        if hour > state.last_hour and (pollutant, self._hours_ahead(state, hour)) not in state.ahead:
+            trained = sorted(h for p, h in state.ahead if p == pollutant)
+            further = f"; {pollutant} is also forecast {trained} hours after it" if trained else ""
             raise OutOfRange(
-                f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {state.last_hour.isoformat()}",
+                f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {state.last_hour.isoformat()}"
+                f" (the newest observation is {state.origin.isoformat()}{further})",
                 "timestamp",
             )
         if hour < state.earliest_hour:
@@ -200,6 +230,11 @@ class Forecasts:
                 f"timestamp {hour.isoformat()} is before the stored history: the earliest hour available is {state.earliest_hour.isoformat()}",
                 "timestamp",
             )
+
+    @staticmethod
+    def _hours_ahead(state: State, hour: datetime) -> int:
+        """How many hours after the newest observation ``hour`` is (1 for every hour up to the next)."""
+        return max(1, int((hour - state.origin) / timedelta(hours=1)))
 
     def _offline(self, state: State, items: list[tuple[str, datetime, str]]) -> dict[str, Rows]:
         """Rows for older hours, computed from the history files."""
@@ -218,17 +253,19 @@ class Forecasts:
             self._check(state, site_id, hour, pollutant)
         older = [item for item in items if item[1] < state.first_hour]
         offline = self._offline(state, older) if older else {}
-        groups: dict[tuple[str, str], list[int]] = {}
+        groups: dict[tuple[str, str, int], list[int]] = {}
         for i, (_, hour, pollutant) in enumerate(items):
-            groups.setdefault((pollutant, OFFLINE if hour < state.first_hour else ONLINE), []).append(i)
+            groups.setdefault((pollutant, OFFLINE if hour < state.first_hour else ONLINE, self._hours_ahead(state, hour)), []).append(i)
         results: list[dict | None] = [None] * len(items)
-        for (pollutant, source), positions in groups.items():
-            rows = offline[pollutant] if source == OFFLINE else state.online[pollutant]
+        for (pollutant, source, horizon), positions in groups.items():
+            if horizon > 1:
+                model, rows = state.ahead[(pollutant, horizon)]
+            else:
+                model, rows = state.models[pollutant], offline[pollutant] if source == OFFLINE else state.online[pollutant]
             missing = [items[i] for i in positions if (items[i][0], items[i][1]) not in rows.index]
             if missing:
                 raise OutOfRange(f"no stored history for {missing[0][0]} before {missing[0][1].isoformat()}", "timestamp")
             index = [rows.index[(items[i][0], items[i][1])] for i in positions]
-            model = state.models[pollutant]
             pred, lower, upper = model.forecaster.predict_matrix(
                 rows.x[index], rows.base[index], (rows.lower_offset[index], rows.upper_offset[index]), num_threads=1
             )
@@ -236,7 +273,7 @@ class Forecasts:
                 site_id, hour, _ = items[i]
                 if np.isnan(pred[k]):
                     raise OutOfRange(f"no {pollutant} observation at {site_id} in the week before {hour.isoformat()}: nothing to forecast from", "timestamp")
-                until = min(state.data_until.get(site_id, hour), hour - timedelta(hours=1))
+                until = min(state.data_until.get(site_id, hour), hour - timedelta(hours=horizon))
                 value = round(float(pred[k]), 3)
                 results[i] = {
                     "site_id": site_id,
@@ -247,6 +284,7 @@ class Forecasts:
                     "lower": round(float(lower[k]), 3),
                     "upper": round(float(upper[k]), 3),
                     "interval": model.forecaster.coverage,
+                    "hours_ahead": horizon,
                     "model_version": model.version,
                     "data_until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "source": source,

@@ -39,6 +39,7 @@ class PredictResponse(BaseModel):
     lower: float
     upper: float
     interval: float
+    hours_ahead: int = Field(description="Hours between the newest observation the forecast starts from and the hour forecast.")
     model_version: str
     data_until: str
     source: str

@@ -70,6 +70,17 @@ def run_pipeline(home: Path, start: datetime = WINDOW_START, end: datetime = WIN
     return defs
 
 
+def train_hours_ahead(defs: dg.Definitions, pollutant: str, hours: int) -> dg.ExecuteInProcessResult:
+    """Train, gate and promote the ``hours``-ahead model of a pollutant (``routeaq-{p}-{h}h``)."""
+    config = {"ops": {f"{pollutant}_candidate": {"config": {"horizon": hours, "coverage_tolerance": 0.1}}}}
+    return dg.materialize(
+        [defs.get_assets_def(f"{pollutant}_{stage}") for stage in ("candidate", "champion")] + [*defs.asset_checks],
+        selection=[f"{pollutant}_candidate", f"{pollutant}_champion"],
+        resources=defs.resources,
+        run_config=config,
+    )
+
+
 @pytest.fixture(autouse=True)
 def no_inherited_tracking_uri(monkeypatch):
     """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in the process environment; without
@@ -86,11 +97,12 @@ def home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory) -> Path:
-    """One home with ingested data and promoted champions, shared by read-only tests."""
+    """One home with ingested data and promoted champions (and a 6-hours-ahead NO2 model), shared
+    by read-only tests."""
     saved = dict(os.environ)
     home = tmp_path_factory.mktemp("trained") / "routeaq"
     try:
-        run_pipeline(home)
+        train_hours_ahead(run_pipeline(home), "no2", 6)
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -8,7 +8,7 @@ import polars as pl
 import duckdb
 import pytest
 
-from conftest import FIXTURES, WINDOW_END, make_definitions, partition_key, run_pipeline
+from conftest import FIXTURES, WINDOW_END, make_definitions, partition_key, run_pipeline, train_hours_ahead
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.resources import ObservationSource
@@ -211,14 +211,7 @@ def test_ratified_values_replace_provisional_ones_and_are_counted(home, httpserv
 
 
 def test_a_six_hour_model_is_registered_under_its_own_name_beside_the_served_one(home):
-    defs = run_pipeline(home, train=False)
-    config = {"ops": {"no2_candidate": {"config": {"horizon": 6, "coverage_tolerance": 0.1}}}}
-    result = dg.materialize(
-        [defs.get_assets_def(k) for k in ("no2_candidate", "no2_champion")] + [*defs.asset_checks],
-        selection=["no2_candidate", "no2_champion"],
-        resources=defs.resources,
-        run_config=config,
-    )
+    result = train_hours_ahead(run_pipeline(home, train=False), "no2", 6)
     candidate = result.output_for_node("no2_candidate")
     assert candidate["model_name"] == "routeaq-no2-6h" and candidate["horizon_hours"] == 6
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)

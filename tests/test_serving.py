@@ -2,7 +2,7 @@
 the Redis online store."""
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import duckdb
@@ -11,6 +11,7 @@ import pytest
 
 from conftest import make_definitions
 from routeaq_assets.core.environment import load_settings
+from routeaq_assets.core.features import build_features
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_serving.forecasts import OFFLINE, ONLINE, Forecasts, OutOfRange, UnknownSite
 
@@ -58,6 +59,27 @@ def test_errors_name_the_problem(forecasts):
         forecasts.forecast([("CLL2", datetime(2025, 7, 1, tzinfo=UTC), "pm25")])
     with pytest.raises(OutOfRange, match="latest hour available is 2025-08-01T12:00"):
         forecasts.forecast([("CLL2", datetime(2025, 8, 1, 13, tzinfo=UTC), "pm25")])
+
+
+def test_hours_further_ahead_are_answered_by_the_champion_for_that_many_hours(forecasts):
+    state = forecasts._state
+    assert state.origin == datetime(2025, 8, 1, 11, tzinfo=UTC)  # the newest observation
+    six = state.origin + timedelta(hours=6)
+    next_hour, ahead = forecasts.forecast([("MY1", state.origin + timedelta(hours=1), "no2"), ("MY1", six, "no2")])
+    assert (next_hour["hours_ahead"], ahead["hours_ahead"]) == (1, 6)
+    registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
+    assert ahead["model_version"] == registry.champion_version("routeaq-no2-6h")
+    assert ahead["data_until"] == "2025-08-01T11:00:00Z" and ahead["pred"] != next_hour["pred"]
+    # the six-hour model on features that end at the newest observation (weather: the forecast)
+    model = registry.load("routeaq-no2-6h")
+    panel = forecasts.store.read().filter(pl.col("time") <= six)
+    row = build_features(panel, "no2", 6).filter((pl.col("site_id") == "MY1") & (pl.col("time") == six))
+    assert ahead["pred"] == round(float(model.forecaster.predict(row)[0][0]), 3)
+    assert forecasts.status()["hours_ahead"] == {"pm25": [1], "no2": [1, 6], "o3": [1]}
+    with pytest.raises(OutOfRange, match=r"no2 is also forecast \[6\] hours after it"):
+        forecasts.forecast([("MY1", six - timedelta(hours=1), "no2")])
+    with pytest.raises(OutOfRange, match="latest hour available is 2025-08-01T12:00"):
+        forecasts.forecast([("MY1", six, "pm25")])
 
 
 def test_a_new_champion_is_picked_up_without_a_restart(trained_home, forecasts):

@@ -69,8 +69,8 @@ class Settings:
     def prediction_log_dir(self) -> Path:
         return self.home / "predictions"
 
-    def model_name(self, pollutant: str) -> str:
-        return model_name(pollutant, self.model_prefix)
+    def model_name(self, pollutant: str, horizon: int = 1) -> str:
+        return model_name(pollutant, self.model_prefix, horizon)
 
 
 def load_settings() -> Settings:

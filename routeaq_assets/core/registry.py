@@ -153,6 +153,12 @@ class ForecastRegistry:
                 return None
             raise
 
+    def champions(self, prefix: str) -> dict[str, str]:
+        """The champion version of every registered model whose name starts with ``prefix-``,
+        in one query (models without a champion are left out)."""
+        models = self.client.search_registered_models(filter_string=f"name LIKE '{prefix}-%'")
+        return {m.name: str(m.aliases[CHAMPION]) for m in models if CHAMPION in (m.aliases or {})}
+
     def promote(self, name: str, version: str, reason: str) -> None:
         self.client.set_registered_model_alias(name, CHAMPION, version)
         self.client.set_model_version_tag(name, version, "promotion", "promoted")

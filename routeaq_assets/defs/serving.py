@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.features import MAX_LOOKBACK_HOURS
+from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS
 from routeaq_assets.core.sites import site_attributes
 from routeaq_assets.defs.features import stored_panel
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
@@ -19,7 +19,7 @@ class OnlineFeaturesConfig(dg.Config):
 @dg.asset(group_name="serving", deps=[raw_aurn, raw_weather], kinds={"parquet"})
 def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather: WeatherSource, online_store: OnlineStore) -> dg.MaterializeResult:
     """Recent hourly history of every site (pollutants, weather, site attributes) plus the
-    weather forecast for the next hour, so the service forecasts without touching the warehouse;
+    weather forecast for the next 24 hours, so the service forecasts without touching the warehouse;
     and the yearly history files for forecasts of older hours, rewritten where data changed."""
     (newest,) = warehouse.query("SELECT max(time) FROM observations WHERE value IS NOT NULL").row(0)
     if newest is None:
@@ -27,8 +27,9 @@ def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather:
     forecast_hour = newest + timedelta(hours=1)
     start = forecast_hour - timedelta(days=config.history_days, hours=MAX_LOOKBACK_HOURS)
     sites = site_attributes(warehouse.query("SELECT * FROM sites"))
-    ahead = pl.concat([weather.window(site, forecast_hour, forecast_hour + timedelta(hours=1), kind="forecast") for site in sites.iter_rows(named=True)])
-    panel = stored_panel(warehouse, start, forecast_hour + timedelta(hours=1), weather_ahead=ahead)
+    end = forecast_hour + timedelta(hours=MAX_HORIZON)
+    ahead = pl.concat([weather.window(site, forecast_hour, end, kind="forecast") for site in sites.iter_rows(named=True)])
+    panel = stored_panel(warehouse, start, end, weather_ahead=ahead)
     path = online_store.publish(panel)
     rewritten = _refresh_history(warehouse, online_store)
     return dg.MaterializeResult(
