@@ -124,7 +124,8 @@ def main() -> None:
     env = {**os.environ, "ROUTEAQ_HOME": str(home), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
     import polars as pl
 
-    newest = pl.read_parquet(home / "online" / "features.parquet")["time"].max() - timedelta(hours=1)
+    panel = pl.read_parquet(home / "online" / "features.parquet")
+    newest = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in ("pm25", "no2", "o3")))["time"].max()  # the newest observation
     payloads = bodies(newest.replace(tzinfo=timezone.utc) if newest.tzinfo is None else newest)
     servers = {
         "routeaq (bentoml serve)": ["bentoml", "serve", "routeaq_serving.service:RouteAQ", "--host", "127.0.0.1", "--port"],
