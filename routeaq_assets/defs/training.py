@@ -9,10 +9,10 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.core.features import MAX_HORIZON
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import promotion_decision, train_forecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.core.features import MAX_HORIZON
 from routeaq_assets.defs.features import silver_features, stored_features
 from routeaq_assets.resources import ModelStore, Warehouse
 
