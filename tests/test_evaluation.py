@@ -90,3 +90,20 @@ def test_a_six_hour_backtest_scores_persistence_from_six_hours_before(home, user
     assert metadata["horizon_hours"].value == 6
     run = defs.resources["model_store"].registry().client.get_run(metadata["mlflow_run_id"].value)
     assert run.data.params["horizon_hours"] == "6"
+
+
+def test_backtest_on_the_warehouse_scores_each_horizon_against_its_own_persistence(trained_home, monkeypatch):
+    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    defs = make_definitions(trained_home)
+    scores = {}
+    for horizon in (1, 6):
+        config = {"ops": {"backtest": {"config": {"pollutants": ["no2"], "folds": 2, "test_days": 3, "horizon": horizon}}}}
+        result = dg.materialize([defs.get_assets_def("backtest")], resources=defs.resources, run_config=config)
+        metadata = result.asset_materializations_for_node("backtest")[0].metadata
+        assert metadata["horizon_hours"].value == horizon
+        scores[horizon] = metadata["no2_persistence_rmse"].value
+    assert scores[6] > scores[1] > 0  # the value six hours old is a worse forecast than the newest
+    bad = {"ops": {"backtest": {"config": {"pollutants": ["no2"], "horizon": 30}}}}
+    result = dg.materialize([defs.get_assets_def("backtest")], resources=defs.resources, run_config=bad, raise_on_error=False)
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
+    assert "horizon 30 h is outside 1 to 24 h" in message
