@@ -102,6 +102,7 @@ def trained_home(tmp_path_factory) -> Path:
     saved = dict(os.environ)
     home = tmp_path_factory.mktemp("trained") / "routeaq"
     try:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by whichever test logged before this one
         train_hours_ahead(run_pipeline(home), "no2", 6)
     finally:
         os.environ.clear()

@@ -22,7 +22,7 @@ UTC = timezone.utc
 def forecasts(trained_home, monkeypatch) -> Forecasts:
     monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
     service = Forecasts(load_settings())
-    assert service.refresh()
+    assert service.refresh(), service._reason
     return service
 
 
@@ -129,7 +129,7 @@ def test_online_history_through_the_real_redis(trained_home, monkeypatch):
     assert dg.materialize([defs.get_assets_def("online_features")], resources=defs.resources).success
     assert client.get("routeaq:online:panel:version") is not None
     service = Forecasts(load_settings())
-    assert service.refresh()
+    assert service.refresh(), service._reason
     answer = service.forecast([("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0]
     assert answer["source"] == ONLINE and answer["pred"] >= 0
     client.flushdb()
