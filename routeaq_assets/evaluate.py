@@ -16,7 +16,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from routeaq_assets.core.features import MAX_HORIZON
+from routeaq_assets.core.features import check_horizon
 from routeaq_assets.demo import dagster, prepare_instance
 
 
@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    if not 1 <= args.horizon <= MAX_HORIZON:
-        parser.error(f"--horizon {args.horizon} is outside 1 to {MAX_HORIZON} hours")
+    try:
+        check_horizon(args.horizon)
+    except ValueError as exc:
+        parser.error(f"--horizon: {exc}")
     home = prepare_instance()
     config = {
         "ops": {

@@ -212,12 +212,12 @@ class Forecasts:
         return self._state
 
     # -- forecasting ---------------------------------------------------------------------
-    def _check(self, state: State, site_id: str, hour: datetime, pollutant: str) -> None:
+    def _check(self, state: State, site_id: str, hour: datetime, pollutant: str, horizon: int) -> None:
         if site_id not in state.sites:
             raise UnknownSite(f"unknown site_id {site_id!r}; known sites: {sorted(state.sites)}", "site_id")
         if pollutant not in state.models:
             raise NotReady(f"no champion model for {pollutant}: train and promote one", "pollutant")
-        if hour > state.last_hour and (pollutant, self._hours_ahead(state, hour)) not in state.ahead:
+        if horizon > 1 and (pollutant, horizon) not in state.ahead:
             trained = sorted(h for p, h in state.ahead if p == pollutant)
             further = f"; {pollutant} is also forecast {trained} hours after it" if trained else ""
             raise OutOfRange(
@@ -249,13 +249,14 @@ class Forecasts:
     def forecast(self, items: list[tuple[str, datetime, str]]) -> list[dict]:
         """Forecasts for (site_id, hour, pollutant) items, each from data before its hour."""
         state = self._require_state()
-        for site_id, hour, pollutant in items:
-            self._check(state, site_id, hour, pollutant)
+        horizons = [self._hours_ahead(state, hour) for _, hour, _ in items]
+        for (site_id, hour, pollutant), horizon in zip(items, horizons):
+            self._check(state, site_id, hour, pollutant, horizon)
         older = [item for item in items if item[1] < state.first_hour]
         offline = self._offline(state, older) if older else {}
         groups: dict[tuple[str, str, int], list[int]] = {}
-        for i, (_, hour, pollutant) in enumerate(items):
-            groups.setdefault((pollutant, OFFLINE if hour < state.first_hour else ONLINE, self._hours_ahead(state, hour)), []).append(i)
+        for i, ((_, hour, pollutant), horizon) in enumerate(zip(items, horizons)):
+            groups.setdefault((pollutant, OFFLINE if hour < state.first_hour else ONLINE, horizon), []).append(i)
         results: list[dict | None] = [None] * len(items)
         for (pollutant, source, horizon), positions in groups.items():
             if horizon > 1:

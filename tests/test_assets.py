@@ -211,10 +211,18 @@ def test_ratified_values_replace_provisional_ones_and_are_counted(home, httpserv
 
 
 def test_a_six_hour_model_is_registered_under_its_own_name_beside_the_served_one(home):
-    result = train_hours_ahead(run_pipeline(home, train=False), "no2", 6)
+    defs = run_pipeline(home, train=False)
+    result = train_hours_ahead(defs, "no2", 6)
     candidate = result.output_for_node("no2_candidate")
     assert candidate["model_name"] == "routeaq-no2-6h" and candidate["horizon_hours"] == 6
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     assert registry.champion_version("routeaq-no2-6h") == "1"
     assert registry.champion_version("routeaq-no2") is None  # the served one-hour model is untouched
     assert candidate["metrics"]["model_rmse"] < candidate["metrics"]["persistence_rmse"]
+    # a horizon the features cannot serve fails before any work, and the 6 h champion stays
+    bad = {"ops": {"no2_candidate": {"config": {"horizon": 30}}}}
+    result = dg.materialize([defs.get_assets_def("no2_candidate")], resources=defs.resources, run_config=bad, raise_on_error=False)
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
+    assert "no2_candidate: horizon 30 h is outside 1 to 24 h" in message
+    assert registry.champion_version("routeaq-no2-6h") == "1"
+    assert [str(v.version) for v in registry.client.search_model_versions("name='routeaq-no2-6h'")] == ["1"]

@@ -112,6 +112,12 @@ def _is_holiday(times: pl.Series) -> pl.Series:
     return dates.is_in(list(days)).cast(pl.Int8)
 
 
+def check_horizon(horizon: int) -> None:
+    """Refuse a horizon the same-hour features cannot serve (they need hour t-24 to be seen)."""
+    if not 1 <= horizon <= MAX_HORIZON:
+        raise ValueError(f"horizon {horizon} h is outside 1 to {MAX_HORIZON} h")
+
+
 def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1) -> pl.DataFrame:
     """Feature rows for every site-hour of ``panel`` with ``pollutant`` as the target, for a
     forecast made ``horizon`` hours before the row's hour.
@@ -121,8 +127,7 @@ def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1) -> pl.
     """
     if pollutant not in FORECAST_POLLUTANTS:
         raise ValueError(f"unknown pollutant {pollutant!r}; expected one of {FORECAST_POLLUTANTS}")
-    if not 1 <= horizon <= MAX_HORIZON:
-        raise ValueError(f"horizon {horizon} h is outside 1 to {MAX_HORIZON} h")
+    check_horizon(horizon)
     by_site = "site_id"
     target = pl.col(pollutant)
 

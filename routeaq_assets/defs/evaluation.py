@@ -10,10 +10,10 @@ import polars as pl
 
 from routeaq_assets.core.backtest import forecast_plot, format_table, metrics_table, rolling_origin_backtest
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.core.features import MAX_HORIZON, build_features, hourly_panel
+from routeaq_assets.core.features import build_features, hourly_panel
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
-from routeaq_assets.defs.features import silver_features, stored_features
+from routeaq_assets.defs.features import require_horizon, silver_features, stored_features
 from routeaq_assets.resources import Lake, ModelStore, Warehouse
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
 
@@ -31,11 +31,6 @@ class BacktestConfig(dg.Config):
 class LocalBacktestConfig(BacktestConfig):
     folder: str = str(load_settings().source_folder or "")
     test_days: int = 0
-
-
-def _check_horizon(name: str, config: BacktestConfig) -> None:
-    if not 1 <= config.horizon <= MAX_HORIZON:
-        raise dg.Failure(f"{name}: horizon {config.horizon} h is outside 1 to {MAX_HORIZON} h")
 
 
 def _fold_days(config: BacktestConfig, features: pl.DataFrame) -> int:
@@ -101,7 +96,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehous
     """Rolling-origin backtest of every pollutant on the stored features: each fold trains on the
     hours before it, and RMSE, MAE, bias, skill and interval coverage are reported per pollutant
     and site beside persistence and same-hour-yesterday."""
-    _check_horizon("backtest", config)
+    require_horizon("backtest", config.horizon)
     start, newest = warehouse.query("SELECT min(time), max(time) FROM silver_features").row(0)
     if newest is None:
         raise dg.Failure("backtest: silver_features is empty; materialize the features first")
@@ -133,7 +128,7 @@ def local_data_backtest(context: dg.AssetExecutionContext, config: LocalBacktest
     (``folder`` config, or ``ROUTEAQ_SOURCE_FOLDER``), read through the local-file source."""
     if not config.folder:
         raise dg.Failure("local_data_backtest: set config 'folder' (or ROUTEAQ_SOURCE_FOLDER) to a folder of openair-format tables")
-    _check_horizon("local_data_backtest", config)
+    require_horizon("local_data_backtest", config.horizon)
     try:
         features = local_features(Path(config.folder), config.pollutants, config.horizon)
     except SourceDataError as exc:

@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.features import SILVER_COLUMNS, build_features, hourly_panel, lookback_start
+from routeaq_assets.core.features import SILVER_COLUMNS, build_features, check_horizon, hourly_panel, lookback_start
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.sites import site_attributes
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
@@ -26,6 +26,14 @@ def stored_panel(warehouse: Warehouse, start, end, weather_ahead: pl.DataFrame |
 def load_panel(warehouse: Warehouse, start, end) -> pl.DataFrame:
     """The hourly panel of [start, end) with the lookback its first rows' features need."""
     return stored_panel(warehouse, lookback_start(start), end)
+
+
+def require_horizon(asset: str, horizon: int) -> None:
+    """Fail an asset's run, before any work, on a horizon the features cannot serve."""
+    try:
+        check_horizon(horizon)
+    except ValueError as exc:
+        raise dg.Failure(f"{asset}: {exc}") from exc
 
 
 def stored_features(warehouse: Warehouse, pollutant: str, start, end, horizon: int = 1) -> pl.DataFrame:

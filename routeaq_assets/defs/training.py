@@ -9,11 +9,10 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.features import MAX_HORIZON
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import promotion_decision, train_forecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.defs.features import silver_features, stored_features
+from routeaq_assets.defs.features import require_horizon, silver_features, stored_features
 from routeaq_assets.resources import ModelStore, Warehouse
 
 CHECK_GATE = "beats_persistence"
@@ -48,8 +47,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
     def candidate(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: Warehouse, model_store: ModelStore) -> dg.Output[dict]:
         """A LightGBM forecaster with an 80 % interval, trained on the trailing window before the
         held-out hours and registered in MLflow as a new version (one model per horizon)."""
-        if not 1 <= config.horizon <= MAX_HORIZON:
-            raise dg.Failure(f"{candidate_name}: horizon {config.horizon} h is outside 1 to {MAX_HORIZON} h")
+        require_horizon(candidate_name, config.horizon)
         (newest,) = warehouse.query(
             "SELECT max(time) FROM silver_features WHERE pollutant = ? AND target IS NOT NULL", [pollutant]
         ).row(0)
