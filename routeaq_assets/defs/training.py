@@ -12,7 +12,11 @@ import polars as pl
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import promotion_decision, train_forecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.defs.features import require_horizon, silver_features, stored_features
+from routeaq_assets.defs.features import (
+    require_horizon,
+    silver_features,
+    stored_features,
+)
 from routeaq_assets.resources import ModelStore, Warehouse
 
 CHECK_GATE = "beats_persistence"
