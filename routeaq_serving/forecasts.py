@@ -286,6 +286,8 @@ class Forecasts:
                     "upper": round(float(upper[k]), 3),
                     "interval": model.forecaster.coverage,
                     "hours_ahead": horizon,
+                    "origin": (hour - timedelta(hours=horizon)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "model_name": model.name,
                     "model_version": model.version,
                     "data_until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "source": source,

@@ -1,13 +1,14 @@
-"""Append-only prediction log: one JSON line per prediction (predictions contract), one file per
+"""Append-only prediction log: one JSON line per prediction (the predictions contract, built by ``core.predictions``), one file per
 UTC day. Each line is written with a single ``write`` on an ``O_APPEND`` descriptor, so it is on
 disk in the kernel's hands the moment the response is sent and survives a crash of the service."""
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+
+from routeaq_assets.core.predictions import prediction_lines
 
 
 class PredictionLog:
@@ -28,22 +29,4 @@ class PredictionLog:
 
     def append(self, records: list[dict]) -> None:
         now = datetime.now(timezone.utc)
-        stamp = now.isoformat()
-        lines = "".join(
-            json.dumps(
-                {
-                    "site_id": r["site_id"],
-                    "time": r["timestamp"],
-                    "pollutant": r["pollutant"],
-                    "model_version": r["model_version"],
-                    "pred": r["pred"],
-                    "lower": r["lower"],
-                    "upper": r["upper"],
-                    "requested_at": stamp,
-                },
-                separators=(",", ":"),
-            )
-            + "\n"
-            for r in records
-        )
-        os.write(self._descriptor(now), lines.encode())
+        os.write(self._descriptor(now), prediction_lines(records, now))

@@ -40,6 +40,8 @@ class PredictResponse(BaseModel):
     upper: float
     interval: float
     hours_ahead: int = Field(description="Hours between the newest observation the forecast starts from and the hour forecast.")
+    origin: str = Field(description="The newest observed hour the forecast starts from (UTC): timestamp minus hours_ahead.")
+    model_name: str
     model_version: str
     data_until: str
     source: str

@@ -135,3 +135,27 @@ def test_online_history_through_the_real_redis(trained_home, monkeypatch):
     client.flushdb()
     assert not service.refresh()  # the store emptied: the last good history keeps serving
     assert service.forecast([("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0] == answer
+
+
+def test_prediction_log_round_trips_the_contract(tmp_path):
+    """What the service appends is what monitoring reads: every contract column, typed, and a
+    torn last line (a crash mid-write) is skipped, not guessed."""
+    from routeaq_assets.core.predictions import read_prediction_log
+    from routeaq_assets.core.schema import PREDICTIONS
+    from routeaq_serving.prediction_log import PredictionLog
+
+    answer = {
+        "site_id": "MY1", "timestamp": "2025-08-01T10:00:00Z", "pollutant": "no2", "pred": 31.5, "lower": 25.0, "upper": 39.0,
+        "interval": 0.8, "hours_ahead": 6, "origin": "2025-08-01T04:00:00Z", "model_name": "routeaq-no2-6h", "model_version": "3",
+    }
+    log = PredictionLog(tmp_path)
+    log.append([answer, {**answer, "site_id": "CLL2"}])
+    with open(next(tmp_path.glob("*.jsonl")), "a") as f:
+        f.write('{"site_id": "MY1", "time": "2025-08-01T1')
+    frame = read_prediction_log(tmp_path)
+    assert frame.schema == PREDICTIONS
+    assert frame.height == 2 and sorted(frame["site_id"]) == ["CLL2", "MY1"]
+    row = frame.row(0, named=True)
+    assert row["hours_ahead"] == 6 and row["model_name"] == "routeaq-no2-6h"
+    assert row["time"] - row["origin"] == timedelta(hours=6)
+    assert read_prediction_log(tmp_path, start=datetime(2025, 8, 1, 11, tzinfo=timezone.utc)).is_empty()

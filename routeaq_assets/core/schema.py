@@ -42,14 +42,22 @@ WEATHER = {
     "ingested_at": TIME,
 }
 
+# The prediction log (written by the service, read by monitoring): one record per forecast
+# served. ``time`` is the hour forecast, ``origin`` the newest observed hour the forecast starts
+# from, ``hours_ahead`` = time - origin in hours (the horizon of the model that answered).
+# ``core.predictions`` writes and reads it; nothing else builds these records.
 PREDICTIONS = {
     "site_id": pl.Utf8,
     "time": TIME,
     "pollutant": pl.Utf8,
+    "model_name": pl.Utf8,
     "model_version": pl.Utf8,
+    "hours_ahead": pl.Int64,
+    "origin": TIME,
     "pred": pl.Float64,
     "lower": pl.Float64,
     "upper": pl.Float64,
+    "interval": pl.Float64,
     "requested_at": TIME,
 }
 
