@@ -8,7 +8,17 @@ const UK = "Europe/London";
 const ukTime = new Intl.DateTimeFormat("en-GB", {
   timeZone: UK, weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
 });
+const ukAxisDay = new Intl.DateTimeFormat("en-GB", { timeZone: UK, day: "numeric", month: "short" });
+const ukAxisHour = new Intl.DateTimeFormat("en-GB", { timeZone: UK, hour: "2-digit", minute: "2-digit" });
 const charts = [];
+
+// Axis labels in UK time, British order: the day at midnight, else the hour.
+function axisLabels(u, splits) {
+  return splits.map((ts) => {
+    const hour = ukAxisHour.format(new Date(ts * 1000));
+    return hour === "00:00" ? ukAxisDay.format(new Date(ts * 1000)) : hour;
+  });
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -111,7 +121,8 @@ function renderGrid(data) {
   const head = el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Site"), Object.values(POLLUTANTS).map((name) => el("th", { scope: "col" }, name))));
   const rows = data.sites.map((site) => el("tr", { "data-site": site.site_id }, siteHeader(site),
     site.pollutants.map((p) => el("td", { "data-label": POLLUTANTS[p.pollutant], "data-pollutant": p.pollutant }, pollutantState(site.site_id, p)))));
-  grid.replaceChildren(el("table", { class: "grid" }, el("caption", { class: "meta" }, `Concentrations in ${UNIT}; select a site for its last 7 days.`), head, el("tbody", {}, rows)));
+  grid.replaceChildren(el("p", { class: "meta" }, `Concentrations in ${UNIT}. Select a site for its last 7 days and how well past forecasts did.`),
+    el("table", { class: "grid" }, head, el("tbody", {}, rows)));
 }
 
 function skillText(s) {
@@ -143,7 +154,7 @@ function drawChart(container, p) {
     height: 260,
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), UK),
     scales: { x: { time: true } },
-    axes: [{}, { label: UNIT, size: 60 }],
+    axes: [{ values: axisLabels, space: 70 }, { label: UNIT, size: 60 }],
     series: [
       { label: "UK time" },
       { label: "Observed", stroke: "#1b1f24", width: 2 },
