@@ -120,8 +120,8 @@ def _shot(page, name: str) -> Path:
     return path
 
 
-def _shown_forecasts(page) -> dict[tuple[str, str, str], dict]:
-    items = page.locator("li.forecast")
+def _shown_forecasts(page, view: str) -> dict[tuple[str, str, str], dict]:
+    items = page.locator(f"{view} li.forecast")
     shown = {}
     for i in range(items.count()):
         item = items.nth(i)
@@ -155,7 +155,7 @@ def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, se
             page.wait_for_selector("body[data-ready=true]")
             expected = {(s["site_id"], p["pollutant"], f["time"]): f for s in sites["sites"] for p in s["pollutants"] for f in p["forecasts"]}
             assert len(expected) >= 10
-            _expect_equal(_shown_forecasts(page), expected)
+            _expect_equal(_shown_forecasts(page, "#grid"), expected)
             status = page.locator("#status").inner_text()
             assert "The data is stale." in status and "days old" in status
             assert page.locator('tr[data-site="BEX"] td[data-pollutant="o3"]').inner_text() == "O₃ is not measured at this site."
@@ -171,7 +171,7 @@ def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, se
             assert page.evaluate("document.activeElement.id") == "site-title"
             assert page.locator(".pollutant-panel .uplot canvas").count() == 3
             upcoming = {("MY1", p["pollutant"], f["time"]): f for p in detail["pollutants"] for f in p["forecasts"]}
-            _expect_equal(_shown_forecasts(page), upcoming)
+            _expect_equal(_shown_forecasts(page, "#site"), upcoming)
             for p in detail["pollutants"]:
                 skill = page.locator(f'.pollutant-panel[data-pollutant="{p["pollutant"]}"] .skill')
                 assert int(skill.get_attribute("data-skill-hours")) == p["skill"]["hours"] > 100
