@@ -97,3 +97,59 @@ def test_a_key_given_twice_fails_naming_it():
         hourly_panel(observations, weather, pl.concat([_sites(), _sites().tail(1)]), START, START + timedelta(hours=4))
     with pytest.raises(ValueError, match=r"weather kinds \['nowcast'\] have no precedence"):
         hourly_panel(observations, weather.with_columns(pl.lit("nowcast").alias("kind")), _sites(), START, START + timedelta(hours=4))
+
+
+# -- stored features follow a re-ingested observation -----------------------------------------
+
+CHANGED_HOUR = START + timedelta(hours=36)
+
+
+def _write_site_table(folder, no2_at_changed_hour: float) -> None:
+    """Three days of MY1 as an openair export; NO2 is the hour's index except at CHANGED_HOUR."""
+    import numpy as np
+
+    hours = 72
+    times = [START + timedelta(hours=h) for h in range(hours)]
+    no2 = np.arange(hours, dtype=float)
+    no2[int((CHANGED_HOUR - START) / timedelta(hours=1))] = no2_at_changed_hour
+    pl.DataFrame(
+        {"date": [t.replace(tzinfo=None) for t in times], "no2": no2, "pm2.5": np.full(hours, 8.0), "o3": np.full(hours, 40.0),
+         "ws": np.full(hours, 3.0), "wd": np.full(hours, 200.0), "air_temp": np.full(hours, 9.0)}
+    ).write_csv(folder / "MY1_2025.csv")
+
+
+def test_re_ingesting_one_hour_rebuilds_the_stored_features_that_read_it(home, tmp_path):
+    import dagster as dg
+
+    from conftest import make_definitions, partition_key
+    from routeaq_assets.resources import ObservationSource, WeatherSource
+
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    _write_site_table(folder, no2_at_changed_hour=36.0)
+    defs = make_definitions(home, observations=ObservationSource(kind="local", folder=str(folder)), weather=WeatherSource(kind="local", folder=str(folder)))
+    instance = dg.DagsterInstance.ephemeral()
+
+    def materialize(selection, first: datetime, last: datetime):
+        tags = {"dagster/asset_partition_range_start": partition_key(first), "dagster/asset_partition_range_end": partition_key(last)}
+        assets = [defs.get_assets_def(key) for key in selection]
+        assert dg.materialize(assets, resources=defs.resources, instance=instance, tags=tags, selection=selection).success
+
+    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, instance=instance,
+                          run_config={"ops": {"site_registry": {"config": {"sites": ["MY1"]}}}}).success
+    materialize(["raw_aurn", "raw_weather", "silver_features"], START, START + timedelta(hours=71))
+
+    _write_site_table(folder, no2_at_changed_hour=500.0)  # the source restates one hour
+    materialize(["raw_aurn", "silver_features"], CHANGED_HOUR, CHANGED_HOUR)  # only that hour is re-ingested
+
+    warehouse = Warehouse(path=str(home / "warehouse.duckdb"))
+    stored = lambda pollutant, hour, column: warehouse.query(  # noqa: E731
+        f"SELECT {column} FROM silver_features WHERE site_id = 'MY1' AND pollutant = ? AND time = ?", [pollutant, hour]
+    )[column].to_list()
+    assert stored("no2", CHANGED_HOUR, "target") == [500.0]
+    assert stored("no2", CHANGED_HOUR + timedelta(hours=1), "target_lag_1") == [500.0]
+    assert stored("no2", CHANGED_HOUR + timedelta(hours=24), "target_lag_24") == [500.0]
+    assert stored("pm25", CHANGED_HOUR + timedelta(hours=1), "no2_lag_1") == [500.0]
+    assert stored("no2", CHANGED_HOUR + timedelta(hours=2), "target_lag_1") == [float((CHANGED_HOUR - START) / timedelta(hours=1)) + 1]
+    rows = warehouse.query("SELECT count(*) AS n, count(DISTINCT (site_id, time, pollutant)) AS keys FROM silver_features").row(0)
+    assert rows == (72 * 3, 72 * 3)
