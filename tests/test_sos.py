@@ -1,0 +1,180 @@
+"""The UK-AIR SOS client against a local server answering in the API's JSON shapes."""
+
+import os
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+from conftest import FIXTURES
+from routeaq_assets.core.schema import SourceDataError
+from routeaq_assets.core.sites import packaged_metadata_csv
+from routeaq_assets.sources.http import SourceUnavailable
+from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
+from routeaq_assets.sources.sos import CircuitBreaker, CircuitOpen, SosClient, series_to_sites, sos_values_to_observations
+
+UTC = timezone.utc
+START, END = datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 1, 8, tzinfo=UTC)
+METADATA = pl.read_csv(packaged_metadata_csv(), infer_schema_length=0)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def series(series_id: str, label: str, coordinates: list, last: datetime) -> dict:
+    """One entry of ``timeseries?expanded=true`` as the API shapes it."""
+    return {
+        "id": series_id,
+        "label": f"{label}, series {series_id}",
+        "uom": "ug.m-3",
+        "station": {"type": "Feature", "properties": {"id": int(series_id), "label": label}, "geometry": {"type": "Point", "coordinates": coordinates}},
+        "parameters": {"phenomenon": {"id": "8", "label": "Nitrogen dioxide"}},
+        "firstValue": {"timestamp": _ms(datetime(2010, 1, 1, tzinfo=UTC)), "value": 20.0},
+        "lastValue": {"timestamp": _ms(last), "value": 30.0},
+    }
+
+
+def client(server: HTTPServer, path: str, tmp_path, **options) -> SosClient:
+    options = {"retries": 1, "backoff_s": 0.01, "timeout_s": 2.0, "breaker": CircuitBreaker(failures=2, cooldown_s=0.5), **options}
+    return SosClient(server.url_for(path), cache_folder=tmp_path / "sos", **options)
+
+
+def test_sos_values_land_on_the_same_utc_hour_as_the_published_openair_file(httpserver, tmp_path):
+    """An SOS answer built from the real ABD 2017 values, stamped as the service stamps them (the
+    end of the hourly mean: openair's hour beginning + 1 h), read back onto the hours openair names."""
+    archive = openair_to_observations(read_rdata_table(FIXTURES / "ABD_2017.RData"), site_id="ABD", network="aurn", source="ABD_2017.RData")
+    no2 = archive.filter((pl.col("pollutant") == "no2") & pl.col("time").is_between(START, END, closed="left")).sort("time")
+    absent, null = START + timedelta(hours=30), START + timedelta(hours=31)
+    values = [
+        {"timestamp": _ms(row["time"] + timedelta(hours=1)), "value": None if row["time"] == null else (-99 if row["value"] is None else row["value"])}
+        for row in no2.iter_rows(named=True)
+        if row["time"] != absent
+    ]
+    assert {"timestamp": 1483236000000, "value": pytest.approx(5.31739)} in values  # 02:00Z ends the hour openair calls 01:00
+    last = END
+    httpserver.expect_request("/a/api/v1/timeseries", query_string={"expanded": "true", "phenomenon": "8"}).respond_with_json(
+        [series("1001", "Aberdeen-Nitrogen dioxide (air)", [57.15736, -2.094278, "NaN"], last),
+         series("999", "Aberdeen-Nitrogen dioxide (air)", [57.15736, -2.094278, "NaN"], datetime(2009, 1, 1, tzinfo=UTC))]
+    )
+    httpserver.expect_request("/a/api/v1/timeseries/1001/getData", query_string={"timespan": "2017-01-01T01:00:00Z/2017-01-08T00:00:00Z"}).respond_with_json(
+        {"values": values}
+    )
+    got = client(httpserver, "/a/api/v1/", tmp_path).observations("ABD", METADATA, ("no2",), START, END)
+
+    assert got["time"].to_list() == no2["time"].to_list()  # every hour present, on openair's hours
+    assert got.filter(pl.col("time") == datetime(2017, 1, 1, 1, tzinfo=UTC))["value"].to_list() == [pytest.approx(5.31739)]
+    untouched = ~pl.col("time").is_in([absent, null])
+    assert got.filter(untouched)["value"].to_list() == no2.filter(untouched)["value"].to_list()
+    assert got.filter(~untouched)["value"].to_list() == [None, None]  # an absent hour and a null value are missing
+    assert set(got["status"]) == {"P"} and set(got["source"]) == {httpserver.url_for("/a/api/v1/timeseries/1001")}
+
+
+def test_missing_markers_are_null_and_bad_timestamps_are_named():
+    hour = datetime(2025, 6, 1, 10, tzinfo=UTC)
+    values = [{"timestamp": _ms(hour + timedelta(hours=1)), "value": 12.5}, {"timestamp": _ms(hour + timedelta(hours=2)), "value": -99},
+              {"timestamp": _ms(hour + timedelta(hours=3)), "value": None}]
+    frame = sos_values_to_observations(values, site_id="MY1", pollutant="no2", start=hour, end=hour + timedelta(hours=4), source="s")
+    assert frame["value"].to_list() == [12.5, None, None, None]  # -99, null, absent
+    with pytest.raises(SourceDataError, match=r"s: timestamp 1748772000001 is not on the hour"):
+        sos_values_to_observations([{"timestamp": _ms(hour) + 1, "value": 1.0}], site_id="MY1", pollutant="no2", start=hour, end=hour, source="s")
+    with pytest.raises(SourceDataError, match=r"two values for the hour ending 2025-06-01 11:00 UTC"):
+        sos_values_to_observations(values[:1] * 2, site_id="MY1", pollutant="no2", start=hour, end=hour, source="s")
+
+
+def test_series_map_to_sites_by_name_then_by_coordinates_and_the_live_series_wins():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    listed = [
+        series("1", "London Marylebone Road-Nitrogen dioxide (air)", [51.52253, -0.154611, "NaN"], now),
+        series("2", "LONDON  marylebone road-Nitrogen dioxide (air)", [0, 0, "NaN"], now - timedelta(days=900)),  # an old instrument
+        series("3", "Aston Hill (new inlet)-Nitrogen dioxide (air)", [-3.0345, 52.5050, "NaN"], now),  # renamed; coordinates swapped, ~100 m off
+        series("4", "Nowhere Special-Nitrogen dioxide (air)", [50.0, -5.0, "NaN"], now),
+    ]
+    mapped = series_to_sites(listed, METADATA, "no2")
+    assert mapped.select("site_id", "series_id", "matched_by").rows() == [("AH", "3", "coordinates"), ("MY1", "1", "name")]
+
+
+def test_the_series_list_is_cached_for_a_day(httpserver, tmp_path):
+    httpserver.expect_request("/b/api/v1/timeseries").respond_with_json([series("1", "Aberdeen-Nitrogen dioxide (air)", [57.1, -2.1, "NaN"], END)])
+    sos = client(httpserver, "/b/api/v1/", tmp_path)
+    assert sos.series_list("no2")[0]["id"] == "1"
+    asked = len(httpserver.log)
+    assert sos.series_list("no2")[0]["id"] == "1"
+    assert len(httpserver.log) == asked  # from the cached copy
+    cached = tmp_path / "sos" / "series-8.json"
+    day_ago = time.time() - 24 * 3600 - 1
+    os.utime(cached, (day_ago, day_ago))
+    sos.series_list("no2")
+    assert len(httpserver.log) == asked + 1  # a day old: asked again
+
+
+def test_a_502ing_service_opens_the_circuit_and_is_not_hammered(httpserver, tmp_path):
+    httpserver.expect_request("/c/api/v1/timeseries/7/getData").respond_with_data("Bad Gateway", status=502)
+    sos = client(httpserver, "/c/api/v1/", tmp_path)  # 1 retry; opens after 2 failed requests for 0.5 s
+    for _ in range(2):
+        with pytest.raises(SourceUnavailable, match=r"timeseries/7/getData: HTTP 502 after 2 attempts"):
+            sos.values("7", START, END)
+    assert len(httpserver.log) == 4
+    for _ in range(10):
+        with pytest.raises(CircuitOpen, match="circuit is open after 2 failed requests"):
+            sos.values("7", START, END)
+    assert len(httpserver.log) == 4  # refused here, not sent
+    time.sleep(0.6)
+    with pytest.raises(SourceUnavailable, match="HTTP 502"):  # after the cool-down one request tries, fails, reopens
+        sos.values("7", START, END)
+    with pytest.raises(CircuitOpen):
+        sos.values("7", START, END)
+    assert len(httpserver.log) == 6
+    httpserver.handlers.clear()
+    httpserver.expect_request("/c/api/v1/timeseries/7/getData").respond_with_json({"values": []})
+    time.sleep(0.6)
+    assert sos.values("7", START, END) == []  # recovered: the circuit closes
+    assert sos.values("7", START, END) == []
+
+
+def test_a_slow_answer_times_out_and_is_retried(httpserver, tmp_path):
+    calls = []
+
+    def slow(request):
+        calls.append(1)
+        time.sleep(0.3)
+        return Response("{}", content_type="application/json")
+
+    httpserver.expect_request("/d/api/v1/timeseries/5/getData").respond_with_handler(slow)
+    with pytest.raises(SourceUnavailable, match=r"getData: (ReadTimeout|ConnectionError).* after 2 attempts"):
+        client(httpserver, "/d/api/v1/", tmp_path, timeout_s=0.1).values("5", START, END)
+    time.sleep(0.4)
+    assert len(calls) == 2
+
+
+def test_a_few_requests_at_a_time(tmp_path):
+    server = HTTPServer(threaded=True)
+    server.start()
+    try:
+        active, peak, lock = [0], [0], threading.Lock()
+
+        def answer(request):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.15)
+            with lock:
+                active[0] -= 1
+            return Response('{"values": []}', content_type="application/json")
+
+        server.expect_request("/e/api/v1/timeseries/9/getData").respond_with_handler(answer)
+        sos = client(server, "/e/api/v1/", tmp_path, max_concurrency=2)
+        threads = [threading.Thread(target=sos.values, args=("9", START, END)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(server.log) == 6
+        assert peak[0] == 2  # in parallel, but never more than two at once
+    finally:
+        server.clear()
+        server.stop()
