@@ -178,3 +178,70 @@ def test_a_few_requests_at_a_time(tmp_path):
     finally:
         server.clear()
         server.stop()
+
+
+# -- live hours in the warehouse: SOS first, the archive's ratified values later ---------------
+
+def test_a_live_hour_from_sos_is_replaced_by_the_archives_ratified_value_and_counted(home, httpserver):
+    import dagster as dg
+    import duckdb
+
+    from conftest import make_definitions, partition_key
+    from routeaq_assets.resources import ObservationSource
+    from routeaq_assets.sources.demo_network import year_span
+    from routeaq_assets.sources.ukair_csv import format_ukair_csv
+
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = now - timedelta(hours=6), now - timedelta(hours=2)
+    hours = [start + timedelta(hours=h) for h in range(4)]
+    provisional = [41.2, -99, 38.0, 35.5]  # the second hour is missing in the live feed
+    ratified = [41.2, 40.1, 36.5, 35.5]  # the archive fills it and corrects the third
+    httpserver.expect_request("/live/api/v1/timeseries", query_string={"expanded": "true", "phenomenon": "8"}).respond_with_json(
+        [series("501", "London Marylebone Road-Nitrogen dioxide (air)", [51.52253, -0.154611, "NaN"], now)]
+    )
+    httpserver.expect_request("/live/api/v1/timeseries").respond_with_json([])  # no other pollutant is live in this test
+    httpserver.expect_request("/live/api/v1/timeseries/501/getData").respond_with_json(
+        {"values": [{"timestamp": _ms(h + timedelta(hours=1)), "value": v} for h, v in zip(hours, provisional)]}
+    )
+    archive = pl.DataFrame({"site_id": "MY1", "time": hours, "pollutant": "no2", "value": ratified})
+    for year in year_span(start, end):
+        httpserver.expect_request(f"/site_data/MY1_{year}.csv").respond_with_data(format_ukair_csv("London Marylebone Road", archive, status="R"))
+
+    def ingest(live_hours: int):
+        source = ObservationSource(kind="ukair", folder=str(home / "sources"), base_url=httpserver.url_for("/site_data/"), live="sos",
+                                   live_hours=live_hours, live_url=httpserver.url_for("/live/api/v1/"))
+        defs = make_definitions(home, observations=source)
+        if live_hours == 48:
+            assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources,
+                                  run_config={"ops": {"site_registry": {"config": {"sites": ["MY1"]}}}}).success
+        tags = {"dagster/asset_partition_range_start": partition_key(start), "dagster/asset_partition_range_end": partition_key(end - timedelta(hours=1))}
+        result = dg.materialize([defs.get_assets_def("raw_aurn")], resources=defs.resources, tags=tags)
+        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+            con.execute("SET TimeZone = 'UTC'")
+            stored = con.execute("SELECT time, value, status FROM observations WHERE site_id = 'MY1' AND pollutant = 'no2' ORDER BY time").fetchall()
+            (keys_twice,) = con.execute("SELECT count(*) FROM (SELECT site_id, time, pollutant FROM observations GROUP BY ALL HAVING count(*) > 1)").fetchone()
+        assert keys_twice == 0
+        return result.asset_materializations_for_node("raw_aurn")[0].metadata["rows_changed"].value, stored
+
+    changed, stored = ingest(live_hours=48)  # the hourly ingestion: these hours are within the live window
+    assert changed == 0
+    assert stored == [(h, v, "P") for h, v in zip(hours, [41.2, None, 38.0, 35.5])]
+    changed, stored = ingest(live_hours=1)  # later the hours are older than the live window: the archive's
+    assert stored == [(h, v, "R") for h, v in zip(hours, ratified)]
+    assert changed == 4  # every hour restated: status P -> R, one value filled, one corrected
+
+
+def test_the_demo_network_serves_its_live_hours_through_the_sos_shapes(tmp_path):
+    from routeaq_assets.resources import ObservationSource
+
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = now - timedelta(hours=12)
+    live = ObservationSource(kind="demo", folder=str(tmp_path), live="sos", live_hours=6)
+    archive = ObservationSource(kind="demo", folder=str(tmp_path))
+    got = pl.concat([live.hours("CLL2", y, start, now, ("no2", "pm25")) for y in sorted({start.year, now.year})])
+    expected = pl.concat([archive.hours("CLL2", y, start, now, ("no2", "pm25")) for y in sorted({start.year, now.year})])
+    key = ["time", "pollutant"]
+    assert got.select(*key, "value").sort(key).equals(expected.select(*key, "value").sort(key))
+    recent = got.filter(pl.col("time") >= now - timedelta(hours=6))
+    assert recent.height == 12 and set(recent["status"]) == {"P"} and recent["source"].str.starts_with("demo-sos://").all()
+    assert got.filter(pl.col("time") < now - timedelta(hours=6))["status"].null_count() == 12  # older hours: the archive files
