@@ -245,3 +245,17 @@ def test_the_demo_network_serves_its_live_hours_through_the_sos_shapes(tmp_path)
     recent = got.filter(pl.col("time") >= now - timedelta(hours=6))
     assert recent.height == 12 and set(recent["status"]) == {"P"} and recent["source"].str.starts_with("demo-sos://").all()
     assert got.filter(pl.col("time") < now - timedelta(hours=6))["status"].null_count() == 12  # older hours: the archive files
+
+
+def test_the_daily_ratify_run_re_ingests_the_day_that_left_the_live_window(monkeypatch):
+    import dagster as dg
+
+    from routeaq_assets.defs.jobs import ratify_schedule
+
+    monkeypatch.setenv("ROUTEAQ_LIVE", "sos")
+    monkeypatch.setenv("ROUTEAQ_LIVE_HOURS", "48")
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 19, 6, 30, tzinfo=UTC))
+    request = ratify_schedule(context)
+    assert request.tags["dagster/asset_partition_range_start"] == "2026-03-16-06:00"
+    assert request.tags["dagster/asset_partition_range_end"] == "2026-03-17-05:00"
+    assert request.job_name in (None, "ingest_job")

@@ -1,6 +1,10 @@
 """Jobs and the automation that runs them."""
 
+from datetime import timedelta, timezone
+
 import dagster as dg
+
+from routeaq_assets.core.environment import load_settings
 
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
@@ -22,6 +26,23 @@ publish_job = dg.define_asset_job("publish_job", selection=[online_features])
 # history at 40 past. Both are stopped by default: switch them on in the UI.
 hourly_ingest_schedule = dg.build_schedule_from_partitioned_job(ingest_job, minute_of_hour=20)
 hourly_publish_schedule = dg.ScheduleDefinition(name="publish_schedule", job=publish_job, cron_schedule="40 * * * *", execution_timezone="UTC")
+
+
+@dg.schedule(name="ratify_schedule", job=ingest_job, cron_schedule="30 6 * * *", execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)
+def ratify_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Once a day (after the archive files are rebuilt), re-ingest the 24 hours that have just
+    left the live window (``ROUTEAQ_LIVE_HOURS``; without a live feed, the last 24 hours) from
+    the archives: their values replace the provisional live ones by key, ``rows_changed`` counts
+    them, and the features that read those hours are rebuilt."""
+    settings = load_settings()
+    now = context.scheduled_execution_time.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    end = now - timedelta(hours=settings.live_hours if settings.live else 0)
+    start = end - timedelta(hours=24)
+    key = lambda hour: hour.strftime("%Y-%m-%d-%H:%M")  # noqa: E731
+    return dg.RunRequest(
+        run_key=f"ratify-{key(start)}",
+        tags={"dagster/asset_partition_range_start": key(start), "dagster/asset_partition_range_end": key(end - timedelta(hours=1)), "routeaq/trigger": "ratify"},
+    )
 
 
 @dg.asset_sensor(asset_key=drift_report.key, job=train_job, minimum_interval_seconds=60)
