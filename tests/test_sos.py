@@ -129,6 +129,19 @@ def test_a_502ing_service_opens_the_circuit_and_is_not_hammered(httpserver, tmp_
     with pytest.raises(CircuitOpen):
         sos.values("7", START, END)
     assert len(httpserver.log) == 6
+    # The next run, a new process an hour later, reads the open circuit from the cache folder.
+    state = tmp_path / "circuit.json"
+    first = client(httpserver, "/c2/api/v1/", tmp_path, breaker=CircuitBreaker(failures=2, cooldown_s=30, state_path=state))
+    httpserver.expect_request("/c2/api/v1/timeseries/7/getData").respond_with_data("Bad Gateway", status=502)
+    for _ in range(2):
+        with pytest.raises(SourceUnavailable):
+            first.values("7", START, END)
+    asked = len(httpserver.log)
+    later = client(httpserver, "/c2/api/v1/", tmp_path, breaker=CircuitBreaker(failures=2, cooldown_s=30, state_path=state))
+    with pytest.raises(CircuitOpen):
+        later.values("7", START, END)
+    assert len(httpserver.log) == asked
+
     httpserver.handlers.clear()
     httpserver.expect_request("/c/api/v1/timeseries/7/getData").respond_with_json({"values": []})
     time.sleep(0.6)

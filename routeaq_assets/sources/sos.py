@@ -54,27 +54,52 @@ class CircuitOpen(SourceUnavailable):
 
 class CircuitBreaker:
     """Opens after ``failures`` failed requests in a row (each after its retries) and refuses
-    requests for ``cooldown_s``; then lets one request through, which closes it or reopens it."""
+    requests for ``cooldown_s``; then lets one request through, which closes it or reopens it.
+    With ``state_path`` the state is kept in a file, so the next run (a new process an hour
+    later) still knows the service is down."""
 
-    def __init__(self, failures: int = 3, cooldown_s: float = 900.0):
-        self.failures, self.cooldown_s = failures, cooldown_s
+    def __init__(self, failures: int = 3, cooldown_s: float = 900.0, state_path: Path | None = None, probe_s: float = 60.0):
+        self.failures, self.cooldown_s, self.state_path, self.probe_s = failures, cooldown_s, state_path, probe_s
         self._failed, self._opened_at = 0, None
         self._lock = threading.Lock()
 
+    def _load(self) -> None:
+        if self.state_path is not None and self.state_path.exists():
+            try:
+                state = json.loads(self.state_path.read_text())
+                self._failed, self._opened_at = int(state["failed"]), state["opened_at"]
+            except (ValueError, KeyError, TypeError):
+                self._failed, self._opened_at = 0, None  # a damaged state file: start closed
+
+    def _save(self) -> None:
+        if self.state_path is not None:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.state_path.with_name(self.state_path.name + f".{threading.get_ident()}.partial")
+            partial.write_text(json.dumps({"failed": self._failed, "opened_at": self._opened_at}))
+            partial.replace(self.state_path)
+
     def check(self, what: str) -> None:
         with self._lock:
+            self._load()
             if self._opened_at is None:
                 return
-            wait = self.cooldown_s - (time.monotonic() - self._opened_at)
+            wait = self.cooldown_s - (time.time() - self._opened_at)
             if wait > 0:
                 raise CircuitOpen(f"{what}: not asked, the SOS circuit is open after {self._failed} failed requests (retry in {wait:.0f} s)")
-            self._opened_at = None  # half open: this request decides
+            # Half open: this request decides; the others wait up to probe_s for its answer.
+            self._opened_at = time.time() - self.cooldown_s + self.probe_s
+            self._save()
 
     def record(self, ok: bool) -> None:
         with self._lock:
-            self._failed = 0 if ok else self._failed + 1
-            if self._failed >= self.failures:
-                self._opened_at = time.monotonic()
+            self._load()
+            if ok:
+                self._failed, self._opened_at = 0, None
+            else:
+                self._failed += 1
+                if self._failed >= self.failures:
+                    self._opened_at = time.time()
+            self._save()
 
 
 _BREAKERS: dict[str, CircuitBreaker] = {}
@@ -117,7 +142,7 @@ class SosClient:
             session.headers["User-Agent"] = USER_AGENT
             transport = http_transport(session)
         self.transport = transport
-        self.breaker = breaker or _shared(_BREAKERS, self.base_url, CircuitBreaker)
+        self.breaker = breaker or _shared(_BREAKERS, self.base_url, lambda: CircuitBreaker(state_path=self.cache_folder / "circuit.json"))
         self._slots = _shared(_SLOTS, self.base_url, lambda: threading.BoundedSemaphore(max_concurrency))
 
     def get(self, path: str, params: dict) -> Any:
