@@ -275,7 +275,8 @@ def series_to_sites(series: list[dict], metadata: pl.DataFrame, pollutant: str) 
     within ``MATCH_DISTANCE_M`` of the coordinates (read both ways round). Unmatched series are
     left out; of several series of one site the one with the newest ``lastValue`` is kept."""
     sites = metadata.select("site_id", "site_name", pl.col("latitude").cast(pl.Float64), pl.col("longitude").cast(pl.Float64)).unique("site_id")
-    by_name = {_name_key(r["site_name"]): r["site_id"] for r in sites.iter_rows(named=True)}
+    keys = sites.with_columns(pl.col("site_name").map_elements(_name_key, return_dtype=pl.Utf8).alias("key"))
+    by_name = dict(keys.filter(pl.col("key").is_unique()).select("key", "site_id").iter_rows())  # a shared name: coordinates decide
     rows = []
     for item in series:
         station = item.get("station") or {}
