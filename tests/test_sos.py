@@ -272,3 +272,15 @@ def test_the_daily_ratify_run_re_ingests_the_day_that_left_the_live_window(monke
     assert request.tags["dagster/asset_partition_range_start"] == "2026-03-16-06:00"
     assert request.tags["dagster/asset_partition_range_end"] == "2026-03-17-05:00"
     assert request.job_name in (None, "ingest_job")
+
+
+def test_the_hourly_run_reads_the_last_few_live_hours_again(monkeypatch):
+    import dagster as dg
+
+    from routeaq_assets.defs.jobs import hourly_ingest_schedule
+
+    context = lambda: dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 19, 6, 20, tzinfo=UTC))  # noqa: E731
+    assert hourly_ingest_schedule(context()).partition_key == "2026-03-19-05:00"  # archives only: the hour that ended
+    monkeypatch.setenv("ROUTEAQ_LIVE", "sos")
+    request = hourly_ingest_schedule(context())
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == ("2026-03-19-00:00", "2026-03-19-05:00")
