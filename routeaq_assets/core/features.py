@@ -84,15 +84,16 @@ def one_weather_row_per_hour(weather: pl.DataFrame) -> pl.DataFrame:
     unknown = sorted(set(weather["kind"].drop_nulls().unique().to_list()) - set(WEATHER_PRECEDENCE)) if "kind" in weather.columns else []
     if unknown:
         raise ValueError(f"weather kinds {unknown} have no precedence; known kinds are {WEATHER_PRECEDENCE}")
-    if "kind" not in weather.columns or weather.is_empty():
-        return weather.unique(["site_id", "time"], keep="first", maintain_order=True)
+    if "kind" not in weather.columns:  # nothing to rank by: an hour given twice is an error
+        require_unique(weather, ["site_id", "time"], "weather")
+        return weather
     rank = pl.col("kind").replace_strict(list(WEATHER_PRECEDENCE), list(range(len(WEATHER_PRECEDENCE))), default=len(WEATHER_PRECEDENCE))
     order = [rank]
     descending = [False]
     if "ingested_at" in weather.columns:
         order.append(pl.col("ingested_at"))
         descending.append(True)
-    return weather.sort(order, descending=descending, nulls_last=True).unique(["site_id", "time"], keep="first").sort("site_id", "time")
+    return weather.sort(order, descending=descending, nulls_last=True, maintain_order=True).unique(["site_id", "time"], keep="first").sort("site_id", "time")
 
 
 def require_unique(frame: pl.DataFrame, keys: list[str], what: str) -> None:
@@ -114,7 +115,7 @@ def hourly_panel(
     an observation or site given twice is an error: the lags count rows, so a repeated hour
     would shift every lag after it.
     """
-    grid = hour_grid(sites["site_id"].unique().to_list(), start, end)
+    grid = hour_grid(sites["site_id"].to_list(), start, end)
     long = observations.filter(pl.col("pollutant").is_in(PANEL_POLLUTANTS)).select("site_id", "time", "pollutant", "value")
     require_unique(long, ["site_id", "time", "pollutant"], "observations")
     require_unique(sites.select("site_id"), ["site_id"], "site attributes")
