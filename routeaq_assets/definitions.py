@@ -22,7 +22,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Defin
         ],
         asset_checks=training.gates,
         jobs=[jobs.ingest_job, jobs.train_job, jobs.publish_job],
-        schedules=[jobs.hourly_ingest_schedule, jobs.hourly_publish_schedule],
+        schedules=[jobs.hourly_ingest_schedule, jobs.hourly_publish_schedule, jobs.ratify_schedule],
         sensors=[jobs.retrain_on_drift],
         resources=resources,
         # DuckDB takes one writer process: the steps of a run share this process.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -14,7 +14,7 @@ import polars as pl
 
 from routeaq_assets.core.environment import MODEL_PREFIX, Settings, get_environment, load_settings, model_name
 from routeaq_assets.core.registry import ForecastRegistry
-from routeaq_assets.core.schema import SourceDataError
+from routeaq_assets.core.schema import POLLUTANTS, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
@@ -23,6 +23,8 @@ from routeaq_assets.sources.local_tables import local_observations, local_weathe
 from routeaq_assets.sources.openair import NETWORK_BASE_URLS, openair_to_observations, read_rdata_table, site_year_filename
 from routeaq_assets.sources.ukair_csv import UKAIR_BASE_URL, parse_ukair_csv, ukair_csv_url
 from routeaq_assets.sources.openmeteo import ARCHIVE_URL, FORECAST_URL, openmeteo_to_weather, request_params
+from routeaq_assets.sources.demo_sos import DEMO_SOS_URL, DemoSosView
+from routeaq_assets.sources.sos import SOS_URL, SosClient
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -95,7 +97,12 @@ class ObservationSource(dg.ConfigurableResource):
     ``kind``: ``demo`` (the demo network's openair files), ``openair`` (per-site-year RData
     over HTTP from ``base_url``, default the ``network``'s published address), ``ukair`` (UK-AIR
     per-site-year CSV over HTTP) or ``local`` (a folder of openair-format tables, see
-    ``sources.local_tables``). Downloads are cached in ``folder`` and revalidated."""
+    ``sources.local_tables``). Downloads are cached in ``folder`` and revalidated.
+
+    ``live``: ``sos`` reads the hours of the last ``live_hours`` from the UK-AIR Sensor
+    Observation Service at ``live_url`` (provisional values; the demo network answers through
+    the same SOS shapes), every older hour from the archive files above. Re-ingesting an hour
+    once it is older than the live window replaces its provisional value with the archive's."""
 
     kind: str = "demo"
     network: str = "aurn"
@@ -103,6 +110,35 @@ class ObservationSource(dg.ConfigurableResource):
     base_url: str = ""
     timeout_s: float = 30.0
     max_concurrency: int = 4  # site-year files fetched at once: polite to the publisher
+    live: str = ""
+    live_hours: int = 48
+    live_url: str = ""  # empty: the UK-AIR service's published address (sources.sos.SOS_URL)
+
+    def hours(self, site_id: str, year: int, start: datetime, end: datetime, pollutants: tuple[str, ...] | list[str] = POLLUTANTS) -> pl.DataFrame | None:
+        """Observations of one site for the hours of [start, end) in ``year`` (None when the
+        source has none): the live window's hours from the live feed, the others from the
+        archive (``site_year``)."""
+        start, end = max(start, datetime(year, 1, 1, tzinfo=timezone.utc)), min(end, datetime(year + 1, 1, 1, tzinfo=timezone.utc))
+        if self.live not in ("", "sos"):
+            raise ValueError(f"unknown live source {self.live!r}: use sos, or nothing for the archives only")
+        now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+        live_from = now - timedelta(hours=self.live_hours) if self.live else end
+        frames = []
+        if start < live_from:
+            archive = self.site_year(site_id, year)
+            if archive is not None:
+                frames.append(archive.filter(pl.col("time").is_between(start, min(end, live_from), closed="left") & pl.col("pollutant").is_in(list(pollutants))))
+        if max(start, live_from) < min(end, now):  # the hour now under way is not published yet
+            live = self.live_client().observations(site_id, self.network_metadata(), tuple(pollutants), max(start, live_from), min(end, now), self.network)
+            if live is not None:
+                frames.append(live)
+        return pl.concat(frames) if frames else None
+
+    def live_client(self) -> SosClient:
+        """The SOS client: the real service, or the demo network's values in the SOS shapes."""
+        if self.kind == "demo":
+            return SosClient(DEMO_SOS_URL, cache_folder=Path(self.folder) / "sos", transport=DemoSosView(_demo_network(self.folder)))
+        return SosClient(self.live_url or SOS_URL, cache_folder=Path(self.folder) / "sos", timeout_s=self.timeout_s)
 
     def network_metadata(self) -> pl.DataFrame:
         """The network's published site metadata (``{base}AURN_metadata.RData`` layout) for the
@@ -236,7 +272,9 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     weather_kind = {"demo": "demo", "local": "local"}.get(settings.source, "open-meteo")
     return {
         "warehouse": Warehouse(path=str(settings.warehouse_path)),
-        "observations": ObservationSource(kind=settings.source, folder=_source_folder(settings)),
+        "observations": ObservationSource(
+            kind=settings.source, folder=_source_folder(settings), live=settings.live, live_hours=settings.live_hours, live_url=settings.live_url
+        ),
         "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings)),
         "model_store": ModelStore(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.home / "mlflow" / "artifacts"), prefix=settings.model_prefix

@@ -14,6 +14,7 @@ from pathlib import Path
 
 DEFAULT_DEMO_SITES = ("CLL2", "MY1", "MAN3", "BIRR", "CARD", "LEED")
 SOURCES = ("demo", "openair", "ukair", "local")
+LIVE_SOURCES = ("", "sos")
 MODEL_PREFIX = "routeaq"
 
 
@@ -39,6 +40,9 @@ class Settings:
     source_folder: Path | None = None
     online_store: str = ""
     model_prefix: str = MODEL_PREFIX
+    live: str = ""  # "sos": the last live_hours hours from the UK-AIR SOS, older ones from the archives
+    live_hours: int = 48
+    live_url: str = ""  # empty: the UK-AIR service's published address
 
     @property
     def warehouse_path(self) -> Path:
@@ -83,6 +87,12 @@ def load_settings() -> Settings:
     folder = os.environ.get("ROUTEAQ_SOURCE_FOLDER", "").strip()
     if source == "local" and not folder:
         raise ValueError("ROUTEAQ_SOURCE=local needs ROUTEAQ_SOURCE_FOLDER: the folder of openair-format tables")
+    live = os.environ.get("ROUTEAQ_LIVE", "").strip().lower()
+    if live not in LIVE_SOURCES:
+        raise ValueError(f"ROUTEAQ_LIVE must be 'sos' or empty, got {live!r}")
+    live_hours = os.environ.get("ROUTEAQ_LIVE_HOURS", "48").strip()
+    if not live_hours.isdigit() or int(live_hours) < 1:
+        raise ValueError(f"ROUTEAQ_LIVE_HOURS must be a whole number of hours of at least 1, got {live_hours!r}")
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     return Settings(
         home=home,
@@ -91,4 +101,7 @@ def load_settings() -> Settings:
         mlflow_tracking_uri=tracking,
         source_folder=Path(folder).resolve() if folder else None,
         online_store=os.environ.get("ROUTEAQ_ONLINE_STORE", "").strip(),
+        live=live,
+        live_hours=int(live_hours),
+        live_url=os.environ.get("ROUTEAQ_SOS_URL", "").strip(),
     )

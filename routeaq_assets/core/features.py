@@ -72,30 +72,69 @@ def hour_grid(site_ids: list[str], start: datetime, end: datetime) -> pl.DataFra
     return pl.DataFrame({"site_id": sorted(site_ids)}).join(pl.DataFrame({"time": times}), how="cross")
 
 
+# Where two sources give the weather of the same site and hour, the first kind here wins: what
+# was observed (or reanalysed) over what was forecast. Among rows of one kind the newest issue
+# (the latest ``ingested_at``) wins.
+WEATHER_PRECEDENCE = ("observed", "reanalysis", "forecast")
+
+
+def one_weather_row_per_hour(weather: pl.DataFrame) -> pl.DataFrame:
+    """``weather`` with one row per site and hour, chosen by ``WEATHER_PRECEDENCE`` and then the
+    newest issue. A kind outside the precedence is an error naming it."""
+    unknown = sorted(set(weather["kind"].drop_nulls().unique().to_list()) - set(WEATHER_PRECEDENCE)) if "kind" in weather.columns else []
+    if unknown:
+        raise ValueError(f"weather kinds {unknown} have no precedence; known kinds are {WEATHER_PRECEDENCE}")
+    if "kind" not in weather.columns:  # nothing to rank by: an hour given twice is an error
+        require_unique(weather, ["site_id", "time"], "weather")
+        return weather
+    rank = pl.col("kind").replace_strict(list(WEATHER_PRECEDENCE), list(range(len(WEATHER_PRECEDENCE))), default=len(WEATHER_PRECEDENCE))
+    order = [rank]
+    descending = [False]
+    if "ingested_at" in weather.columns:
+        order.append(pl.col("ingested_at"))
+        descending.append(True)
+    return weather.sort(order, descending=descending, nulls_last=True, maintain_order=True).unique(["site_id", "time"], keep="first").sort("site_id", "time")
+
+
+def require_unique(frame: pl.DataFrame, keys: list[str], what: str) -> None:
+    """Raise naming the keys that ``frame`` holds more than once."""
+    repeated = frame.group_by(keys).len().filter(pl.col("len") > 1)
+    if repeated.height:
+        examples = ", ".join(str(tuple(r)) for r in repeated.sort(keys).head(5).select(keys).rows())
+        raise ValueError(f"{what}: {repeated.height} keys ({', '.join(keys)}) appear more than once, e.g. {examples}")
+
+
 def hourly_panel(
     observations: pl.DataFrame, weather: pl.DataFrame, sites: pl.DataFrame, start: datetime, end: datetime
 ) -> pl.DataFrame:
     """One row per site and hour of [start, end): pollutants, weather, site attributes.
 
     ``observations`` follow the long contract, ``weather`` the wide one, ``sites`` has one row per
-    site with ``SITE_ATTRIBUTES``. Hours with no data are present with nulls.
+    site with ``SITE_ATTRIBUTES``. Hours with no data are present with nulls. Weather given twice
+    for an hour (stored reanalysis beside a forecast) keeps one row by ``WEATHER_PRECEDENCE``;
+    an observation or site given twice is an error: the lags count rows, so a repeated hour
+    would shift every lag after it.
     """
     grid = hour_grid(sites["site_id"].to_list(), start, end)
     long = observations.filter(pl.col("pollutant").is_in(PANEL_POLLUTANTS)).select("site_id", "time", "pollutant", "value")
+    require_unique(long, ["site_id", "time", "pollutant"], "observations")
+    require_unique(sites.select("site_id"), ["site_id"], "site attributes")
     wide = (
-        long.pivot(on="pollutant", index=["site_id", "time"], values="value", aggregate_function="first")
+        long.pivot(on="pollutant", index=["site_id", "time"], values="value")
         if long.height
         else pl.DataFrame(schema={"site_id": pl.Utf8, "time": TIME})
     )
     for p in PANEL_POLLUTANTS:
         if p not in wide.columns:
             wide = wide.with_columns(pl.lit(None, pl.Float64).alias(p))
-    return (
+    panel = (
         grid.join(wide.select("site_id", "time", *PANEL_POLLUTANTS), on=["site_id", "time"], how="left")
-        .join(weather.select("site_id", "time", *WEATHER_VARIABLES), on=["site_id", "time"], how="left")
+        .join(one_weather_row_per_hour(weather).select("site_id", "time", *WEATHER_VARIABLES), on=["site_id", "time"], how="left")
         .join(sites.select("site_id", *SITE_ATTRIBUTES), on="site_id", how="left")
         .sort("site_id", "time")
     )
+    require_unique(panel, ["site_id", "time"], "hourly panel")
+    return panel
 
 
 @lru_cache(maxsize=64)

@@ -1,10 +1,12 @@
 """Silver features: one row per site, hour and target pollutant, built by core.features."""
 
 
+from datetime import datetime, timedelta
+
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.features import SILVER_COLUMNS, build_features, check_horizon, hourly_panel, lookback_start
+from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, SILVER_COLUMNS, build_features, check_horizon, hourly_panel, lookback_start
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.sites import site_attributes
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
@@ -62,17 +64,41 @@ def stored_features(warehouse: Warehouse, pollutant: str, start, end, horizon: i
 )
 def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Model features for every site, hour and target pollutant of the partition window; each
-    row sees observations before its hour only."""
+    row sees observations before its hour only.
+
+    Stored features never go stale: a feature row reads up to ``MAX_LOOKBACK_HOURS`` of earlier
+    observations, so re-ingesting a window (a ratified value, a retried partition) changes the
+    rows of the hours after it too. This asset therefore rewrites the window and the stored
+    feature rows of the ``MAX_LOOKBACK_HOURS`` after it, all from the observations as they are
+    now. Hours whose features were never built stay unbuilt (their own partition builds them)."""
     window = context.partition_time_window
-    panel = load_panel(warehouse, window.start, window.end)
-    frame = pl.concat([build_features(panel, p) for p in FORECAST_POLLUTANTS]).filter(
-        pl.col("time") >= window.start
-    ).select(SILVER_COLUMNS)
-    replaced = warehouse.replace_window("silver_features", frame, window.start, window.end)
+    end = _dependents_end(warehouse, window.end)
+    panel = load_panel(warehouse, window.start, end)
+    frame = pl.concat([build_features(panel, p) for p in FORECAST_POLLUTANTS]).filter(pl.col("time") >= window.start)
+    if end > window.end:
+        built = warehouse.query(
+            "SELECT DISTINCT time FROM silver_features WHERE time >= ? AND time < ?", [window.end, end]
+        )
+        frame = frame.filter((pl.col("time") < window.end) | pl.col("time").is_in(built["time"].to_list()))
+    frame = frame.select(SILVER_COLUMNS)
+    replaced = warehouse.replace_window("silver_features", frame, window.start, end)
     return dg.MaterializeResult(
         metadata={
             "rows": frame.height,
             "rows_replaced": replaced,
+            "dependent_hours_rebuilt": int((end - window.end) / timedelta(hours=1)),
             "target_missing_share": round(frame["target"].null_count() / max(frame.height, 1), 4),
         }
     )
+
+
+def _dependents_end(warehouse: Warehouse, window_end: datetime) -> datetime:
+    """The end of the stored feature rows that read the window's observations: up to
+    ``MAX_LOOKBACK_HOURS`` after it, no further than the newest stored feature row."""
+    if not warehouse.has_table("silver_features"):
+        return window_end
+    (newest,) = warehouse.query(
+        "SELECT max(time) FROM silver_features WHERE time >= ? AND time < ?",
+        [window_end, window_end + timedelta(hours=MAX_LOOKBACK_HOURS)],
+    ).row(0)
+    return window_end if newest is None else newest + timedelta(hours=1)

@@ -164,7 +164,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
     def fetch(key: tuple[str, int]) -> pl.DataFrame | None:
         site_id, year = key
         try:
-            return observations.site_year(site_id, year)
+            return observations.hours(site_id, year, start, end, jobs[key])  # the source picks archive or live hours
         except (SourceDataError, SourceUnavailable, OSError) as exc:
             raise dg.Failure(f"raw_aurn: site {site_id}, year {year}: {exc}") from exc
 
