@@ -5,6 +5,7 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.features import SILVER_COLUMNS, build_features, check_horizon, hourly_panel, lookback_start
+from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.sites import site_attributes
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
@@ -64,11 +65,16 @@ def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     """Model features for every site, hour and target pollutant of the partition window; each
     row sees observations before its hour only."""
     window = context.partition_time_window
+    progress = Progress("silver_features", len(FORECAST_POLLUTANTS), "pollutants built", context.log.info)
     panel = load_panel(warehouse, window.start, window.end)
-    frame = pl.concat([build_features(panel, p) for p in FORECAST_POLLUTANTS]).filter(
-        pl.col("time") >= window.start
-    ).select(SILVER_COLUMNS)
+    progress.note(f"panel of {panel.height:,} site-hours read")
+    frames = []
+    for pollutant in FORECAST_POLLUTANTS:
+        frames.append(build_features(panel, pollutant).filter(pl.col("time") >= window.start).select(SILVER_COLUMNS))
+        progress.advance(pollutant)
+    frame = pl.concat(frames)
     replaced = warehouse.replace_window("silver_features", frame, window.start, window.end)
+    progress.note(f"{frame.height:,} rows written")
     return dg.MaterializeResult(
         metadata={
             "rows": frame.height,
