@@ -72,7 +72,8 @@ def test_a_backfill_logs_its_progress_per_stage_and_site_year(home):
     assert f"{PREFIX} raw_aurn: {n}/{n} site-years read (100 %) ({sorted(TEST_SITES)[-1]} 2025)" in " | ".join(messages)
     assert any(re.match(rf"{PREFIX} raw_aurn: writing [1-9][0-9,]* rows, \d+ s$", m) for m in messages), messages
     assert any(m.startswith(f"{PREFIX} raw_weather: {n}/{n} sites read (100 %)") for m in messages)
-    assert any(m.startswith(f"{PREFIX} silver_features: 3/3 pollutants built (100 %) (o3)") for m in messages)
+    last_site = sorted(TEST_SITES)[-1]
+    assert any(m.startswith(f"{PREFIX} silver_features: 3/3 site groups x pollutants built (100 %) (o3, {sorted(TEST_SITES)[0]}..{last_site})") for m in messages), messages
     assert any(m.startswith(f"{PREFIX} silver_features: {n * 48 * 3:,} rows written") for m in messages)
 
 

@@ -13,6 +13,9 @@ from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfil
 from routeaq_assets.resources import Warehouse
 
 
+SITES_PER_WRITE = 25
+
+
 def stored_panel(warehouse: Warehouse, start, end, weather_ahead: pl.DataFrame | None = None) -> pl.DataFrame:
     """The hourly panel of [start, end) from the stored observations and weather (plus
     ``weather_ahead`` for hours not stored yet)."""
@@ -65,20 +68,31 @@ def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     """Model features for every site, hour and target pollutant of the partition window; each
     row sees observations before its hour only."""
     window = context.partition_time_window
-    progress = Progress("silver_features", len(FORECAST_POLLUTANTS), "pollutants built", context.log.info)
     panel = load_panel(warehouse, window.start, window.end)
+    # Features are per site: built and written a group of sites and a pollutant at a time, so the
+    # memory a window needs stays bounded as sites and years grow.
+    site_ids = panel["site_id"].unique().sort().to_list()
+    groups = [site_ids[i : i + SITES_PER_WRITE] for i in range(0, len(site_ids), SITES_PER_WRITE)]
+    progress = Progress("silver_features", len(groups) * len(FORECAST_POLLUTANTS), "site groups x pollutants built", context.log.info)
     progress.note(f"panel of {panel.height:,} site-hours read")
-    frames = []
-    for pollutant in FORECAST_POLLUTANTS:
-        frames.append(build_features(panel, pollutant).filter(pl.col("time") >= window.start).select(SILVER_COLUMNS))
-        progress.advance(pollutant)
-    frame = pl.concat(frames)
-    replaced = warehouse.replace_window("silver_features", frame, window.start, window.end)
-    progress.note(f"{frame.height:,} rows written")
+    counts = {"rows": 0, "missing": 0}
+
+    def frames():
+        for sites in groups:
+            part = panel.filter(pl.col("site_id").is_in(sites))
+            for pollutant in FORECAST_POLLUTANTS:
+                frame = build_features(part, pollutant).filter(pl.col("time") >= window.start).select(SILVER_COLUMNS)
+                counts["rows"] += frame.height
+                counts["missing"] += frame["target"].null_count()
+                progress.advance(f"{pollutant}, {sites[0]}..{sites[-1]}")
+                yield frame
+
+    replaced = warehouse.replace_window("silver_features", frames(), window.start, window.end)
+    progress.note(f"{counts['rows']:,} rows written")
     return dg.MaterializeResult(
         metadata={
-            "rows": frame.height,
+            "rows": counts["rows"],
             "rows_replaced": replaced,
-            "target_missing_share": round(frame["target"].null_count() / max(frame.height, 1), 4),
+            "target_missing_share": round(counts["missing"] / max(counts["rows"], 1), 4),
         }
     )
