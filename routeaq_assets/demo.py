@@ -23,6 +23,8 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from routeaq_assets.core.progress import PREFIX as PROGRESS
+
 DEFAULT_END = "2025-08-01T12:00:00Z"
 SMOKE_SITE = "CLL2"
 SMOKE_HOUR = datetime(2025, 8, 1, 10, tzinfo=timezone.utc)  # the reference clients' smoke request
@@ -54,23 +56,28 @@ def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
+def worth_showing(line: str) -> bool:
+    """The log lines the demo shows as they come: progress of long stages, promotions, failed checks."""
+    message = line.rstrip().split(" - ")[-1]
+    return message.startswith(PROGRESS) or "promoted" in line or ("Asset check" in line and "failed" in line)
+
+
 def dagster(args: list[str], log: Path) -> None:
-    """Run a Dagster CLI command, its full output to ``log``, a summary on screen."""
+    """Run a Dagster CLI command, its full output to ``log``, progress and a summary on screen."""
     command = [str(BIN / "dagster"), *args, "-m", "routeaq_assets.definitions"]
     print("    $ dagster " + " ".join(args), flush=True)
     started = time.monotonic()
-    offset = log.stat().st_size if log.exists() else 0
     with log.open("a") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    took = time.monotonic() - started
-    if result.returncode != 0:
-        tail = log.read_text().splitlines()[-40:]
-        raise SystemExit(f"dagster {' '.join(args[:2])} failed (exit {result.returncode}) after {took:.0f}s; log {log}:\n" + "\n".join(tail))
-    with log.open() as written:
-        written.seek(offset)
-        for line in written:
-            if "promoted" in line or "Asset check" in line and "failed" in line:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO, text=True)
+        for line in process.stdout:
+            out.write(line)
+            if worth_showing(line):
                 print("    " + line.rstrip().split(" - ")[-1], flush=True)
+        returncode = process.wait()
+    took = time.monotonic() - started
+    if returncode != 0:
+        tail = log.read_text().splitlines()[-40:]
+        raise SystemExit(f"dagster {' '.join(args[:2])} failed (exit {returncode}) after {took:.0f}s; log {log}:\n" + "\n".join(tail))
     print(f"    done in {took:.0f}s", flush=True)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import dagster as dg
 import duckdb
@@ -43,24 +44,32 @@ class Warehouse(dg.ConfigurableResource):
         finally:
             con.close()
 
-    def replace_window(self, table: str, frame: pl.DataFrame, start: datetime, end: datetime) -> int:
-        """Atomically replace the rows of [start, end) in ``table`` with ``frame``.
+    def replace_window(self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], start: datetime, end: datetime) -> int:
+        """Atomically replace the rows of [start, end) in ``table`` with ``frames``: one frame, or
+        frames produced one at a time (so a year of the network is never in memory at once).
 
-        Re-running with the same frame leaves the same rows; a failure leaves the old rows.
-        Returns the number of rows that were replaced."""
-        outside = frame.filter((pl.col("time") < start) | (pl.col("time") >= end))
-        if outside.height:
-            raise ValueError(f"{table}: {outside.height} rows fall outside the window {start}..{end}")
+        Re-running with the same frames leaves the same rows; a failure, in writing or in
+        producing a frame, leaves the old rows. Returns the number of rows that were replaced."""
+        parts = iter([frames] if isinstance(frames, pl.DataFrame) else frames)
+        first = next(parts, None)
+        if first is None and not self.has_table(table):
+            return 0
         with self.connect() as con:
-            con.register("incoming", frame.to_arrow())
-            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming WHERE false")
+            if first is not None:
+                con.register("incoming", first.head(0).to_arrow())
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming")
             con.execute("BEGIN TRANSACTION")
             try:
                 (replaced,) = con.execute(
                     f"SELECT count(*) FROM {table} WHERE time >= ? AND time < ?", [start, end]
                 ).fetchone()
                 con.execute(f"DELETE FROM {table} WHERE time >= ? AND time < ?", [start, end])
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                for frame in itertools.chain([first] if first is not None else [], parts):
+                    outside = frame.filter((pl.col("time") < start) | (pl.col("time") >= end))
+                    if outside.height:
+                        raise ValueError(f"{table}: {outside.height} rows fall outside the window {start}..{end}")
+                    con.register("incoming", frame.to_arrow())
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")

@@ -7,11 +7,15 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, SILVER_COLUMNS, build_features, check_horizon, hourly_panel, lookback_start
+from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.sites import site_attributes
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
 from routeaq_assets.resources import Warehouse
+
+
+SITES_PER_WRITE = 25
 
 
 def stored_panel(warehouse: Warehouse, start, end, weather_ahead: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -74,20 +78,39 @@ def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     window = context.partition_time_window
     end = _dependents_end(warehouse, window.end)
     panel = load_panel(warehouse, window.start, end)
-    frame = pl.concat([build_features(panel, p) for p in FORECAST_POLLUTANTS]).filter(pl.col("time") >= window.start)
-    if end > window.end:
-        built = warehouse.query(
-            "SELECT DISTINCT time FROM silver_features WHERE time >= ? AND time < ?", [window.end, end]
-        )
-        frame = frame.filter((pl.col("time") < window.end) | pl.col("time").is_in(built["time"].to_list()))
-    frame = frame.select(SILVER_COLUMNS)
-    replaced = warehouse.replace_window("silver_features", frame, window.start, end)
+    # Dependent hours after the window are rebuilt only where their features were built before.
+    built = (
+        warehouse.query("SELECT DISTINCT time FROM silver_features WHERE time >= ? AND time < ?", [window.end, end])["time"].to_list()
+        if end > window.end
+        else []
+    )
+    keep = (pl.col("time") >= window.start) & ((pl.col("time") < window.end) | pl.col("time").is_in(built))
+    # Features are per site: built and written a group of sites and a pollutant at a time, so the
+    # memory a window needs stays bounded as sites and years grow.
+    site_ids = panel["site_id"].unique().sort().to_list()
+    groups = [site_ids[i : i + SITES_PER_WRITE] for i in range(0, len(site_ids), SITES_PER_WRITE)]
+    progress = Progress("silver_features", len(groups) * len(FORECAST_POLLUTANTS), "site groups x pollutants built", context.log.info)
+    progress.note(f"panel of {panel.height:,} site-hours read")
+    counts = {"rows": 0, "missing": 0}
+
+    def frames():
+        for sites in groups:
+            part = panel.filter(pl.col("site_id").is_in(sites))
+            for pollutant in FORECAST_POLLUTANTS:
+                frame = build_features(part, pollutant).filter(keep).select(SILVER_COLUMNS)
+                counts["rows"] += frame.height
+                counts["missing"] += frame["target"].null_count()
+                progress.advance(f"{pollutant}, {sites[0]}..{sites[-1]}")
+                yield frame
+
+    replaced = warehouse.replace_window("silver_features", frames(), window.start, end)
+    progress.note(f"{counts['rows']:,} rows written")
     return dg.MaterializeResult(
         metadata={
-            "rows": frame.height,
+            "rows": counts["rows"],
             "rows_replaced": replaced,
             "dependent_hours_rebuilt": int((end - window.end) / timedelta(hours=1)),
-            "target_missing_share": round(frame["target"].null_count() / max(frame.height, 1), 4),
+            "target_missing_share": round(counts["missing"] / max(counts["rows"], 1), 4),
         }
     )
 

@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.environment import load_settings
+from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.quality import changed_rows, daily_completeness, frozen_runs
 from routeaq_assets.core.schema import POLLUTANTS, SourceDataError
 from routeaq_assets.core.sites import measures, read_site_metadata, site_attributes
@@ -170,8 +171,10 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
 
     # Every file is fetched and parsed before anything is written: one failure leaves the store as it was.
     frames = []
+    progress = Progress("raw_aurn", len(jobs), "site-years read", context.log.info)
     with ThreadPoolExecutor(max_workers=observations.max_concurrency) as pool:
         for (site_id, year), site_year in zip(jobs, pool.map(fetch, jobs)):
+            progress.advance(f"{site_id} {year}")
             if site_year is None:
                 context.log.info(f"{site_id} {year}: the source has no file (no data)")
                 continue
@@ -182,7 +185,9 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
     keys = ["site_id", "time", "pollutant"]
     stored = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, end]) if warehouse.has_table("observations") else pl.DataFrame()
     changed = changed_rows(stored, frame, keys, ["value", "status"])
+    progress.note(f"writing {frame.height:,} rows")
     replaced = warehouse.replace_window("observations", frame, start, end)
+    progress.note("written")
     yield dg.MaterializeResult(
         metadata={
             "rows": frame.height,
@@ -208,9 +213,11 @@ def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather
     start, end = _window(context)
     sites = site_attributes(_registry(warehouse))
     frames = []
+    progress = Progress("raw_weather", sites.height, "sites read", context.log.info)
     for site in sites.iter_rows(named=True):
         try:
             frames.append(weather.window(site, start, end))
+            progress.advance(site["site_id"])
         except (SourceDataError, SourceUnavailable, OSError) as exc:
             raise dg.Failure(f"raw_weather: site {site['site_id']}, {start}..{end}: {exc}") from exc
     frame = pl.concat(frames)
