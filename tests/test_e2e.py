@@ -1,5 +1,6 @@
 """End to end: Dagster's own CLI, and a real ``bentoml serve`` process over HTTP."""
 
+import http.client
 import json
 import os
 import signal
@@ -186,6 +187,40 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(service, tmp_path):
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_timestamps_over_the_whole_range_never_5xx_and_keep_the_connection(service):
+    """Whole hours over Python's entire datetime range, in any UTC offset, sent on one keep-alive
+    connection: every answer is 200 or a 4xx naming ``timestamp``, and the server keeps the
+    connection open after each (a 500 used to close it)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from test_serving_faults import ANY_TIMESTAMP
+
+    url, _ = service
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    connection.connect()
+    local = connection.sock.getsockname()
+    statuses = []
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(timestamp=ANY_TIMESTAMP, batch=st.booleans())
+    def ask(timestamp, batch):
+        item = {"site_id": "CLL2", "timestamp": timestamp.isoformat()}
+        path, body = ("/predict/batch", {"items": [item]}) if batch else ("/predict", item)
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        statuses.append(response.status)
+        assert response.status == 200 or (400 <= response.status < 500 and "timestamp" in answer["error"]), answer
+        assert connection.sock is not None and connection.sock.getsockname() == local, "the server closed the connection"
+
+    try:
+        ask()
+    finally:
+        connection.close()
+    assert any(400 <= s < 500 for s in statuses)
 
 
 def test_predictions_logged_before_a_crash_survive_it(trained_home):
