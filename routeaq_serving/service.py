@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from routeaq_assets.core.environment import load_settings
-from routeaq_serving.forecasts import ForecastError, Forecasts
+from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
 from routeaq_serving.prediction_log import PredictionLog
 from routeaq_serving.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
 
@@ -54,7 +54,7 @@ def _service() -> "RouteAQ":
 
 def _answer(items: list[PredictRequest]) -> list[dict]:
     service = _service()
-    results = service.forecasts.forecast([(i.site_id.upper(), i.timestamp, i.pollutant) for i in items])
+    results = service.forecasts.forecast([ForecastItem(i.site_id.upper(), i.timestamp, i.pollutant) for i in items])
     service.prediction_log.append(results)
     for result in results:
         PREDICTIONS.labels(pollutant=result["pollutant"]).observe(result["pred"])

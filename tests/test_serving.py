@@ -13,7 +13,7 @@ from conftest import make_definitions
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.features import build_features
 from routeaq_assets.core.registry import ForecastRegistry
-from routeaq_serving.forecasts import OFFLINE, ONLINE, Forecasts, OutOfRange, UnknownSite
+from routeaq_serving.forecasts import OFFLINE, ONLINE, ForecastItem, Forecasts, OutOfRange, UnknownSite
 
 UTC = timezone.utc
 
@@ -40,32 +40,32 @@ def silver_prediction(home, site_id: str, hour: datetime, pollutant: str, foreca
 @pytest.mark.parametrize("hour, source", [(datetime(2025, 7, 31, 18, tzinfo=UTC), ONLINE), (datetime(2025, 7, 16, 7, tzinfo=UTC), OFFLINE)])
 def test_served_forecast_equals_the_model_on_training_features(trained_home, forecasts, hour, source):
     for pollutant in ("pm25", "no2", "o3"):
-        (answer,) = forecasts.forecast([("MY1", hour, pollutant)])
+        (answer,) = forecasts.forecast([ForecastItem("MY1", hour, pollutant)])
         assert answer["source"] == source
         assert answer["pred"] == silver_prediction(trained_home, "MY1", hour, pollutant, forecasts)
 
 
 def test_a_batch_mixes_online_and_offline_hours_in_order(forecasts):
     hours = [datetime(2025, 7, 31, 10, tzinfo=UTC), datetime(2025, 7, 12, 10, tzinfo=UTC), datetime(2025, 8, 1, 12, tzinfo=UTC)]
-    answers = forecasts.forecast([("CLL2", h, "pm25") for h in hours])
+    answers = forecasts.forecast([ForecastItem("CLL2", h, "pm25") for h in hours])
     assert [a["timestamp"] for a in answers] == [h.strftime("%Y-%m-%dT%H:%M:%SZ") for h in hours]
     assert [a["source"] for a in answers] == [ONLINE, OFFLINE, ONLINE]
 
 
 def test_errors_name_the_problem(forecasts):
     with pytest.raises(UnknownSite, match="unknown site_id 'ZZZ'"):
-        forecasts.forecast([("ZZZ", datetime(2025, 7, 31, tzinfo=UTC), "pm25")])
+        forecasts.forecast([ForecastItem("ZZZ", datetime(2025, 7, 31, tzinfo=UTC), "pm25")])
     with pytest.raises(OutOfRange, match="earliest hour available is 2025-07-08T13:00"):
-        forecasts.forecast([("CLL2", datetime(2025, 7, 1, tzinfo=UTC), "pm25")])
+        forecasts.forecast([ForecastItem("CLL2", datetime(2025, 7, 1, tzinfo=UTC), "pm25")])
     with pytest.raises(OutOfRange, match="latest hour available is 2025-08-01T12:00"):
-        forecasts.forecast([("CLL2", datetime(2025, 8, 1, 13, tzinfo=UTC), "pm25")])
+        forecasts.forecast([ForecastItem("CLL2", datetime(2025, 8, 1, 13, tzinfo=UTC), "pm25")])
 
 
 def test_hours_further_ahead_are_answered_by_the_champion_for_that_many_hours(forecasts):
     state = forecasts._state
     assert state.origin == datetime(2025, 8, 1, 11, tzinfo=UTC)  # the newest observation
     six = state.origin + timedelta(hours=6)
-    next_hour, ahead = forecasts.forecast([("MY1", state.origin + timedelta(hours=1), "no2"), ("MY1", six, "no2")])
+    next_hour, ahead = forecasts.forecast([ForecastItem("MY1", state.origin + timedelta(hours=1), "no2"), ForecastItem("MY1", six, "no2")])
     assert (next_hour["hours_ahead"], ahead["hours_ahead"]) == (1, 6)
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     assert ahead["model_version"] == registry.champion_version("routeaq-no2-6h")
@@ -77,16 +77,16 @@ def test_hours_further_ahead_are_answered_by_the_champion_for_that_many_hours(fo
     assert ahead["pred"] == round(float(model.forecaster.predict(row)[0][0]), 3)
     assert forecasts.status()["hours_ahead"] == {"pm25": [1], "no2": [1, 6], "o3": [1]}
     with pytest.raises(OutOfRange, match=r"no2 is also forecast \[6\] hours after it"):
-        forecasts.forecast([("MY1", six - timedelta(hours=1), "no2")])
+        forecasts.forecast([ForecastItem("MY1", six - timedelta(hours=1), "no2")])
     with pytest.raises(OutOfRange, match="latest hour available is 2025-08-01T12:00"):
-        forecasts.forecast([("MY1", six, "pm25")])
+        forecasts.forecast([ForecastItem("MY1", six, "pm25")])
 
 
 def test_a_new_champion_is_picked_up_without_a_restart(trained_home, forecasts):
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     old = registry.champion_version("routeaq-o3")
     hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
-    before = forecasts.forecast([("CLL2", hour, "o3")])[0]
+    before = forecasts.forecast([ForecastItem("CLL2", hour, "o3")])[0]
     assert not forecasts.refresh()  # nothing changed
     defs = make_definitions(trained_home)
     config = {"ops": {"o3_candidate": {"config": {"num_boost_round": 50, "coverage_tolerance": 0.2}}}}
@@ -96,7 +96,7 @@ def test_a_new_champion_is_picked_up_without_a_restart(trained_home, forecasts):
     try:
         registry.promote("routeaq-o3", new, "test: explicit promotion")
         assert forecasts.refresh()
-        after = forecasts.forecast([("CLL2", hour, "o3")])[0]
+        after = forecasts.forecast([ForecastItem("CLL2", hour, "o3")])[0]
         assert (before["model_version"], after["model_version"]) == (old, new)
         assert after["pred"] != before["pred"]
     finally:
@@ -107,12 +107,12 @@ def test_the_last_good_model_keeps_serving_when_mlflow_is_unreachable(forecasts,
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
-    before = forecasts.forecast([("CLL2", hour, "pm25")])[0]
+    before = forecasts.forecast([ForecastItem("CLL2", hour, "pm25")])[0]
     forecasts.settings = dataclasses.replace(forecasts.settings, mlflow_tracking_uri="http://127.0.0.1:9")
     assert not forecasts.refresh()
     status = forecasts.status()
     assert status["status"] == "ok" and "refresh failed, serving the last good model" in status["warning"]
-    assert forecasts.forecast([("CLL2", hour, "pm25")])[0] == before
+    assert forecasts.forecast([ForecastItem("CLL2", hour, "pm25")])[0] == before
 
 
 def test_online_history_through_the_real_redis(trained_home, monkeypatch):
@@ -130,11 +130,11 @@ def test_online_history_through_the_real_redis(trained_home, monkeypatch):
     assert client.get("routeaq:online:panel:version") is not None
     service = Forecasts(load_settings())
     assert service.refresh(), service._reason
-    answer = service.forecast([("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0]
+    answer = service.forecast([ForecastItem("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0]
     assert answer["source"] == ONLINE and answer["pred"] >= 0
     client.flushdb()
     assert not service.refresh()  # the store emptied: the last good history keeps serving
-    assert service.forecast([("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0] == answer
+    assert service.forecast([ForecastItem("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0] == answer
 
 
 def test_prediction_log_round_trips_the_contract(tmp_path):

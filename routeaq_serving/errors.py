@@ -1,0 +1,23 @@
+"""Errors the forecast service answers with; ``status`` is the HTTP status code."""
+
+from __future__ import annotations
+
+
+class ForecastError(Exception):
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+class UnknownSite(ForecastError):
+    status = 404
+
+
+class OutOfRange(ForecastError):
+    status = 422
+
+
+class NotReady(ForecastError):
+    status = 503

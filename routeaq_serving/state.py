@@ -1,0 +1,193 @@
+"""The serving state: the champions and the online history, loaded and kept current.
+
+At load, the champion of each pollutant comes from MLflow and the recent history from the online
+store; features are computed once with ``routeaq_assets.core.features`` (the code training used)
+for every site-hour of that history, so that answering a recent hour costs a dictionary lookup
+(see ``routeaq_serving.forecasts``). A refresh builds a new immutable ``State`` and swaps it in;
+on any failure the last good state keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+
+from routeaq_assets.core.environment import Settings
+from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
+from routeaq_assets.core.models import forecast_base
+from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
+from routeaq_assets.core.schema import FORECAST_POLLUTANTS
+from routeaq_assets.core.stores import HistoryStore, online_store
+from routeaq_serving.errors import NotReady
+
+log = logging.getLogger("routeaq.serving")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Prepared model inputs for some site-hours of one pollutant."""
+
+    x: np.ndarray
+    base: np.ndarray
+    lower_offset: np.ndarray
+    upper_offset: np.ndarray
+    index: dict[tuple[str, datetime], int]
+
+
+def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime, horizon: int = 1) -> Rows:
+    rows = build_features(panel, pollutant, horizon).filter(pl.col("time") >= first)
+    lower, upper = model.forecaster.interval_offsets(rows)
+    return Rows(
+        x=feature_matrix(rows, model.forecaster.feature_names),
+        base=forecast_base(rows),
+        lower_offset=lower,
+        upper_offset=upper,
+        index={key: i for i, key in enumerate(zip(rows["site_id"].to_list(), rows["time"].to_list()))},
+    )
+
+
+@dataclass(frozen=True)
+class State:
+    models: dict[str, RegisteredForecaster]
+    online: dict[str, Rows]
+    # (pollutant, hours ahead) -> the champion for that horizon and its rows for origin + hours
+    ahead: dict[tuple[str, int], tuple[RegisteredForecaster, Rows]]
+    sites: frozenset[str]
+    first_hour: datetime  # the oldest hour the online store answers
+    origin: datetime  # the newest observed hour
+    last_hour: datetime  # the newest hour the one-hour models forecast (origin + 1 h)
+    earliest_hour: datetime  # the oldest hour that can be forecast (history or online store)
+    data_until: dict[str, datetime]
+    online_version: str
+
+    def loaded(self) -> dict[str, RegisteredForecaster]:
+        return {m.name: m for m in [*self.models.values(), *(m for m, _ in self.ahead.values())]}
+
+
+def _earliest_hour(history_start: datetime | None, online_first: datetime) -> datetime:
+    """A forecast needs at least one stored hour before it."""
+    return min(history_start + timedelta(hours=1), online_first) if history_start else online_first
+
+
+class ServingState:
+    """The current ``State`` and how it was loaded: ``refresh`` loads, ``status`` and ``model_info`` report,
+    ``current`` hands the state to the code that answers."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = online_store(settings.online_store_target)
+        self.history = HistoryStore(settings.history_dir)
+        self._state: State | None = None
+        self._reason = "not loaded yet"
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Load the champions and the online history if either changed. On any failure the last
+        good state keeps serving and the reason is kept for the readiness answer."""
+        with self._lock:
+            try:
+                return self._refresh()
+            except Exception as exc:  # keep serving the last good model whatever broke
+                self._reason = f"refresh failed, serving the last good model: {type(exc).__name__}: {exc}"
+                log.warning(self._reason)
+                return False
+
+    def _refresh(self) -> bool:
+        registry = ForecastRegistry(self.settings.mlflow_tracking_uri)
+        current = self._state
+        champions = registry.champions(self.settings.model_prefix)
+        known = current.loaded() if current else {}
+
+        def champion(pollutant: str, horizon: int = 1) -> RegisteredForecaster | None:
+            name = self.settings.model_name(pollutant, horizon)
+            version = champions.get(name)
+            if version is None:
+                return None
+            loaded = known.get(name)
+            return loaded if loaded and loaded.version == version else registry.load(name, version)
+
+        models = {p: m for p in FORECAST_POLLUTANTS if (m := champion(p))}
+        ahead_models = {(p, h): m for p in FORECAST_POLLUTANTS for h in range(2, MAX_HORIZON + 1) if (m := champion(p, h))}
+        if not models:
+            self._reason = "no champion model in the registry: run the training job"
+            return False
+        version = self.store.version()
+        if version is None:
+            self._reason = f"no online history in {self.settings.online_store_target}: materialize online_features"
+            return False
+        serving = {m.name: m.version for m in [*models.values(), *ahead_models.values()]}
+        if current is not None and {n: m.version for n, m in known.items()} == serving and current.online_version == version:
+            self._reason = ""
+            return False
+        panel = self.store.read()
+        first = panel["time"].min() + timedelta(hours=MAX_LOOKBACK_HOURS)
+        observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
+        data_until = dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows())
+        origin = max(data_until.values())
+        last_hour = origin + timedelta(hours=1)
+
+        def rows_ahead(pollutant: str, horizon: int, model: RegisteredForecaster) -> Rows:
+            hour = origin + timedelta(hours=horizon)
+            window = panel.filter((pl.col("time") >= hour - timedelta(hours=MAX_LOOKBACK_HOURS)) & (pl.col("time") <= hour))
+            return prepare(window, pollutant, model, hour, horizon)
+
+        self._state = State(
+            models=models,
+            online={p: prepare(panel.filter(pl.col("time") <= last_hour), p, m, first) for p, m in models.items()},
+            ahead={(p, h): (m, rows_ahead(p, h, m)) for (p, h), m in ahead_models.items()},
+            sites=frozenset(panel["site_id"].unique().to_list()),
+            first_hour=first,
+            origin=origin,
+            last_hour=last_hour,
+            earliest_hour=_earliest_hour(self.history.start(), first),
+            data_until=data_until,
+            online_version=version,
+        )
+        self._reason = ""
+        log.info("serving %s", serving)
+        return True
+
+    def status(self) -> dict:
+        state = self._state
+        if state is None:
+            return {"status": "unavailable", "model_loaded": False, "reason": self._reason}
+        newest = max(state.data_until.values()) if state.data_until else None
+        return {
+            "status": "ok",
+            "model_loaded": True,
+            "models": {p: m.version for p, m in state.models.items()},
+            "newest_observation": newest.isoformat() if newest else None,
+            "feature_age_hours": round((datetime.now(timezone.utc) - newest).total_seconds() / 3600, 1) if newest else None,
+            "forecast_hours": [state.earliest_hour.isoformat(), state.last_hour.isoformat()],
+            "online_hours": [state.first_hour.isoformat(), state.last_hour.isoformat()],
+            "hours_ahead": {p: [1, *sorted(h for q, h in state.ahead if q == p)] for p in state.models},
+            "warning": self._reason or None,
+        }
+
+    def model_info(self) -> dict:
+        """Per pollutant, the one-hour champion (and under ``f"{p}_{h}h"`` those further ahead)."""
+        state = self.current()
+        served = {**state.models, **{f"{p}_{h}h": m for (p, h), (m, _) in sorted(state.ahead.items())}}
+        return {
+            key: {
+                "model_name": m.name,
+                "version": m.version,
+                "train_start": m.metadata.get("train_start"),
+                "holdout_start": m.metadata.get("holdout_start"),
+                "holdout_end": m.metadata.get("holdout_end"),
+                "holdout_metrics": m.metadata.get("holdout_metrics"),
+                "interval": m.forecaster.coverage,
+            }
+            for key, m in served.items()
+        }
+
+    def current(self) -> State:
+        if self._state is None:
+            raise NotReady(f"no model loaded: {self._reason}")
+        return self._state
