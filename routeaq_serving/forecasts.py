@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from routeaq_assets.core.features import MAX_LOOKBACK_HOURS
-from routeaq_assets.core.stores import HistoryStore
-from routeaq_serving.errors import ForecastError, NotReady, OutOfRange, UnknownSite
+from routeaq_assets.core.stores import HistoryStore, HistoryUnreadable
+from routeaq_serving.errors import ForecastError, NotReady, OutOfRange, StoreUnavailable, UnknownSite
 from routeaq_serving.state import Rows, ServingState, State, prepare
 
-__all__ = ["ForecastError", "ForecastItem", "Forecasts", "NotReady", "OFFLINE", "ONLINE", "OutOfRange", "UnknownSite", "answer"]
+__all__ = ["ForecastError", "ForecastItem", "Forecasts", "NotReady", "OFFLINE", "ONLINE", "OutOfRange", "StoreUnavailable", "UnknownSite", "answer"]
 
 ONLINE, OFFLINE = "online_store", "offline_store"
 
@@ -65,7 +65,10 @@ def _offline(state: State, history: HistoryStore, items: list[ForecastItem]) -> 
     sites = sorted({item.site_id for item in items})
     start = min(item.hour for item in items) - timedelta(hours=MAX_LOOKBACK_HOURS)
     end = max(item.hour for item in items) + timedelta(hours=1)
-    panel = history.window(sites, start, end)
+    try:
+        panel = history.window(sites, start, end)
+    except HistoryUnreadable as exc:
+        raise StoreUnavailable(f"{exc}: hours before {state.first_hour.isoformat()} that need it cannot be forecast until it is rewritten") from None
     if panel.is_empty():
         raise OutOfRange(f"no stored history for {sites} between {start.isoformat()} and {end.isoformat()}", "timestamp")
     return {p: prepare(panel, p, state.models[p], start) for p in {item.pollutant for item in items}}

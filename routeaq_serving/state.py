@@ -20,12 +20,18 @@ import polars as pl
 from routeaq_assets.core.environment import Settings
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
 from routeaq_assets.core.models import forecast_base
+from routeaq_assets.core.redact import redact_uri, scrub
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_serving.errors import NotReady
 
 log = logging.getLogger("routeaq.serving")
+REGISTRY, ONLINE_STORE = "registry", "online_store"
+
+
+class StoreFault(Exception):
+    """A store the state is loaded from cannot be read; the message is safe to show."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,23 @@ class ServingState:
         self.history = HistoryStore(settings.history_dir)
         self._state: State | None = None
         self._reason = "not loaded yet"
+        self._problems: dict[str, str] = {}  # store -> why it could not be read at the last refresh
         self._lock = threading.Lock()
+
+    def _addresses(self) -> tuple[str, str]:
+        return self.settings.mlflow_tracking_uri, self.settings.online_store_target
+
+    def _read(self, store: str, address: str, call):  # noqa: ANN001, ANN202 - any store call
+        """``call()``; a failure is recorded against ``store`` (named by its address without
+        secrets) and raised as ``StoreFault``."""
+        try:
+            result = call()
+        except Exception as exc:  # any client error of any store: reported, never served as a 500
+            detail = scrub(f"{type(exc).__name__}: {exc}", *self._addresses())
+            self._problems[store] = f"{store.replace('_', ' ')} {redact_uri(address)} cannot be read: {detail}"
+            raise StoreFault(self._problems[store]) from None
+        self._problems.pop(store, None)
+        return result
 
     # -- lifecycle -------------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -93,15 +115,19 @@ class ServingState:
         with self._lock:
             try:
                 return self._refresh()
+            except StoreFault as exc:
+                self._reason = f"serving the last good state: {exc}" if self._state else str(exc)
             except Exception as exc:  # keep serving the last good model whatever broke
-                self._reason = f"refresh failed, serving the last good model: {type(exc).__name__}: {exc}"
-                log.warning(self._reason)
-                return False
+                self._reason = scrub(f"refresh failed, serving the last good model: {type(exc).__name__}: {exc}", *self._addresses())
+            log.warning(self._reason)
+            return False
 
     def _refresh(self) -> bool:
-        registry = ForecastRegistry(self.settings.mlflow_tracking_uri)
+        uri = self.settings.mlflow_tracking_uri
+        # A reader never creates a registry: a missing store is a fault, not an empty registry.
+        registry = self._read(REGISTRY, uri, lambda: ForecastRegistry(uri, read_only=True))
         current = self._state
-        champions = registry.champions(self.settings.model_prefix)
+        champions = self._read(REGISTRY, uri, lambda: registry.champions(self.settings.model_prefix))
         known = current.loaded() if current else {}
 
         def champion(pollutant: str, horizon: int = 1) -> RegisteredForecaster | None:
@@ -117,15 +143,16 @@ class ServingState:
         if not models:
             self._reason = "no champion model in the registry: run the training job"
             return False
-        version = self.store.version()
+        target = self.settings.online_store_target
+        version = self._read(ONLINE_STORE, target, self.store.version)
         if version is None:
-            self._reason = f"no online history in {self.settings.online_store_target}: materialize online_features"
+            self._reason = f"no online history in {redact_uri(target)}: materialize online_features"
             return False
         serving = {m.name: m.version for m in [*models.values(), *ahead_models.values()]}
         if current is not None and {n: m.version for n, m in known.items()} == serving and current.online_version == version:
             self._reason = ""
             return False
-        panel = self.store.read()
+        panel = self._read(ONLINE_STORE, target, self.store.read)
         first = panel["time"].min() + timedelta(hours=MAX_LOOKBACK_HOURS)
         observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
         data_until = dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows())
@@ -153,13 +180,25 @@ class ServingState:
         log.info("serving %s", serving)
         return True
 
+    def problems(self) -> dict:
+        """Stores that could not be read: the registry and the online store at the last refresh,
+        and each unreadable yearly history file."""
+        problems: dict = dict(self._problems)
+        if history := self.history.problems():
+            problems["history"] = history
+        return problems
+
     def status(self) -> dict:
+        """Readiness: ``unavailable`` with the reason until a state is loaded; then ``ok``, or
+        ``degraded`` while a store cannot be read (the last good state serves what it can)."""
         state = self._state
+        problems = self.problems()
         if state is None:
-            return {"status": "unavailable", "model_loaded": False, "reason": self._reason}
+            return {"status": "unavailable", "model_loaded": False, "reason": self._reason, "problems": problems}
         newest = max(state.data_until.values()) if state.data_until else None
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "model_loaded": True,
             "models": {p: m.version for p, m in state.models.items()},
             "newest_observation": newest.isoformat() if newest else None,

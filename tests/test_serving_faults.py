@@ -6,15 +6,23 @@ docs/reliability.md, section Serving)."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import socket
+import subprocess
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from routeaq_assets.core.environment import Settings, load_settings
-from routeaq_serving.forecasts import ForecastError, Forecasts
+from routeaq_assets.core.stores import RedisOnlineStore
+from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts, StoreUnavailable
 from routeaq_serving.schemas import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, PredictRequest
 
 UTC = timezone.utc
@@ -76,8 +84,125 @@ ACCEPTED_HOURS = st.one_of(
 def test_every_accepted_hour_gets_a_forecast_or_a_client_error(forecasts, hour, pollutant):
     """Over the whole accepted range the forecast path answers or raises a ForecastError (4xx)."""
     try:
-        (answer,) = forecasts.forecast([("MY1", hour, pollutant)])
+        (answer,) = forecasts.forecast([ForecastItem("MY1", hour, pollutant)])
     except ForecastError as exc:
         assert exc.status in (404, 422) and exc.field == "timestamp", exc.message
         return
     assert answer["timestamp"] == hour.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def served_copy(trained_home, tmp_path) -> Path:
+    """A home with the trained home's registry, online snapshot and history files, to break."""
+    home = tmp_path / "routeaq"
+    for part in ("mlflow", "online", "offline"):
+        shutil.copytree(trained_home / part, home / part)
+    return home
+
+
+RECENT = ForecastItem("MY1", datetime(2025, 7, 31, 18, tzinfo=UTC), "no2")  # from the online store
+OLDER = ForecastItem("MY1", datetime(2025, 7, 16, 7, tzinfo=UTC), "no2")  # from panel-2025.parquet
+
+
+def test_a_corrupt_history_file_fails_only_its_hours_with_503_naming_it(trained_home, tmp_path):
+    home = served_copy(trained_home, tmp_path)
+    history = home / "offline" / "panel-2025.parquet"
+    good = history.read_bytes()
+    service = Forecasts(settings_for(home))
+    assert service.refresh(), service._reason
+    recent, older = service.forecast([RECENT]), service.forecast([OLDER])
+    history.write_bytes(b"not parquet at all\n" * 100)
+
+    with pytest.raises(StoreUnavailable) as raised:
+        service.forecast([OLDER])
+    assert raised.value.status == 503 and "history file panel-2025.parquet is unreadable" in raised.value.message
+    assert str(tmp_path) not in raised.value.message
+    assert service.forecast([RECENT]) == recent  # other hours keep working
+    status = service.status()
+    assert status["status"] == "degraded" and set(status["problems"]["history"]) == {"panel-2025.parquet"}
+
+    # Corrupt before the service starts: it still loads, and the file is named at once.
+    restarted = Forecasts(settings_for(home))
+    assert restarted.refresh(), restarted._reason
+    assert "panel-2025.parquet" in restarted.status()["problems"]["history"]
+    with pytest.raises(StoreUnavailable, match="panel-2025.parquet"):
+        restarted.forecast([OLDER])
+
+    history.write_bytes(good)  # the file rewritten: its hours come back and the problem clears
+    assert service.forecast([OLDER]) == older and service.status()["status"] == "ok"
+
+
+def test_a_missing_registry_is_not_ready_names_the_uri_and_creates_nothing(trained_home, tmp_path):
+    home = served_copy(trained_home, tmp_path)
+    missing = tmp_path / "elsewhere" / "mlflow.db"
+    uri = f"sqlite:///{missing}"
+    service = Forecasts(settings_for(home, MLFLOW_TRACKING_URI=uri))
+    assert not service.refresh()
+    status = service.status()
+    assert status["status"] == "unavailable" and not status["model_loaded"]
+    assert f"no MLflow store at {uri}" in status["reason"] and uri in status["problems"]["registry"]
+    assert not missing.exists() and not missing.parent.exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    service = Forecasts(settings_for(home, MLFLOW_TRACKING_URI=f"sqlite:///{empty}"))
+    assert not service.refresh() and empty.stat().st_size == 0  # no tables created in it either
+
+
+def test_an_unreachable_registry_is_not_ready_and_its_password_is_never_shown(trained_home, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    port = free_port()
+    uri = f"http://routeaq:hunter2-secret@127.0.0.1:{port}"
+    service = Forecasts(settings_for(served_copy(trained_home, tmp_path), MLFLOW_TRACKING_URI=uri))
+    with caplog.at_level(logging.DEBUG):
+        assert not service.refresh()
+    status = service.status()
+    assert status["status"] == "unavailable"
+    assert f"registry http://routeaq:***@127.0.0.1:{port} cannot be read" in status["reason"]
+    assert "hunter2" not in json.dumps(status) and "hunter2" not in caplog.text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of this test's own on a free port, with a password; stopped by the test."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", "s3cr3t-pw", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://:s3cr3t-pw@127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None, "redis-server did not start"
+            time.sleep(0.1)
+    yield url, process
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_redis_down_keeps_the_last_good_snapshot_and_readiness_says_so(trained_home, tmp_path, redis_server):
+    url, process = redis_server
+    home = served_copy(trained_home, tmp_path)
+    RedisOnlineStore(url).publish(pl.read_parquet(home / "online" / "features.parquet"))
+    service = Forecasts(settings_for(home, ROUTEAQ_ONLINE_STORE=url))
+    assert service.refresh(), service._reason
+    answer = service.forecast([RECENT])
+
+    process.terminate()
+    process.wait(timeout=10)
+    assert not service.refresh()
+    status = service.status()
+    assert status["status"] == "degraded" and status["model_loaded"]
+    assert status["problems"]["online_store"].startswith(f"online store redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]} cannot be read")
+    assert "s3cr3t" not in json.dumps(status)
+    assert service.forecast([RECENT]) == answer  # the last good snapshot still serves
