@@ -2,7 +2,8 @@
 
 Routes come from a FastAPI app mounted on the service, so that client mistakes get precise
 answers (404 unknown site, 422 naming the field) and GET routes exist:
-``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /ready``, ``GET /model``.
+``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /ready``, ``GET /model``, and the
+forecast page (``routeaq_serving.page``).
 BentoML adds ``/metrics`` (Prometheus), ``/healthz``, ``/livez`` and ``/readyz``.
 """
 
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from routeaq_assets.core.environment import load_settings
+from routeaq_serving import page
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
 from routeaq_serving.prediction_log import PredictionLog
 from routeaq_serving.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
@@ -89,6 +91,9 @@ def ready() -> JSONResponse:
 @app.get("/model")
 def model() -> dict:
     return _service().forecasts.model_info()
+
+
+page.install(app)  # GET / (the forecast page), /api/sites, /api/sites/{site_id}, /static
 
 
 # One line per request in the access log costs more than a forecast; Prometheus counts requests.

@@ -70,6 +70,8 @@ class State:
     earliest_hour: datetime  # the oldest hour that can be forecast (history or online store)
     data_until: dict[str, datetime]
     online_version: str
+    # site_id, time and the forecast pollutants for every stored hour up to the newest observation
+    observations: pl.DataFrame
 
     def loaded(self) -> dict[str, RegisteredForecaster]:
         return {m.name: m for m in [*self.models.values(), *(m for m, _ in self.ahead.values())]}
@@ -175,6 +177,7 @@ class ServingState:
             earliest_hour=_earliest_hour(self.history.start(), first),
             data_until=data_until,
             online_version=version,
+            observations=panel.filter(pl.col("time") <= origin).select("site_id", "time", *FORECAST_POLLUTANTS).sort("site_id", "time"),
         )
         self._reason = ""
         log.info("serving %s", serving)

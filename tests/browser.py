@@ -26,8 +26,12 @@ import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 CHROMIUM = "/usr/bin/chromium"
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -76,7 +80,7 @@ def chromium_executable() -> str:
 
 
 @contextmanager
-def chromium_page(viewport: dict | None = None, **context_options) -> Iterator["playwright.sync_api.Page"]:  # noqa: F821
+def chromium_page(viewport: dict | None = None, **context_options) -> Iterator[Page]:
     """A fresh headless Chromium page (its own browser context); closed with the browser on exit.
 
     ``viewport`` defaults to 1280x900; other keyword arguments go to ``Browser.new_context``

@@ -4,7 +4,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from conftest import REPO, TRAIN_CONFIG, home_env
+from service_process import bentoml_serve, free_port
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
@@ -47,37 +47,10 @@ def test_cli_job_execute_runs_the_training_job(trained_home, tmp_path):
     assert "RUN_SUCCESS" in result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def service(trained_home):
-    port = _free_port()
-    env = {**os.environ, **home_env(trained_home)}
-    log = open(trained_home / "serve.log", "w")
-    process = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (trained_home / "serve.log").read_text()[-3000:]
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:  # still starting
-            pass
-        time.sleep(0.5)
-    else:
-        pytest.fail("bentoml serve did not become healthy: " + (trained_home / "serve.log").read_text()[-3000:])
-    yield url, trained_home
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with bentoml_serve(trained_home, log=trained_home / "serve.log") as url:
+        yield url, trained_home
 
 
 def test_health_reports_the_loaded_models(service):
@@ -149,7 +122,7 @@ def test_model_and_metrics_endpoints(service):
 
 def test_dagster_webserver_serves_the_workspace(tmp_path):
     env = {**os.environ, **home_env(tmp_path / "routeaq")}
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -225,7 +198,7 @@ def test_timestamps_over_the_whole_range_never_5xx_and_keep_the_connection(servi
 
 def test_predictions_logged_before_a_crash_survive_it(trained_home):
     """kill -9 the service right after answering: every answered prediction is in the log."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **home_env(trained_home)}
     process = subprocess.Popen(
         [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],

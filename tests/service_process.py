@@ -1,0 +1,60 @@
+"""A real ``bentoml serve`` of the forecast service on loopback, for end-to-end and browser tests.
+
+    with bentoml_serve(home, log=home / "serve.log") as url:      # waits for GET /health == 200
+        requests.get(f"{url}/predict" ...)
+
+    with bentoml_serve(home, log=..., ready_status=503, env={...}) as url:   # a service with no model
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import REPO, home_env
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def bentoml_serve(home: Path, log: Path, env: dict[str, str] | None = None, ready_status: int = 200, timeout: float = 180) -> Iterator[str]:
+    """Start the service over ``home``, wait until ``GET /health`` answers ``ready_status``, yield
+    its URL, and stop it on exit. ``env`` adds to (or overrides) the home's environment."""
+    port = free_port()
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
+            env={**os.environ, **home_env(home), **(env or {})}, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                assert process.poll() is None, log.read_text()[-3000:]
+                try:
+                    if requests.get(f"{url}/health", timeout=2).status_code == ready_status:
+                        break
+                except requests.RequestException:  # still starting
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"bentoml serve did not answer /health with {ready_status} in {timeout:.0f} s: " + log.read_text()[-3000:])
+                time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -1,0 +1,208 @@
+"""The forecast page: its JSON endpoints over the real serving state, and the page itself in
+headless Chromium against a real ``bentoml serve`` (numbers equal the API's; states in words).
+
+The served data is the trained home's online panel with two changes, so every state shows:
+MAN3's NO2 feed stops 31 hours before the newest observation, and BEX (London Bexley, which has
+no ozone instrument in the AURN metadata) reports CLL2's hours without ozone. The data ends in
+2025, so it is stale whenever the tests run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+import requests
+
+from browser import chromium_page
+from conftest import REPO
+from routeaq_assets.core.environment import load_settings
+from routeaq_serving import page_data
+from routeaq_serving.forecasts import ForecastItem, Forecasts
+from routeaq_serving.prediction_log import PredictionLog
+from service_process import bentoml_serve
+
+UTC = timezone.utc
+ARTIFACTS = REPO / ".routeaq" / "test-artifacts"
+STOPPED_HOURS = 31
+
+
+@pytest.fixture(scope="module")
+def served_env(trained_home, tmp_path_factory) -> dict[str, str]:
+    """Environment of a service over the trained models and the changed online panel."""
+    folder = tmp_path_factory.mktemp("page")
+    panel = pl.read_parquet(trained_home / "online" / "features.parquet")
+    origin = panel.filter(pl.col("no2").is_not_null())["time"].max()
+    stopped = (pl.col("site_id") == "MAN3") & (pl.col("time") > origin - timedelta(hours=STOPPED_HOURS))
+    panel = panel.with_columns(pl.when(stopped).then(None).otherwise(pl.col("no2")).alias("no2"))
+    bexley = panel.filter(pl.col("site_id") == "CLL2").with_columns(site_id=pl.lit("BEX"), o3=pl.lit(None, dtype=pl.Float64))
+    store = folder / "online.parquet"
+    pl.concat([panel, bexley]).write_parquet(store)
+    return {
+        "ROUTEAQ_ONLINE_STORE": str(store),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{trained_home / 'mlflow' / 'mlflow.db'}",
+        "ROUTEAQ_REFRESH_SECONDS": "3600",
+    }
+
+
+@pytest.fixture
+def serving(trained_home, served_env, tmp_path, monkeypatch) -> Forecasts:
+    monkeypatch.setenv("ROUTEAQ_HOME", str(tmp_path / "routeaq"))  # its own prediction log
+    for key, value in served_env.items():
+        monkeypatch.setenv(key, value)
+    service = Forecasts(load_settings())
+    assert service.refresh(), service._reason
+    return service
+
+
+def _by_key(sites: dict) -> dict[tuple[str, str], dict]:
+    return {(s["site_id"], p["pollutant"]): p for s in sites["sites"] for p in s["pollutants"]}
+
+
+def test_overview_names_every_state_and_answers_like_predict(serving):
+    now = datetime.now(UTC)
+    body = page_data.overview(serving, now)
+    cells = _by_key(body)
+    origin = serving.current().origin
+    assert body["model_loaded"] and body["stale"] and body["forecast_origin"] == origin.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert body["age_hours"] == round((now - origin) / timedelta(hours=1), 1)
+    bex_o3 = cells[("BEX", "o3")]
+    assert (bex_o3["measured"], bex_o3["forecasts"]) == (False, []) and "BEX does not measure o3" in bex_o3["problem"]
+    assert cells[("BEX", "no2")]["forecasts"], "a site's other pollutants still forecast"
+    man3_no2 = cells[("MAN3", "no2")]
+    assert man3_no2["feed_stopped"] and man3_no2["forecasts"] == [] and "feed stopped" in man3_no2["problem"]
+    assert man3_no2["newest_observation"] == (origin - timedelta(hours=STOPPED_HOURS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert not cells[("MAN3", "pm25")]["feed_stopped"]
+    # the next hours are the one-hour and the promoted six-hour NO2 champion, answered as /predict answers
+    my1 = cells[("MY1", "no2")]["forecasts"]
+    assert [f["hours_ahead"] for f in my1] == [1, 6]
+    for f in my1:
+        hour = datetime.fromisoformat(f["time"].replace("Z", "+00:00"))
+        (answer,) = serving.forecast([ForecastItem("MY1", hour, "no2")])
+        assert (f["pred"], f["lower"], f["upper"]) == (answer["pred"], answer["lower"], answer["upper"])
+        assert f["daqi"]["band"] == "Low" and f["daqi"]["indicative"] is False
+
+
+def test_site_detail_shows_served_forecasts_and_scores_against_persistence(serving):
+    state = serving.current()
+    served_hour = state.origin - timedelta(hours=5)
+    (answer,) = serving.forecast([ForecastItem("MY1", served_hour, "no2")])
+    PredictionLog(serving.settings.prediction_log_dir).append([{**answer, "pred": answer["pred"] + 1.0}])
+    detail = page_data.site_detail(serving, "my1", datetime.now(UTC))
+    no2 = next(p for p in detail["pollutants"] if p["pollutant"] == "no2")
+    history = {h["time"]: h for h in no2["history"]}
+    assert len(history) == 24 * page_data.HISTORY_DAYS and no2["history"][-1]["time"] == detail["forecast_origin"]
+    served = history[served_hour.strftime("%Y-%m-%dT%H:%M:%SZ")]["forecast"]
+    assert (served["source"], served["pred"]) == ("served", answer["pred"] + 1.0)
+    as_of_hour = state.origin - timedelta(hours=30)
+    as_of = history[as_of_hour.strftime("%Y-%m-%dT%H:%M:%SZ")]["forecast"]
+    assert as_of["source"] == "as_of" and as_of["pred"] == serving.forecast([ForecastItem("MY1", as_of_hour, "no2")])[0]["pred"]
+    # skill: the forecasts shown against persistence, over hours the champion did not train on
+    obs = {r["time"]: r["no2"] for r in state.observations.filter(pl.col("site_id") == "MY1").iter_rows(named=True) if r["no2"] is not None}
+    trained_before = datetime.fromisoformat(no2["skill"]["model_trained_before"].replace("Z", "+00:00"))
+    pairs = [
+        (obs[t], h["forecast"]["pred"], obs[t - timedelta(hours=1)])
+        for h in no2["history"]
+        if h["forecast"] and (t := datetime.fromisoformat(h["time"].replace("Z", "+00:00"))) in obs
+        and t - timedelta(hours=1) in obs and (h["forecast"]["source"] == "served" or t >= trained_before)
+    ]
+    assert no2["skill"]["hours"] == len(pairs) > 100
+    assert no2["skill"]["mae_persistence"] == round(sum(abs(o - p) for o, _, p in pairs) / len(pairs), 3)
+    assert no2["skill"]["mae_forecast"] == round(sum(abs(o - f) for o, f, _ in pairs) / len(pairs), 3)
+
+
+def _shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def _shown_forecasts(page, view: str) -> dict[tuple[str, str, str], dict]:
+    items = page.locator(f"{view} li.forecast")
+    shown = {}
+    for i in range(items.count()):
+        item = items.nth(i)
+        key = (item.get_attribute("data-site"), item.get_attribute("data-pollutant"), item.get_attribute("data-time"))
+        shown[key] = {
+            "text": item.locator(".value").inner_text(),
+            "value": float(item.locator(".value").get_attribute("data-value")),
+            "range": item.locator(".range").inner_text(),
+            "band": item.locator(".band").inner_text(),
+        }
+    return shown
+
+
+def _expect_equal(shown: dict, forecasts: dict) -> None:
+    assert shown.keys() == forecasts.keys()
+    for key, f in forecasts.items():
+        s = shown[key]
+        assert (s["text"], s["value"]) == (f"{f['pred']:.1f}", f["pred"]), key
+        assert s["range"].startswith(f"likely {f['lower']:.1f} to {f['upper']:.1f}"), key
+        assert s["band"].startswith(f"DAQI {f['daqi']['index']} {f['daqi']['band']}"), key
+
+
+@pytest.mark.e2e
+def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, served_env, tmp_path):
+    with bentoml_serve(trained_home, log=tmp_path / "serve.log", env=served_env) as url:
+        sites = requests.get(f"{url}/api/sites", timeout=30).json()
+        schema = requests.get(f"{url}/openapi.json", timeout=30).json()
+        assert {"/api/sites", "/api/sites/{site_id}"} <= set(schema["paths"]) and "SitesResponse" in schema["components"]["schemas"]
+        with chromium_page() as page:
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]")
+            expected = {(s["site_id"], p["pollutant"], f["time"]): f for s in sites["sites"] for p in s["pollutants"] for f in p["forecasts"]}
+            assert len(expected) >= 10
+            _expect_equal(_shown_forecasts(page, "#grid"), expected)
+            status = page.locator("#status").inner_text()
+            assert "The data is stale." in status and "days old" in status
+            assert page.locator('tr[data-site="BEX"] td[data-pollutant="o3"]').inner_text() == "O₃ is not measured at this site."
+            assert page.locator('tr[data-site="MAN3"] td[data-pollutant="no2"]').inner_text().startswith("Feed stopped: no NO₂ observation since")
+            _shot(page, "page-grid")
+
+            # the site view, reached from the keyboard
+            page.focus('a[href="#site=MY1"]')
+            page.keyboard.press("Enter")
+            page.wait_for_selector("body[data-ready=true]")
+            detail = requests.get(f"{url}/api/sites/MY1", timeout=30).json()
+            assert page.locator("#site-title").inner_text() == "London Marylebone Road (MY1)"
+            assert page.evaluate("document.activeElement.id") == "site-title"
+            assert page.locator(".pollutant-panel .uplot canvas").count() == 3
+            upcoming = {("MY1", p["pollutant"], f["time"]): f for p in detail["pollutants"] for f in p["forecasts"]}
+            _expect_equal(_shown_forecasts(page, "#site"), upcoming)
+            for p in detail["pollutants"]:
+                skill = page.locator(f'.pollutant-panel[data-pollutant="{p["pollutant"]}"] .skill')
+                assert int(skill.get_attribute("data-skill-hours")) == p["skill"]["hours"] > 100
+                assert skill.locator(".mae-forecast").inner_text() == f"{p['skill']['mae_forecast']:.1f}"
+                assert skill.locator(".mae-persistence").inner_text() == f"{p['skill']['mae_persistence']:.1f}"
+                assert skill.locator(".skill-value").inner_text() == f"{p['skill']['skill']:.2f}"
+            path = _shot(page, "page-site-MY1")
+            assert path.stat().st_size > 50_000
+        with chromium_page(viewport={"width": 390, "height": 844}) as phone:
+            phone.goto(url)
+            phone.wait_for_selector("body[data-ready=true]")
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 390, "the grid fits a phone's width"
+            _shot(phone, "page-phone")
+
+
+@pytest.mark.e2e
+def test_the_page_says_when_no_model_is_loaded(tmp_path):
+    home = tmp_path / "routeaq"
+    (home / "mlflow").mkdir(parents=True)
+    with bentoml_serve(home, log=tmp_path / "serve.log", ready_status=503) as url:
+        sites = requests.get(f"{url}/api/sites", timeout=30).json()
+        assert (sites["model_loaded"], sites["sites"]) == (False, [])
+        assert requests.get(f"{url}/api/sites/MY1", timeout=30).status_code == 503
+        with chromium_page() as page:
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]")
+            status = page.locator("#status").inner_text()
+            assert "No forecast model is loaded, so there are no forecasts to show." in status
+            assert sites["reason"] in status and "no champion model" in sites["reason"]
+            assert page.locator("li.forecast").count() == 0
+            page.goto(f"{url}/#site=MY1")
+            page.wait_for_selector("body[data-ready=true]")
+            assert "No forecast model is loaded, so this site has no forecasts." in page.locator("#site").inner_text()
+            _shot(page, "page-no-model")
