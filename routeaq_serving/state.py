@@ -68,7 +68,9 @@ class State:
     origin: datetime  # the newest observed hour
     last_hour: datetime  # the newest hour the one-hour models forecast (origin + 1 h)
     earliest_hour: datetime  # the oldest hour that can be forecast (history or online store)
-    data_until: dict[str, datetime]
+    data_until: dict[str, datetime]  # per site, the newest hour with any pollutant observed
+    # per (site, pollutant), the newest observed hour: the origin its hours ahead count from
+    origins: dict[tuple[str, str], datetime]
     online_version: str
     # site_id, time and the forecast pollutants for every stored hour up to the newest observation
     observations: pl.DataFrame
@@ -161,10 +163,18 @@ class ServingState:
         origin = max(data_until.values())
         last_hour = origin + timedelta(hours=1)
 
+        origins = {
+            (site, p): newest
+            for p in FORECAST_POLLUTANTS
+            for site, newest in panel.filter(pl.col(p).is_not_null()).group_by("site_id").agg(pl.col("time").max()).iter_rows()
+        }
+
         def rows_ahead(pollutant: str, horizon: int, model: RegisteredForecaster) -> Rows:
-            hour = origin + timedelta(hours=horizon)
-            window = panel.filter((pl.col("time") >= hour - timedelta(hours=MAX_LOOKBACK_HOURS)) & (pl.col("time") <= hour))
-            return prepare(window, pollutant, model, hour, horizon)
+            """Rows of every site at its own origin for ``pollutant`` plus ``horizon`` hours."""
+            own = [t for (_, p), t in origins.items() if p == pollutant] or [origin]
+            first_hour, last = min(own) + timedelta(hours=horizon), max(own) + timedelta(hours=horizon)
+            window = panel.filter((pl.col("time") >= first_hour - timedelta(hours=MAX_LOOKBACK_HOURS)) & (pl.col("time") <= last))
+            return prepare(window, pollutant, model, first_hour, horizon)
 
         self._state = State(
             models=models,
@@ -176,6 +186,7 @@ class ServingState:
             last_hour=last_hour,
             earliest_hour=_earliest_hour(self.history.start(), first),
             data_until=data_until,
+            origins=origins,
             online_version=version,
             observations=panel.filter(pl.col("time") <= origin).select("site_id", "time", *FORECAST_POLLUTANTS).sort("site_id", "time"),
         )
@@ -209,6 +220,7 @@ class ServingState:
             "forecast_hours": [state.earliest_hour.isoformat(), state.last_hour.isoformat()],
             "online_hours": [state.first_hour.isoformat(), state.last_hour.isoformat()],
             "hours_ahead": {p: [1, *sorted(h for q, h in state.ahead if q == p)] for p in state.models},
+            "data_until": {site: {p: t.isoformat() for (s, p), t in sorted(state.origins.items()) if s == site} for site in sorted(state.sites)},
             "warning": self._reason or None,
         }
 

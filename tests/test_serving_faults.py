@@ -22,7 +22,9 @@ from pydantic import ValidationError
 
 from routeaq_assets.core.environment import Settings, load_settings
 from routeaq_assets.core.stores import RedisOnlineStore
-from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts, StoreUnavailable
+from routeaq_assets.core.predictions import read_prediction_log
+from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts, OutOfRange, StoreUnavailable
+from routeaq_serving.prediction_log import PredictionLog
 from routeaq_serving.schemas import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, PredictRequest
 
 UTC = timezone.utc
@@ -206,3 +208,37 @@ def test_redis_down_keeps_the_last_good_snapshot_and_readiness_says_so(trained_h
     assert status["problems"]["online_store"].startswith(f"online store redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]} cannot be read")
     assert "s3cr3t" not in json.dumps(status)
     assert service.forecast([RECENT]) == answer  # the last good snapshot still serves
+
+
+def test_a_lagging_site_is_answered_hours_ahead_of_its_own_newest_observation(trained_home, tmp_path):
+    """MY1's NO2 and PM2.5 feeds stop 5 hours before the network's newest hour (11:00): the next
+    network hour is 6 hours after MY1's own data. NO2 has a 6-hour champion and answers with it;
+    PM2.5 has none and is refused naming the horizons served. Never the 1 h model saying 1."""
+    home = served_copy(trained_home, tmp_path)
+    online = home / "online" / "features.parquet"
+    panel = pl.read_parquet(online)
+    lag_from = datetime(2025, 8, 1, 7, tzinfo=UTC)
+    lagging = (pl.col("site_id") == "MY1") & (pl.col("time") >= lag_from)
+    panel.with_columns(pl.when(lagging).then(None).otherwise(pl.col(p)).alias(p) for p in ("no2", "pm25")).write_parquet(online)
+    service = Forecasts(settings_for(home))
+    assert service.refresh(), service._reason
+    next_hour = datetime(2025, 8, 1, 12, tzinfo=UTC)
+
+    lagged, current = service.forecast([ForecastItem("MY1", next_hour, "no2"), ForecastItem("CLL2", next_hour, "no2")])
+    assert (lagged["hours_ahead"], lagged["model_name"], lagged["origin"]) == (6, "routeaq-no2-6h", "2025-08-01T06:00:00Z")
+    assert lagged["data_until"] == "2025-08-01T06:00:00Z"
+    assert (current["hours_ahead"], current["model_name"], current["origin"]) == (1, "routeaq-no2", "2025-08-01T11:00:00Z")
+    with pytest.raises(OutOfRange) as refused:
+        service.forecast([ForecastItem("MY1", next_hour, "pm25")])
+    assert "newest pm25 observation at MY1 is 2025-08-01T06:00:00+00:00, 6 hours before it" in refused.value.message
+    assert "hours ahead served for pm25: [1]" in refused.value.message and refused.value.field == "timestamp"
+    # the hour after MY1's own newest observation is its one-hour forecast
+    (own_next,) = service.forecast([ForecastItem("MY1", datetime(2025, 8, 1, 7, tzinfo=UTC), "pm25")])
+    assert (own_next["hours_ahead"], own_next["origin"]) == (1, "2025-08-01T06:00:00Z")
+    status = service.status()
+    assert status["data_until"]["MY1"]["no2"].startswith("2025-08-01T06:00") and status["data_until"]["MY1"]["o3"].startswith("2025-08-01T11:00")
+
+    log = PredictionLog(tmp_path / "predictions")
+    log.append([lagged, current])
+    logged = read_prediction_log(tmp_path / "predictions").sort("site_id")
+    assert logged["hours_ahead"].to_list() == [1, 6] and (logged["time"] - logged["origin"]).to_list() == [timedelta(hours=1), timedelta(hours=6)]
