@@ -3,6 +3,8 @@
 import http.client
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,3 +227,34 @@ def test_predictions_logged_before_a_crash_survive_it(trained_home):
         process.wait(timeout=30)
     logged = {(r["site_id"], r["time"], r["pred"]) for f in (trained_home / "predictions").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
     assert {(a["site_id"], a["timestamp"], a["pred"]) for a in answered} <= logged
+
+
+def test_admin_reload_is_disabled_without_a_configured_token(service):
+    url, _ = service
+    response = requests.post(f"{url}/admin/reload", headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 403 and "set ROUTEAQ_ADMIN_TOKEN" in response.json()["error"]
+
+
+def test_started_without_its_registry_the_service_is_not_ready_until_an_authorised_reload(trained_home, tmp_path):
+    """No MLflow store at start: /ready is 503 naming the configured URI, and no store is created.
+    Once the registry exists, only a reload with the admin token loads it (the poll is an hour)."""
+    home = tmp_path / "routeaq"
+    for part in ("online", "offline"):
+        shutil.copytree(trained_home / part, home / part)
+    store = home.resolve() / "mlflow" / "mlflow.db"
+    token = secrets.token_urlsafe(24)
+    log = tmp_path / "serve.log"
+    with bentoml_serve(home, log=log, env={"ROUTEAQ_ADMIN_TOKEN": token, "ROUTEAQ_REFRESH_SECONDS": "3600"}, ready_status=503) as url:
+        ready = requests.get(f"{url}/ready").json()
+        assert ready["status"] == "unavailable" and f"no MLflow store at sqlite:///{store}" in ready["reason"]
+        assert not store.exists()
+        assert requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z"}).status_code == 503
+        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": token}):
+            refused = requests.post(f"{url}/admin/reload", headers=headers)
+            assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer", refused.text
+        shutil.copytree(trained_home / "mlflow", home / "mlflow")
+        assert requests.get(f"{url}/ready").status_code == 503  # nothing reloads on its own yet
+        reloaded = requests.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {token}"})
+        assert reloaded.status_code == 200 and reloaded.json()["reloaded"] and reloaded.json()["status"] == "ok", reloaded.text
+        assert requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z"}).status_code == 200
+    assert token not in log.read_text()
