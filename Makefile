@@ -44,6 +44,7 @@ bench: install instance
 	$(BIN)/python bench/forecast_skill.py
 	$(BIN)/python bench/heldout_skill.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(ROUTEAQ_HOME)

@@ -21,3 +21,9 @@ class OutOfRange(ForecastError):
 
 class NotReady(ForecastError):
     status = 503
+
+
+class StoreUnavailable(ForecastError):
+    """A store the answer needs cannot be read (a corrupt history file): the server's fault."""
+
+    status = 503

@@ -3,8 +3,9 @@
 A request for a recent hour costs a dictionary lookup in the state's prepared rows and one
 ``Booster.predict`` on the rows asked for. An older hour (still within the stored history) is
 answered from the yearly history files: slower, and the same features. An hour further ahead than
-the next one is answered by the champion trained for that many hours after the newest observation
-(``routeaq-{p}-{h}h``), where one has been trained and promoted. Loading the state lives in
+the next one is answered by the champion trained for that many hours after the site's own newest
+observation of that pollutant (``routeaq-{p}-{h}h``), where one has been trained and promoted; the
+answer's ``hours_ahead``, ``origin`` and ``data_until`` say how old its inputs were. Loading the state lives in
 ``routeaq_serving.state``.
 """
 
@@ -16,11 +17,11 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from routeaq_assets.core.features import MAX_LOOKBACK_HOURS
-from routeaq_assets.core.stores import HistoryStore
-from routeaq_serving.errors import ForecastError, NotReady, OutOfRange, UnknownSite
+from routeaq_assets.core.stores import HistoryStore, HistoryUnreadable
+from routeaq_serving.errors import ForecastError, NotReady, OutOfRange, StoreUnavailable, UnknownSite
 from routeaq_serving.state import Rows, ServingState, State, prepare
 
-__all__ = ["ForecastError", "ForecastItem", "Forecasts", "NotReady", "OFFLINE", "ONLINE", "OutOfRange", "UnknownSite", "answer"]
+__all__ = ["ForecastError", "ForecastItem", "Forecasts", "NotReady", "OFFLINE", "ONLINE", "OutOfRange", "StoreUnavailable", "UnknownSite", "answer"]
 
 ONLINE, OFFLINE = "online_store", "offline_store"
 
@@ -43,9 +44,11 @@ def _check(state: State, item: ForecastItem, horizon: int) -> None:
     if horizon > 1 and (pollutant, horizon) not in state.ahead:
         trained = sorted(h for p, h in state.ahead if p == pollutant)
         further = f"; {pollutant} is also forecast {trained} hours after it" if trained else ""
+        origin = state.origins[(site_id, pollutant)]
         raise OutOfRange(
-            f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {state.last_hour.isoformat()}"
-            f" (the newest observation is {state.origin.isoformat()}{further})",
+            f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {(origin + timedelta(hours=1)).isoformat()}"
+            f" (the newest {pollutant} observation at {site_id} is {origin.isoformat()}, {horizon} hours before it{further};"
+            f" hours ahead served for {pollutant}: {[1, *trained]})",
             "timestamp",
         )
     if hour < state.earliest_hour:
@@ -55,9 +58,12 @@ def _check(state: State, item: ForecastItem, horizon: int) -> None:
         )
 
 
-def hours_ahead(state: State, hour: datetime) -> int:
-    """How many hours after the newest observation ``hour`` is (1 for every hour up to the next)."""
-    return max(1, int((hour - state.origin) / timedelta(hours=1)))
+def hours_ahead(state: State, item: ForecastItem) -> int:
+    """How many hours ``item.hour`` is after its site's own newest observation of its pollutant
+    (1 for every hour up to the next). A site whose feed lags is answered further ahead, never by
+    the one-hour model on inputs older than an hour."""
+    origin = state.origins.get((item.site_id, item.pollutant))
+    return 1 if origin is None else max(1, int((item.hour - origin) / timedelta(hours=1)))
 
 
 def _offline(state: State, history: HistoryStore, items: list[ForecastItem]) -> dict[str, Rows]:
@@ -65,7 +71,10 @@ def _offline(state: State, history: HistoryStore, items: list[ForecastItem]) -> 
     sites = sorted({item.site_id for item in items})
     start = min(item.hour for item in items) - timedelta(hours=MAX_LOOKBACK_HOURS)
     end = max(item.hour for item in items) + timedelta(hours=1)
-    panel = history.window(sites, start, end)
+    try:
+        panel = history.window(sites, start, end)
+    except HistoryUnreadable as exc:
+        raise StoreUnavailable(f"{exc}: hours before {state.first_hour.isoformat()} that need it cannot be forecast until it is rewritten") from None
     if panel.is_empty():
         raise OutOfRange(f"no stored history for {sites} between {start.isoformat()} and {end.isoformat()}", "timestamp")
     return {p: prepare(panel, p, state.models[p], start) for p in {item.pollutant for item in items}}
@@ -73,7 +82,7 @@ def _offline(state: State, history: HistoryStore, items: list[ForecastItem]) -> 
 
 def answer(state: State, history: HistoryStore, items: list[ForecastItem]) -> list[dict]:
     """Forecasts for the items, in their order, each from data before its hour."""
-    horizons = [hours_ahead(state, item.hour) for item in items]
+    horizons = [hours_ahead(state, item) for item in items]
     for item, horizon in zip(items, horizons):
         _check(state, item, horizon)
     older = [item for item in items if item.hour < state.first_hour]
@@ -98,7 +107,7 @@ def answer(state: State, history: HistoryStore, items: list[ForecastItem]) -> li
             site_id, hour = items[i].site_id, items[i].hour
             if np.isnan(pred[k]):
                 raise OutOfRange(f"no {pollutant} observation at {site_id} in the week before {hour.isoformat()}: nothing to forecast from", "timestamp")
-            until = min(state.data_until.get(site_id, hour), hour - timedelta(hours=horizon))
+            until = min(state.origins.get((site_id, pollutant), hour), hour - timedelta(hours=horizon))
             value = round(float(pred[k]), 3)
             results[i] = {
                 "site_id": site_id,

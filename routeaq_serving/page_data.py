@@ -169,7 +169,7 @@ def _served(serving: Forecasts, site_id: str, start: datetime, end: datetime) ->
 
 def _as_of(serving: Forecasts, state: State, site_id: str, pollutant: str, hours: list[datetime]) -> dict[datetime, dict]:
     """Champion forecasts one hour ahead for ``hours``, each from the data before it."""
-    hours = [h for h in hours if h >= state.earliest_hour and hours_ahead(state, h) == 1]
+    hours = [h for h in hours if h >= state.earliest_hour and hours_ahead(state, ForecastItem(site_id, h, pollutant)) == 1]
     items = [ForecastItem(site_id, h, pollutant) for h in hours]
     try:
         results = answer(state, serving.history, items) if items else []

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 Pollutant = Literal["pm25", "no2", "o3"]
 
+# The hours a request may name. Nothing outside them can be forecast (no stored history reaches
+# them), and the bounds keep every later hour arithmetic (offsets, look-back windows, hours
+# ahead) far from the ends of Python's datetime range, where it would overflow.
+EARLIEST_TIMESTAMP = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_TIMESTAMP = datetime(2199, 12, 31, 23, tzinfo=timezone.utc)
+
 
 class PredictRequest(BaseModel):
     site_id: str = Field(min_length=1, max_length=16, examples=["CLL2"])
-    timestamp: datetime = Field(description="The hour to forecast, ISO 8601 with a time zone (UTC 'Z' recommended).", examples=["2025-08-01T10:00:00Z"])
+    timestamp: datetime = Field(
+        description="The hour to forecast, ISO 8601 with a time zone (UTC 'Z' recommended), a whole hour from 1900-01-01T00:00:00Z to 2199-12-31T23:00:00Z.",
+        examples=["2025-08-01T10:00:00Z"],
+    )
     pollutant: Pollutant = "pm25"
 
     @field_validator("timestamp")
@@ -20,6 +29,13 @@ class PredictRequest(BaseModel):
     def _aware_whole_hour(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("timestamp must carry a time zone, e.g. 2025-08-01T10:00:00Z")
+        # Compared as naive wall times shifted by the offset, which cannot overflow (the offset
+        # is under a day and the bounds are centuries from the ends of the datetime range).
+        offset = value.utcoffset() or timedelta(0)
+        naive = value.replace(tzinfo=None)
+        earliest, latest = (bound.replace(tzinfo=None) + offset for bound in (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP))
+        if not earliest <= naive <= latest:
+            raise ValueError(f"timestamp must be between {EARLIEST_TIMESTAMP:%Y-%m-%dT%H:%M:%SZ} and {LATEST_TIMESTAMP:%Y-%m-%dT%H:%M:%SZ}")
         value = value.astimezone(timezone.utc)
         if (value.minute, value.second, value.microsecond) != (0, 0, 0):
             raise ValueError("timestamp must be a whole hour (forecasts are hourly, hour beginning)")

@@ -2,8 +2,9 @@
 
 Routes come from a FastAPI app mounted on the service, so that client mistakes get precise
 answers (404 unknown site, 422 naming the field) and GET routes exist:
-``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /ready``, ``GET /model``, and the
-forecast page (``routeaq_serving.page``).
+``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /ready``, ``GET /model``, the
+forecast page (``routeaq_serving.page``) and ``POST /admin/reload`` behind a token
+(``routeaq_serving.admin``).
 BentoML adds ``/metrics`` (Prometheus), ``/healthz``, ``/livez`` and ``/readyz``.
 """
 
@@ -18,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from routeaq_assets.core.environment import load_settings
-from routeaq_serving import page
+from routeaq_serving import admin, page
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
 from routeaq_serving.prediction_log import PredictionLog
 from routeaq_serving.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
@@ -94,6 +95,7 @@ def model() -> dict:
 
 
 page.install(app)  # GET / (the forecast page), /api/sites, /api/sites/{site_id}, /static
+admin.install(app)  # POST /admin/reload
 
 
 # One line per request in the access log costs more than a forecast; Prometheus counts requests.
@@ -104,6 +106,7 @@ class RouteAQ:
         settings = load_settings()
         self.forecasts = Forecasts(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_dir)
+        self.admin_token = admin.admin_token()
         self.forecasts.refresh()
         self._stop = threading.Event()
         threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()

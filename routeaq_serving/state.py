@@ -20,12 +20,18 @@ import polars as pl
 from routeaq_assets.core.environment import Settings
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
 from routeaq_assets.core.models import forecast_base
+from routeaq_assets.core.redact import redact_uri, scrub
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_serving.errors import NotReady
 
 log = logging.getLogger("routeaq.serving")
+REGISTRY, ONLINE_STORE = "registry", "online_store"
+
+
+class StoreFault(Exception):
+    """A store the state is loaded from cannot be read; the message is safe to show."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,9 @@ class State:
     origin: datetime  # the newest observed hour
     last_hour: datetime  # the newest hour the one-hour models forecast (origin + 1 h)
     earliest_hour: datetime  # the oldest hour that can be forecast (history or online store)
-    data_until: dict[str, datetime]
+    data_until: dict[str, datetime]  # per site, the newest hour with any pollutant observed
+    # per (site, pollutant), the newest observed hour: the origin its hours ahead count from
+    origins: dict[tuple[str, str], datetime]
     online_version: str
     # site_id, time and the forecast pollutants for every stored hour up to the newest observation
     observations: pl.DataFrame
@@ -86,7 +94,23 @@ class ServingState:
         self.history = HistoryStore(settings.history_dir)
         self._state: State | None = None
         self._reason = "not loaded yet"
+        self._problems: dict[str, str] = {}  # store -> why it could not be read at the last refresh
         self._lock = threading.Lock()
+
+    def _addresses(self) -> tuple[str, str]:
+        return self.settings.mlflow_tracking_uri, self.settings.online_store_target
+
+    def _read(self, store: str, address: str, call):  # noqa: ANN001, ANN202 - any store call
+        """``call()``; a failure is recorded against ``store`` (named by its address without
+        secrets) and raised as ``StoreFault``."""
+        try:
+            result = call()
+        except Exception as exc:  # any client error of any store: reported, never served as a 500
+            detail = scrub(f"{type(exc).__name__}: {exc}", *self._addresses())
+            self._problems[store] = f"{store.replace('_', ' ')} {redact_uri(address)} cannot be read: {detail}"
+            raise StoreFault(self._problems[store]) from None
+        self._problems.pop(store, None)
+        return result
 
     # -- lifecycle -------------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -95,15 +119,19 @@ class ServingState:
         with self._lock:
             try:
                 return self._refresh()
+            except StoreFault as exc:
+                self._reason = f"serving the last good state: {exc}" if self._state else str(exc)
             except Exception as exc:  # keep serving the last good model whatever broke
-                self._reason = f"refresh failed, serving the last good model: {type(exc).__name__}: {exc}"
-                log.warning(self._reason)
-                return False
+                self._reason = scrub(f"refresh failed, serving the last good model: {type(exc).__name__}: {exc}", *self._addresses())
+            log.warning(self._reason)
+            return False
 
     def _refresh(self) -> bool:
-        registry = ForecastRegistry(self.settings.mlflow_tracking_uri)
+        uri = self.settings.mlflow_tracking_uri
+        # A reader never creates a registry: a missing store is a fault, not an empty registry.
+        registry = self._read(REGISTRY, uri, lambda: ForecastRegistry(uri, read_only=True))
         current = self._state
-        champions = registry.champions(self.settings.model_prefix)
+        champions = self._read(REGISTRY, uri, lambda: registry.champions(self.settings.model_prefix))
         known = current.loaded() if current else {}
 
         def champion(pollutant: str, horizon: int = 1) -> RegisteredForecaster | None:
@@ -119,25 +147,34 @@ class ServingState:
         if not models:
             self._reason = "no champion model in the registry: run the training job"
             return False
-        version = self.store.version()
+        target = self.settings.online_store_target
+        version = self._read(ONLINE_STORE, target, self.store.version)
         if version is None:
-            self._reason = f"no online history in {self.settings.online_store_target}: materialize online_features"
+            self._reason = f"no online history in {redact_uri(target)}: materialize online_features"
             return False
         serving = {m.name: m.version for m in [*models.values(), *ahead_models.values()]}
         if current is not None and {n: m.version for n, m in known.items()} == serving and current.online_version == version:
             self._reason = ""
             return False
-        panel = self.store.read()
+        panel = self._read(ONLINE_STORE, target, self.store.read)
         first = panel["time"].min() + timedelta(hours=MAX_LOOKBACK_HOURS)
         observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
         data_until = dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows())
         origin = max(data_until.values())
         last_hour = origin + timedelta(hours=1)
 
+        origins = {
+            (site, p): newest
+            for p in FORECAST_POLLUTANTS
+            for site, newest in panel.filter(pl.col(p).is_not_null()).group_by("site_id").agg(pl.col("time").max()).iter_rows()
+        }
+
         def rows_ahead(pollutant: str, horizon: int, model: RegisteredForecaster) -> Rows:
-            hour = origin + timedelta(hours=horizon)
-            window = panel.filter((pl.col("time") >= hour - timedelta(hours=MAX_LOOKBACK_HOURS)) & (pl.col("time") <= hour))
-            return prepare(window, pollutant, model, hour, horizon)
+            """Rows of every site at its own origin for ``pollutant`` plus ``horizon`` hours."""
+            own = [t for (_, p), t in origins.items() if p == pollutant] or [origin]
+            first_hour, last = min(own) + timedelta(hours=horizon), max(own) + timedelta(hours=horizon)
+            window = panel.filter((pl.col("time") >= first_hour - timedelta(hours=MAX_LOOKBACK_HOURS)) & (pl.col("time") <= last))
+            return prepare(window, pollutant, model, first_hour, horizon)
 
         self._state = State(
             models=models,
@@ -149,6 +186,7 @@ class ServingState:
             last_hour=last_hour,
             earliest_hour=_earliest_hour(self.history.start(), first),
             data_until=data_until,
+            origins=origins,
             online_version=version,
             observations=panel.filter(pl.col("time") <= origin).select("site_id", "time", *FORECAST_POLLUTANTS).sort("site_id", "time"),
         )
@@ -156,13 +194,25 @@ class ServingState:
         log.info("serving %s", serving)
         return True
 
+    def problems(self) -> dict:
+        """Stores that could not be read: the registry and the online store at the last refresh,
+        and each unreadable yearly history file."""
+        problems: dict = dict(self._problems)
+        if history := self.history.problems():
+            problems["history"] = history
+        return problems
+
     def status(self) -> dict:
+        """Readiness: ``unavailable`` with the reason until a state is loaded; then ``ok``, or
+        ``degraded`` while a store cannot be read (the last good state serves what it can)."""
         state = self._state
+        problems = self.problems()
         if state is None:
-            return {"status": "unavailable", "model_loaded": False, "reason": self._reason}
+            return {"status": "unavailable", "model_loaded": False, "reason": self._reason, "problems": problems}
         newest = max(state.data_until.values()) if state.data_until else None
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "model_loaded": True,
             "models": {p: m.version for p, m in state.models.items()},
             "newest_observation": newest.isoformat() if newest else None,
@@ -170,6 +220,7 @@ class ServingState:
             "forecast_hours": [state.earliest_hour.isoformat(), state.last_hour.isoformat()],
             "online_hours": [state.first_hour.isoformat(), state.last_hour.isoformat()],
             "hours_ahead": {p: [1, *sorted(h for q, h in state.ahead if q == p)] for p in state.models},
+            "data_until": {site: {p: t.isoformat() for (s, p), t in sorted(state.origins.items()) if s == site} for site in sorted(state.sites)},
             "warning": self._reason or None,
         }
 

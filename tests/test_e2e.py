@@ -1,7 +1,10 @@
 """End to end: Dagster's own CLI, and a real ``bentoml serve`` process over HTTP."""
 
+import http.client
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +164,40 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(service, tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+def test_timestamps_over_the_whole_range_never_5xx_and_keep_the_connection(service):
+    """Whole hours over Python's entire datetime range, in any UTC offset, sent on one keep-alive
+    connection: every answer is 200 or a 4xx naming ``timestamp``, and the server keeps the
+    connection open after each (a 500 used to close it)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from test_serving_faults import ANY_TIMESTAMP
+
+    url, _ = service
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    connection.connect()
+    local = connection.sock.getsockname()
+    statuses = []
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(timestamp=ANY_TIMESTAMP, batch=st.booleans())
+    def ask(timestamp, batch):
+        item = {"site_id": "CLL2", "timestamp": timestamp.isoformat()}
+        path, body = ("/predict/batch", {"items": [item]}) if batch else ("/predict", item)
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        statuses.append(response.status)
+        assert response.status == 200 or (400 <= response.status < 500 and "timestamp" in answer["error"]), answer
+        assert connection.sock is not None and connection.sock.getsockname() == local, "the server closed the connection"
+
+    try:
+        ask()
+    finally:
+        connection.close()
+    assert any(400 <= s < 500 for s in statuses)
+
+
 def test_predictions_logged_before_a_crash_survive_it(trained_home):
     """kill -9 the service right after answering: every answered prediction is in the log."""
     port = free_port()
@@ -190,3 +227,34 @@ def test_predictions_logged_before_a_crash_survive_it(trained_home):
         process.wait(timeout=30)
     logged = {(r["site_id"], r["time"], r["pred"]) for f in (trained_home / "predictions").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
     assert {(a["site_id"], a["timestamp"], a["pred"]) for a in answered} <= logged
+
+
+def test_admin_reload_is_disabled_without_a_configured_token(service):
+    url, _ = service
+    response = requests.post(f"{url}/admin/reload", headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 403 and "set ROUTEAQ_ADMIN_TOKEN" in response.json()["error"]
+
+
+def test_started_without_its_registry_the_service_is_not_ready_until_an_authorised_reload(trained_home, tmp_path):
+    """No MLflow store at start: /ready is 503 naming the configured URI, and no store is created.
+    Once the registry exists, only a reload with the admin token loads it (the poll is an hour)."""
+    home = tmp_path / "routeaq"
+    for part in ("online", "offline"):
+        shutil.copytree(trained_home / part, home / part)
+    store = home.resolve() / "mlflow" / "mlflow.db"
+    token = secrets.token_urlsafe(24)
+    log = tmp_path / "serve.log"
+    with bentoml_serve(home, log=log, env={"ROUTEAQ_ADMIN_TOKEN": token, "ROUTEAQ_REFRESH_SECONDS": "3600"}, ready_status=503) as url:
+        ready = requests.get(f"{url}/ready").json()
+        assert ready["status"] == "unavailable" and f"no MLflow store at sqlite:///{store}" in ready["reason"]
+        assert not store.exists()
+        assert requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z"}).status_code == 503
+        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": token}):
+            refused = requests.post(f"{url}/admin/reload", headers=headers)
+            assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer", refused.text
+        shutil.copytree(trained_home / "mlflow", home / "mlflow")
+        assert requests.get(f"{url}/ready").status_code == 503  # nothing reloads on its own yet
+        reloaded = requests.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {token}"})
+        assert reloaded.status_code == 200 and reloaded.json()["reloaded"] and reloaded.json()["status"] == "ok", reloaded.text
+        assert requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z"}).status_code == 200
+    assert token not in log.read_text()

@@ -200,7 +200,7 @@ def test_the_page_says_when_no_model_is_loaded(tmp_path):
             page.wait_for_selector("body[data-ready=true]")
             status = page.locator("#status").inner_text()
             assert "No forecast model is loaded, so there are no forecasts to show." in status
-            assert sites["reason"] in status and "no champion model" in sites["reason"]
+            assert sites["reason"] in status and "no MLflow store at sqlite:" in sites["reason"]
             assert page.locator("li.forecast").count() == 0
             page.goto(f"{url}/#site=MY1")
             page.wait_for_selector("body[data-ready=true]")

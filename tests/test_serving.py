@@ -111,7 +111,7 @@ def test_the_last_good_model_keeps_serving_when_mlflow_is_unreachable(forecasts,
     forecasts.settings = dataclasses.replace(forecasts.settings, mlflow_tracking_uri="http://127.0.0.1:9")
     assert not forecasts.refresh()
     status = forecasts.status()
-    assert status["status"] == "ok" and "refresh failed, serving the last good model" in status["warning"]
+    assert status["status"] == "degraded" and "serving the last good state: registry http://127.0.0.1:9 cannot be read" in status["warning"]
     assert forecasts.forecast([ForecastItem("CLL2", hour, "pm25")])[0] == before
 
 

@@ -1,5 +1,15 @@
 """Forecasters in the MLflow model registry: log a candidate, load a version or the champion,
-move the ``champion`` alias. Used by the training assets and by the service alike."""
+move the ``champion`` alias. Used by the training assets and by the service alike.
+
+What a load reads, and how: the registry's answers (names, versions, aliases) over MLflow's
+client; the model version's ``MLmodel`` file (YAML) for its metadata; and the booster from the
+``lightgbm`` flavor's text file with ``lightgbm.Booster(model_file=...)``. Nothing is unpickled:
+a version logged in a pickled flavor (an sklearn wrapper, cloudpickle) is refused.
+
+A reader (``read_only=True``, the service) never creates a store: MLflow's SQL store creates a
+missing SQLite file and the tables of an empty database on first use, so a reader checks that
+the store exists and holds MLflow's tables first, and raises ``RegistryUnavailable`` naming the
+URI (without its password) otherwise."""
 
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from routeaq_assets.core.models import TARGET_KIND, Forecaster
+from routeaq_assets.core.redact import redact_uri
 
 CHAMPION = "champion"
 EXPERIMENT = "routeaq-forecasts"
@@ -18,6 +29,43 @@ BACKTEST_EXPERIMENT = "routeaq-backtests"
 PIP_REQUIREMENTS = ["lightgbm==4.7.0", "numpy", "polars"]
 # MLflow's answers for a registered model or alias that does not exist.
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+BOOSTER_CLASS = "lightgbm.basic.Booster"
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+class RegistryUnavailable(Exception):
+    """The configured registry does not exist or cannot be read; the message names the URI."""
+
+
+def require_existing_store(tracking_uri: str) -> None:
+    """Raise ``RegistryUnavailable`` unless ``tracking_uri`` names an MLflow store that exists.
+    Servers (``http(s)://``) are asked when first used; SQL stores and local folders are checked
+    here, without creating anything."""
+    from urllib.parse import urlsplit
+
+    shown = redact_uri(tracking_uri)
+    scheme = urlsplit(tracking_uri).scheme.split("+")[0]
+    if scheme == "sqlite":
+        path = Path(tracking_uri.split("///", 1)[1]) if "///" in tracking_uri else None
+        if path is None or not path.is_file() or path.stat().st_size == 0:
+            raise RegistryUnavailable(f"no MLflow store at {shown}: train a model first, or point MLFLOW_TRACKING_URI at the registry")
+    if scheme in DATABASE_SCHEMES:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(tracking_uri)
+        try:
+            with engine.connect() as connection:
+                present = sqlalchemy.inspect(connection).has_table("registered_models")
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise RegistryUnavailable(f"MLflow store {shown} cannot be read: {type(exc.orig or exc).__name__}") from None
+        finally:
+            engine.dispose()
+        if not present:
+            raise RegistryUnavailable(f"{shown} holds no MLflow registry: train a model first, or point MLFLOW_TRACKING_URI at the registry")
+    if scheme in ("", "file"):
+        folder = Path(urlsplit(tracking_uri).path if scheme else tracking_uri)
+        if not folder.is_dir():
+            raise RegistryUnavailable(f"no MLflow store at {shown}: train a model first, or point MLFLOW_TRACKING_URI at the registry")
 
 
 @dataclass
@@ -29,10 +77,12 @@ class RegisteredForecaster:
 
 
 class ForecastRegistry:
-    def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None, read_only: bool = False):
         import mlflow
         from mlflow import MlflowClient
 
+        if read_only:
+            require_existing_store(tracking_uri)
         self._mlflow = mlflow
         self.tracking_uri = tracking_uri
         # Reading goes through this client only; the fluent API (runs, log_model), which needs the
@@ -112,7 +162,7 @@ class ForecastRegistry:
 
     def load(self, name: str, version: str | None = None) -> RegisteredForecaster | None:
         """A registered version, or the champion when ``version`` is None (None if there is none)."""
-        import mlflow.lightgbm
+        import lightgbm
         from mlflow.exceptions import MlflowException
 
         try:
@@ -127,8 +177,12 @@ class ForecastRegistry:
             raise
         uri = self.client.get_model_version_download_uri(name, mv.version)
         local = self._mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri)
-        booster = mlflow.lightgbm.load_model(local)
-        metadata = json.loads(json.dumps(self._mlflow.models.Model.load(Path(local) / "MLmodel").metadata or {}))
+        mlmodel = self._mlflow.models.Model.load(Path(local) / "MLmodel")
+        flavor = mlmodel.flavors.get("lightgbm") or {}
+        if flavor.get("model_class", BOOSTER_CLASS) != BOOSTER_CLASS or not flavor.get("data"):
+            raise ValueError(f"{name} v{mv.version} is not a LightGBM booster in text form ({flavor.get('model_class')!r}): refusing to unpickle it")
+        booster = lightgbm.Booster(model_file=str(Path(local) / flavor["data"]))
+        metadata = json.loads(json.dumps(mlmodel.metadata or {}))
         if metadata.get("target_kind") != TARGET_KIND:
             raise ValueError(f"{name} v{mv.version} predicts {metadata.get('target_kind')!r}, this code serves {TARGET_KIND!r}: retrain it")
         forecaster = Forecaster(

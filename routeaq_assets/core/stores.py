@@ -5,10 +5,14 @@ assets and read by the service, which never opens the warehouse."""
 from __future__ import annotations
 
 import io
-from datetime import datetime
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
+
+from routeaq_assets.core.redact import redact_uri
 
 
 class FileOnlineStore:
@@ -40,7 +44,7 @@ class RedisOnlineStore:
 
         self.client = redis.Redis.from_url(url, socket_timeout=5)
         self.key = key
-        self.url = url
+        self.url = redact_uri(url)  # what messages and metadata show: never the password
 
     def publish(self, panel: pl.DataFrame) -> str:
         buffer = io.BytesIO()
@@ -65,11 +69,33 @@ def online_store(target: str) -> FileOnlineStore | RedisOnlineStore:
     return RedisOnlineStore(target) if target.startswith(("redis://", "rediss://")) else FileOnlineStore(Path(target))
 
 
+class HistoryUnreadable(Exception):
+    """A yearly history file that cannot be read. The message names the file by its name in the
+    history folder (not its full path) and the reader's complaint."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"history file {name} is unreadable: {reason}")
+        self.name, self.reason = name, reason
+
+
+def _reason(exc: Exception, folder: Path) -> str:
+    """The reader's complaint, first line only, without the folder's path."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text.replace(str(folder.resolve()), "<history>").replace(str(folder), "<history>")
+
+
 class HistoryStore:
-    """Every stored hour of the panel, one Parquet file per UTC year."""
+    """Every stored hour of the panel, one Parquet file per UTC year.
+
+    Each file is read on its own, so that one corrupt or unreadable year fails only the hours
+    that need it (``HistoryUnreadable``); ``problems`` lists the files found unreadable, until
+    the file is replaced."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        # file name -> (its mtime when the read failed, the reason)
+        self._failed: dict[str, tuple[int, str]] = {}
+        self._failed_lock = threading.Lock()
 
     def path(self, year: int) -> Path:
         return self.folder / f"panel-{year}.parquet"
@@ -86,17 +112,51 @@ class HistoryStore:
     def written_at(self, year: int) -> float | None:
         return self.path(year).stat().st_mtime if self.path(year).exists() else None
 
+    def _read(self, path: Path, query: Callable[[pl.LazyFrame], pl.LazyFrame]) -> pl.DataFrame:
+        """``query`` over one file; a failure is recorded and raised as ``HistoryUnreadable``."""
+        try:
+            mtime = path.stat().st_mtime_ns
+            frame = query(pl.scan_parquet(path)).collect()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            reason = _reason(exc, self.folder)
+            with self._failed_lock:
+                self._failed[path.name] = (path.stat().st_mtime_ns if path.exists() else 0, reason)
+            raise HistoryUnreadable(path.name, reason) from None
+        with self._failed_lock:
+            self._failed.pop(path.name, None)
+        return frame
+
+    def problems(self) -> dict[str, str]:
+        """Unreadable files (by name) and why, leaving out those replaced since they failed."""
+        with self._failed_lock:
+            failed = dict(self._failed)
+        current = {}
+        for name, (mtime, reason) in failed.items():
+            path = self.folder / name
+            if path.exists() and path.stat().st_mtime_ns == mtime:
+                current[name] = reason
+        return current
+
     def start(self) -> datetime | None:
-        files = self.files()
-        return pl.scan_parquet(files).select(pl.col("time").min()).collect().item() if files else None
+        """The oldest stored hour. An unreadable year counts from its 1 January, so that its hours
+        are answered as unavailable (naming the file) rather than as never stored."""
+        starts = []
+        for path in self.files():
+            try:
+                starts.append(self._read(path, lambda frame: frame.select(pl.col("time").min())).item())
+            except HistoryUnreadable:
+                year = int(path.stem.removeprefix("panel-"))
+                starts.append(datetime(year, 1, 1, tzinfo=timezone.utc))
+        starts = [s for s in starts if s is not None]
+        return min(starts) if starts else None
 
     def window(self, site_ids: list[str], start: datetime, end: datetime) -> pl.DataFrame:
-        """Panel rows of ``site_ids`` in [start, end), read with predicate push-down."""
+        """Panel rows of ``site_ids`` in [start, end), read with predicate push-down, one file per
+        year; raises ``HistoryUnreadable`` naming the first unreadable year the window needs."""
         files = [self.path(y) for y in range(start.year, end.year + 1) if self.path(y).exists()]
-        if not files:
-            return pl.DataFrame()
-        return (
-            pl.scan_parquet(files)
-            .filter(pl.col("site_id").is_in(site_ids) & (pl.col("time") >= start) & (pl.col("time") < end))
-            .collect()
-        )
+        frames = [
+            self._read(path, lambda frame: frame.filter(pl.col("site_id").is_in(site_ids) & (pl.col("time") >= start) & (pl.col("time") < end)))
+            for path in files
+        ]
+        frames = [f for f in frames if not f.is_empty()]
+        return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
