@@ -61,6 +61,20 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 )
 KEY_COLUMNS = ("site_id", "time", "pollutant")
 SILVER_COLUMNS = (*KEY_COLUMNS, "target", *FEATURE_COLUMNS)
+# The features computed from the weather at the forecast hour: all missing together when the
+# service has no forecast for that hour, so training masks them together too.
+WEATHER_FEATURES = (
+    "temperature_2m",
+    "temperature_2m_change_1",
+    "relative_humidity_2m",
+    "wind_speed_10m",
+    "wind_u",
+    "wind_v",
+    "precipitation",
+    "boundary_layer_height",
+    "boundary_layer_height_change_1",
+    "wind_speed_10m_change_1",
+)
 # Where a forecast starts from: the newest value seen, else a recent mean. Models learn the change
 # from this base, which keeps them right when the level moves outside the training range.
 BASE_COLUMNS = ("target_lag_1", "target_lag_2", "target_mean_3", "target_mean_24", "target_typical_level")

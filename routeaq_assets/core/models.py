@@ -8,7 +8,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from routeaq_assets.core.features import BASE_COLUMNS, FEATURE_COLUMNS, feature_matrix
+from routeaq_assets.core.features import BASE_COLUMNS, FEATURE_COLUMNS, WEATHER_FEATURES, feature_matrix
 
 DEFAULT_PARAMS = {
     "objective": "regression",
@@ -25,6 +25,10 @@ DEFAULT_PARAMS = {
     "verbosity": -1,
 }
 NUM_BOOST_ROUND = 600
+# Share of training rows whose weather features are all set to missing (a fixed seed): the
+# booster learns what to do without a forecast instead of reading NaN as 0 (0 degC, no wind).
+WEATHER_MASK_SHARE = 0.1
+WEATHER_MASK_SEED = 11
 MIN_SITE_CALIBRATION_ROWS = 100  # fewer residuals than this: the site uses the pooled quantiles
 # What the booster predicts; recorded with every registered model and checked when one is loaded.
 TARGET_KIND = "change_from_base"
@@ -93,6 +97,17 @@ def interval_scale(features: pl.DataFrame) -> np.ndarray:
     return features.select((1.0 + spread).alias("scale"))["scale"].to_numpy()
 
 
+def mask_weather(x: np.ndarray, share: float, seed: int = WEATHER_MASK_SEED) -> np.ndarray:
+    """``x`` (columns ``FEATURE_COLUMNS``) with every weather feature of a random ``share`` of
+    rows set to NaN; the same rows for the same number of rows and seed."""
+    if share <= 0:
+        return x
+    rows = np.random.default_rng(seed).random(x.shape[0]) < share
+    columns = [FEATURE_COLUMNS.index(c) for c in WEATHER_FEATURES]
+    x[np.ix_(rows, columns)] = np.nan
+    return x
+
+
 def train_forecaster(
     train: pl.DataFrame,
     *,
@@ -101,6 +116,7 @@ def train_forecaster(
     params: dict | None = None,
     num_boost_round: int = NUM_BOOST_ROUND,
     num_threads: int = 0,
+    weather_mask_share: float = WEATHER_MASK_SHARE,
 ) -> Forecaster:
     """Fit on the earlier part of ``train`` (time-ordered) and calibrate the interval on the later
     part, then refit on all of it with the same settings: the served model has seen the newest
@@ -114,7 +130,8 @@ def train_forecaster(
 
     def fit_booster(frame: pl.DataFrame) -> lgb.Booster:
         change = frame["target"].to_numpy() - forecast_base(frame)
-        data = lgb.Dataset(feature_matrix(frame), label=change, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
+        x = mask_weather(feature_matrix(frame), weather_mask_share)
+        data = lgb.Dataset(x, label=change, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
         return lgb.train(params, data, num_boost_round=num_boost_round)
 
     point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage)  # calibration only
@@ -134,7 +151,7 @@ def train_forecaster(
         q_lower=float(q_lower),
         q_upper=float(q_upper),
         coverage=coverage,
-        params={**params, "num_boost_round": num_boost_round},
+        params={**params, "num_boost_round": num_boost_round, "weather_mask_share": weather_mask_share},
         site_quantiles=site_quantiles,
     )
 
