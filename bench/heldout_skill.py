@@ -9,8 +9,8 @@ PyPI and checked against its published hash, the table is written as a folder of
 CSV files (``LOCAL`` and ``BG``, one file per site) and evaluated by ``routeaq_assets.evaluate``:
 the command, Dagster asset and local-file source a user runs on their own data.
 
-Default folds: eight quarters (2002 and 2003), each forecast by a model trained on every hour
-before it, so the first fold has one year of history. ``--horizons 1,3,6,12,24`` repeats the
+Default folds: eight quarters (2002 and 2003), each forecast by a model trained as the candidate
+is (the year before the quarter, the same rounds and interval calibration). ``--horizons 1,3,6,12,24`` repeats the
 evaluation for direct forecasts further ahead. ``--weather`` chooses the weather: ``forecast``
 (the default: these files hold no forecast, so each forecast sees the weather at its origin, the
 stand-in) and/or ``reanalysis`` (the weather that happened at the forecast hour: the upper bound).

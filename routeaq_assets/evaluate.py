@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"Weather: {weather.read_text() if weather.exists() else 'not recorded'}\n")
     print(reports[-1].read_text())
+    coverage = reports[-1].parent / "coverage.txt"
+    if coverage.exists():
+        print(f"\nInterval coverage by site and on the top decile of observed values:\n\n{coverage.read_text()}")
     print(f"\nTables and plots: {reports[-1].parent}")
 
 

@@ -1,15 +1,20 @@
-"""Weather the model will really have: missing forecasts, forecasts as issued, and the stand-in."""
+"""Weather the model will really have (missing forecasts, forecasts as issued, the stand-in), and a
+backtest and gate that measure what is promoted."""
 
 import json
 from datetime import datetime, timedelta, timezone
 
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
 
+from conftest import make_definitions
+from routeaq_assets.core.backtest import conditional_coverage, format_coverage
 from routeaq_assets.core.features import WEATHER_FEATURES, build_features, hourly_panel, weather_summary
 from routeaq_assets.core.metrics import scorable
-from routeaq_assets.core.models import train_forecaster
+from routeaq_assets.core.models import champion_overlap, promotion_decision, train_forecaster
+from routeaq_assets.defs.training import TrainingConfig
 from routeaq_assets.core.schema import TIME, WEATHER_VARIABLES
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.resources import WeatherSource
@@ -135,3 +140,63 @@ def test_features_use_a_forecast_where_there_is_one_and_the_weather_at_the_origi
     assert "forecast as issued for 17% of site-hours" in weather_summary(panel["weather_kind"])
     with pytest.raises(ValueError, match="unknown weather basis 'perfect'"):
         build_features(panel, "no2", 1, weather="perfect")
+
+
+def test_the_backtest_trains_as_the_candidate_does_and_scores_the_same_hours_alike(trained_home, monkeypatch):
+    """One fold over the candidate's held-out week: the backtest's model is the promoted one
+    (same window, rounds, interval and weather), so its scores are the candidate's."""
+    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    defs = make_definitions(trained_home)
+    champion = defs.resources["model_store"].registry().load("routeaq-no2")
+    config = {"ops": {"backtest": {"config": {"pollutants": ["no2"], "folds": 1, "test_days": 7}}}}
+    result = dg.materialize([defs.get_assets_def("backtest")], resources=defs.resources, run_config=config)
+    metadata = result.asset_materializations_for_node("backtest")[0].metadata
+    held_out = champion.metadata["holdout_metrics"]
+    assert metadata["no2_model_rmse"].value == pytest.approx(held_out["model_rmse"], rel=1e-6)
+    assert metadata["no2_interval_coverage"].value == pytest.approx(held_out["interval_coverage"], rel=1e-6)
+    assert (metadata["train_days"].value, metadata["num_boost_round"].value) == (TrainingConfig().train_days, TrainingConfig().num_boost_round)
+    assert "forecast as issued for 100% of site-hours" in metadata["weather"].value
+
+
+def test_the_gate_refuses_a_champion_that_trained_on_the_held_out_hours_and_says_so(trained_home, monkeypatch):
+    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    defs = make_definitions(trained_home)
+    registry = defs.resources["model_store"].registry()
+    champion = registry.load("routeaq-no2")
+    trained_until = datetime.fromisoformat(champion.metadata["train_end"])
+    assert champion_overlap(champion.metadata, trained_until) is None
+    refused = champion_overlap(champion.metadata, trained_until - timedelta(days=2))
+    assert f"trained on hours up to {trained_until.isoformat()}" in refused
+    assert "not recorded" in champion_overlap({}, trained_until)
+
+    candidate = {
+        "model_name": "routeaq-no2", "version": champion.version, "champion_version": champion.version, "champion_refused": refused,
+        "metrics": {"model_rmse": 1.0, "persistence_rmse": 8.0, "interval_coverage": 0.8},
+        "config": {"coverage": 0.8, "coverage_tolerance": 0.05, "margin": 0.01},
+    }
+    gate = next(c for c in defs.asset_checks if "no2_candidate" in str(c.check_keys))
+    check = gate(candidate=candidate)
+    assert not check.passed and "not compared with the champion" in check.description and "inside the held-out hours" in check.description
+    decision = promotion_decision(1.0, 8.0, 2.0, 0.8, champion_refused=refused)
+    assert not decision.promote and "trained on hours up to" in decision.reason
+
+
+def test_conditional_coverage_counts_each_sites_top_decile_of_observed_values():
+    """Site A's interval misses exactly its ten highest hours: 90 % overall, 0 % on its top decile."""
+    observed = np.arange(100, dtype=float)
+    predictions = pl.DataFrame(
+        {
+            "pollutant": "no2",
+            "site_id": ["A"] * 100 + ["B"] * 100,
+            "target": np.concatenate([observed, observed + 1000]),
+            "lower": np.concatenate([observed - 1, observed + 999]),
+            "upper": np.concatenate([np.where(observed >= 90, observed - 0.5, observed + 1), observed + 1001]),
+        }
+    )
+    table = conditional_coverage(predictions)
+    rows = {r["site_id"]: r for r in table.iter_rows(named=True)}
+    assert table["site_id"].to_list() == ["ALL", "A", "B"]
+    assert (rows["A"]["coverage"], rows["A"]["top_hours"], rows["A"]["top_decile_coverage"]) == (0.9, 10, 0.0)
+    assert (rows["B"]["coverage"], rows["B"]["top_decile_coverage"]) == (1.0, 1.0)
+    assert (rows["ALL"]["coverage"], rows["ALL"]["top_hours"], rows["ALL"]["top_decile_coverage"]) == (0.95, 20, 0.5)
+    assert "top-10% cover" in format_coverage(table)

@@ -3,32 +3,36 @@ openair-format tables a user brings. Results go to MLflow, the lake and the asse
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.backtest import forecast_plot, format_table, metrics_table, rolling_origin_backtest
+from routeaq_assets.core.backtest import (
+    conditional_coverage,
+    forecast_plot,
+    format_coverage,
+    format_table,
+    metrics_table,
+    rolling_origin_backtest,
+)
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.features import build_features, hourly_panel, weather_summary
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import require_horizon, silver_features, stored_features
+from routeaq_assets.defs.training import ModelConfig
 from routeaq_assets.resources import Lake, ModelStore, Warehouse
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
 
 
-class BacktestConfig(dg.Config):
+class BacktestConfig(ModelConfig):
+    """The candidate's training settings (``ModelConfig``: window, rounds, interval, weather,
+    horizon) and the folds to score them on."""
+
     pollutants: list[str] = list(FORECAST_POLLUTANTS)
     folds: int = 4
     # Days per fold; 0 splits the second half of the data's span evenly between the folds.
     test_days: int = 7
-    train_days: Optional[int] = None
-    coverage: float = 0.8
-    horizon: int = 1  # hours ahead, 1 to 24
-    # "forecast": the weather the service would have had (forecasts as issued, else the weather
-    # at the forecast's origin); "reanalysis": the weather that happened, an upper bound.
-    weather: str = "forecast"
 
 
 class LocalBacktestConfig(BacktestConfig):
@@ -49,9 +53,7 @@ def _backtest(features_by_pollutant: dict[str, pl.DataFrame], config: BacktestCo
         if features.is_empty() or features["target"].drop_nulls().is_empty():
             raise dg.Failure(f"backtest: no {pollutant} observations to evaluate")
         frames.append(
-            rolling_origin_backtest(
-                features, folds=config.folds, test_days=_fold_days(config, features), train_days=config.train_days, coverage=config.coverage
-            )
+            rolling_origin_backtest(features, settings=config.settings(), folds=config.folds, test_days=_fold_days(config, features))
         )
     return pl.concat(frames)
 
@@ -64,7 +66,11 @@ def _report(
     context.log.info(f"{name} ({config.horizon} h ahead, {config.folds} rolling-origin folds, weather: {weather}):\n{text}")
     stamp = f"{datetime.now():%Y%m%dT%H%M%S}"
     folder = f"reports/{name}/{stamp}"
-    artifacts = {"metrics.csv": table.write_csv().encode(), "metrics.txt": text.encode(), "weather.txt": weather.encode()}
+    coverage = format_coverage(conditional_coverage(predictions))
+    context.log.info(f"interval coverage by site and on the top decile of observed values:\n{coverage}")
+    artifacts = {
+        "metrics.csv": table.write_csv().encode(), "metrics.txt": text.encode(), "weather.txt": weather.encode(), "coverage.txt": coverage.encode(),
+    }
     for (pollutant,), rows in predictions.group_by("pollutant"):
         site = rows["site_id"].sort()[0]
         artifacts[f"forecast_{pollutant}_{site}.png"] = forecast_plot(rows, site, pollutant, horizon=config.horizon)
@@ -78,7 +84,8 @@ def _report(
         f"{name}-{stamp}",
         params={
             "folds": config.folds, "test_days": config.test_days, "train_days": config.train_days, "coverage": config.coverage,
-            "pollutants": ",".join(config.pollutants), "horizon_hours": config.horizon, "weather": config.weather,
+            "num_boost_round": config.num_boost_round, "pollutants": ",".join(config.pollutants), "horizon_hours": config.horizon,
+            "weather": config.weather,
         },
         metrics=headline,
         artifacts=artifacts,
@@ -87,7 +94,10 @@ def _report(
         metadata={
             "metrics": dg.MetadataValue.md(table.to_pandas().to_markdown(index=False, floatfmt=".3f")),
             "table": dg.MetadataValue.text(text),
+            "conditional_coverage": dg.MetadataValue.text(coverage),
             "horizon_hours": config.horizon,
+            "train_days": config.train_days,
+            "num_boost_round": config.num_boost_round,
             "weather": weather,
             "mlflow_run_id": run_id,
             "report_folder": dg.MetadataValue.path(str(Path(paths["metrics.csv"]).parent)),
