@@ -1,7 +1,12 @@
 """Evaluate RouteAQ on data you bring: a folder of openair-format tables.
 
     python -m routeaq_assets.evaluate FOLDER [--pollutants no2,o3,pm25] [--folds 4] [--test-days 0] [--horizon 1]
+                                             [--weather forecast|reanalysis]
     make evaluate DATA=FOLDER
+
+The weather is the service's by default: files hold what happened, not what was forecast, so
+each forecast sees the weather at its origin (t - h) as the stand-in for a weather forecast;
+``--weather reanalysis`` shows the upper bound with the weather that happened at t.
 
 Runs the ``local_data_backtest`` asset through Dagster's CLI (the local-file source, the feature
 code and the rolling-origin backtest the platform uses) and prints its metrics table. The table,
@@ -16,7 +21,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from routeaq_assets.core.features import check_horizon
+from routeaq_assets.core.features import WEATHER_BASES, check_horizon
 from routeaq_assets.demo import dagster, prepare_instance
 
 
@@ -27,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=4, help="rolling-origin folds (default 4)")
     parser.add_argument("--test-days", type=int, default=0, help="days per fold; 0 = the folds cover the second half of the data")
     parser.add_argument("--horizon", type=int, default=1, help="hours ahead, 1 to 24 (default 1)")
+    parser.add_argument(
+        "--weather", choices=WEATHER_BASES, default="forecast",
+        help="forecast (default): the weather the service would have had; reanalysis: what happened (an upper bound)",
+    )
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
@@ -44,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                     "folds": args.folds,
                     "test_days": args.test_days,
                     "horizon": args.horizon,
+                    "weather": args.weather,
                 }
             }
         }
@@ -58,11 +68,16 @@ def main(argv: list[str] | None = None) -> None:
     reports = sorted((home / "lake" / "reports" / "local_data_backtest").glob("*/metrics.txt"))
     if not reports:
         sys.exit("the backtest finished but wrote no metrics table")
+    weather = reports[-1].parent / "weather.txt"
     print(
         f"\n{args.horizon} h ahead forecasts, rolling-origin folds; persistence = value at t-{args.horizon}, "
-        "yesterday = same hour yesterday\n"
+        "yesterday = same hour yesterday"
     )
+    print(f"Weather: {weather.read_text() if weather.exists() else 'not recorded'}\n")
     print(reports[-1].read_text())
+    coverage = reports[-1].parent / "coverage.txt"
+    if coverage.exists():
+        print(f"\nInterval coverage by site and on the top decile of observed values:\n\n{coverage.read_text()}")
     print(f"\nTables and plots: {reports[-1].parent}")
 
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from routeaq_assets.core.environment import MODEL_PREFIX, Settings, get_environment, load_settings, model_name
 from routeaq_assets.core.registry import ForecastRegistry
-from routeaq_assets.core.schema import POLLUTANTS, SourceDataError
+from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
@@ -23,9 +23,17 @@ from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, share
 from routeaq_assets.sources.local_tables import local_observations, local_weather
 from routeaq_assets.sources.openair import NETWORK_BASE_URLS, openair_to_observations, read_rdata_table, site_year_filename
 from routeaq_assets.sources.ukair_csv import UKAIR_BASE_URL, parse_ukair_csv, ukair_csv_url
-from routeaq_assets.sources.openmeteo import ARCHIVE_URL, FORECAST_URL, openmeteo_to_weather, request_params
 from routeaq_assets.sources.demo_sos import DEMO_SOS_URL, DemoSosView
 from routeaq_assets.sources.sos import SOS_URL, SosClient
+from routeaq_assets.sources.openmeteo import (
+    ARCHIVE_URL,
+    FORECAST_DAYS_BEFORE,
+    FORECAST_URL,
+    PREVIOUS_RUNS_URL,
+    forecast_where_archived,
+    openmeteo_to_weather,
+    request_params,
+)
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -189,34 +197,75 @@ class ObservationSource(dg.ConfigurableResource):
 
 class WeatherSource(dg.ConfigurableResource):
     """Hourly weather per site: ``demo`` (the demo network's Open-Meteo answers), ``open-meteo``
-    (the archive API, and the forecast API for hours ahead) or ``local`` (the met columns of a
-    folder of openair-format tables)."""
+    (the archive and Previous Runs APIs for the past, the forecast API ahead) or ``local`` (the
+    met columns of a folder of openair-format tables, which hold no forecast).
+
+    ``basis`` says what is stored for past hours: ``forecast`` (the default) the forecast as
+    issued the day before each hour (kind ``forecast``), with the reanalysis where no archived
+    forecast exists (kind ``reanalysis``, which the features use only at the forecast's origin);
+    ``reanalysis`` the weather as it happened: an upper bound on skill, not what the service has."""
 
     kind: str = "demo"
+    basis: str = "forecast"
     folder: str
     archive_url: str = ARCHIVE_URL
+    previous_runs_url: str = PREVIOUS_RUNS_URL
     forecast_url: str = FORECAST_URL
     timeout_s: float = 30.0
 
+    def _get(self, url: str, params: dict) -> dict:
+        response = shared_session().get(url, params=params, timeout=self.timeout_s)
+        if response.status_code >= 400:
+            try:  # Open-Meteo explains a refusal as {"error": true, "reason": "..."}
+                reason = response.json()["reason"]
+            except (ValueError, KeyError, TypeError):
+                reason = response.text[:200]
+            raise SourceUnavailable(f"{url}: HTTP {response.status_code}: {reason}")
+        return response.json()
+
     def window(self, site: dict, start: datetime, end: datetime, kind: str = "reanalysis") -> pl.DataFrame:
-        """Weather of [start, end) at ``site``: ``reanalysis`` for the past, ``forecast`` ahead."""
+        """Weather of [start, end) at ``site``: the past per ``basis``, or (``kind="forecast"``)
+        the forecast issued at ``start - 1 h`` for the hours ahead."""
+        if self.basis not in ("forecast", "reanalysis"):
+            raise ValueError(f"unknown weather basis {self.basis!r}: use forecast or reanalysis")
         site_id = site["site_id"]
+        ahead = kind == "forecast"
         if self.kind == "demo":
             network = _demo_network(self.folder, (site_id,))
+            if ahead:
+                payload = network.forecast_ahead(site_id, start - timedelta(hours=1), end)
+                return openmeteo_to_weather(payload, site_id=site_id, kind="forecast", source="demo:forecast")
             frames = []
             for year in range(start.year, end.year + 1):
                 network.ensure_site_year(site_id, year)
                 path = network.weather_path(site_id, year)
-                frames.append(openmeteo_to_weather(json.loads(path.read_text()), site_id=site_id, kind=kind, source=f"demo:{path.name}"))
+                reanalysis = openmeteo_to_weather(json.loads(path.read_text()), site_id=site_id, kind="reanalysis", source=f"demo:{path.name}")
+                if self.basis == "forecast":
+                    runs = network.previous_runs_path(site_id, year)
+                    archived = openmeteo_to_weather(
+                        json.loads(runs.read_text()), site_id=site_id, kind="forecast", source=f"demo:previous-runs:{runs.name}",
+                        days_before=FORECAST_DAYS_BEFORE,
+                    )
+                    reanalysis = forecast_where_archived(archived, reanalysis)
+                frames.append(reanalysis)
             weather = pl.concat(frames)
         elif self.kind == "open-meteo":
-            params = request_params(site["latitude"], site["longitude"], start.date(), end.date())
-            url = self.forecast_url if kind == "forecast" else self.archive_url
-            response = shared_session().get(url, params=params, timeout=self.timeout_s)
-            if response.status_code >= 400:
-                raise SourceUnavailable(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
-            weather = openmeteo_to_weather(response.json(), site_id=site_id, kind=kind, source=url)
+            def ask(url: str, days_before: int = 0) -> dict:
+                return self._get(url, request_params(site["latitude"], site["longitude"], start.date(), end.date(), days_before))
+
+            if ahead:
+                weather = openmeteo_to_weather(ask(self.forecast_url), site_id=site_id, kind="forecast", source=self.forecast_url)
+            else:
+                weather = openmeteo_to_weather(ask(self.archive_url), site_id=site_id, kind="reanalysis", source=self.archive_url)
+                if self.basis == "forecast":
+                    archived = openmeteo_to_weather(
+                        ask(self.previous_runs_url, FORECAST_DAYS_BEFORE), site_id=site_id, kind="forecast",
+                        source=self.previous_runs_url, days_before=FORECAST_DAYS_BEFORE,
+                    )
+                    weather = forecast_where_archived(archived, weather)
         elif self.kind == "local":
+            if ahead:
+                return pl.DataFrame(schema=WEATHER)  # a folder of tables holds no forecast
             weather = local_weather(Path(self.folder), site_id)
             if weather is None:
                 raise SourceDataError(f"local weather: no ws, wd or air_temp column for {site_id} in {self.folder}")

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import FIXTURES, make_definitions
 from routeaq_assets.core.backtest import format_table, metrics_table, rolling_origin_backtest
+from routeaq_assets.core.models import TrainingSettings
 from routeaq_assets.defs.evaluation import local_features
 from routeaq_assets.sources.local_tables import folder_sites, local_weather
 from routeaq_assets.sources.openair import read_rdata_table
@@ -36,7 +37,7 @@ def test_local_folder_finds_sites_by_file_name_or_code_column_and_reads_met(user
 
 def test_backtest_folds_are_time_ordered_and_report_baselines(user_folder):
     features = local_features(user_folder, ["no2"])["no2"].filter(pl.col("time") < datetime(2017, 4, 1, tzinfo=UTC))
-    predictions = rolling_origin_backtest(features, folds=3, test_days=10, num_boost_round=100)
+    predictions = rolling_origin_backtest(features, settings=TrainingSettings(num_boost_round=100), folds=3, test_days=10)
     assert sorted(predictions["fold"].unique().to_list()) == [0, 1, 2]
     bounds = predictions.group_by("fold").agg(pl.col("time").min().alias("first"), pl.col("time").max().alias("last")).sort("fold")
     assert all(a < b for a, b in zip(bounds["last"][:-1], bounds["first"][1:]))
@@ -77,7 +78,7 @@ def test_local_data_backtest_names_a_missing_folder(home, tmp_path):
 
 def test_a_six_hour_backtest_scores_persistence_from_six_hours_before(home, user_folder):
     features = local_features(user_folder, ["no2"], horizon=6)["no2"].filter(pl.col("time") < datetime(2017, 4, 1, tzinfo=UTC))
-    predictions = rolling_origin_backtest(features, folds=2, test_days=10, num_boost_round=50)
+    predictions = rolling_origin_backtest(features, settings=TrainingSettings(num_boost_round=50), folds=2, test_days=10)
     observed = features.select("site_id", (pl.col("time") + pl.duration(hours=6)).alias("time"), pl.col("target").alias("six_hours_before"))
     checked = predictions.join(observed, on=["site_id", "time"])
     assert checked.height == predictions.height > 0

@@ -188,7 +188,7 @@ def test_open_meteo_weather_source_asks_for_gmt_and_metres_per_second(httpserver
                                       "hourly": "temperature_2m,relative_humidity_2m,wind_speed_10m,wind_direction_10m,precipitation,boundary_layer_height",
                                       "timezone": "GMT", "wind_speed_unit": "ms"}
     ).respond_with_json(payload)
-    source = WeatherSource(kind="open-meteo", folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"))
+    source = WeatherSource(kind="open-meteo", basis="reanalysis", folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"))
     site = {"site_id": "CLL2", "latitude": 51.52229, "longitude": -0.125889}
     weather = source.window(site, datetime(2025, 6, 1, 6, tzinfo=UTC), datetime(2025, 6, 1, 9, tzinfo=UTC))
     assert weather["temperature_2m"].to_list() == [6.0, 7.0, 8.0]

@@ -7,7 +7,7 @@ from datetime import timedelta
 import polars as pl
 
 from routeaq_assets.core.metrics import evaluate, scorable
-from routeaq_assets.core.models import train_forecaster
+from routeaq_assets.core.models import TrainingSettings
 
 METRIC_COLUMNS = (
     "hours", "model_rmse", "persistence_rmse", "yesterday_rmse", "skill_vs_persistence", "skill_vs_yesterday",
@@ -18,15 +18,14 @@ METRIC_COLUMNS = (
 def rolling_origin_backtest(
     features: pl.DataFrame,
     *,
+    settings: TrainingSettings = TrainingSettings(),
     folds: int = 4,
     test_days: int = 7,
-    train_days: int | None = None,
-    coverage: float = 0.8,
-    num_boost_round: int | None = None,
 ) -> pl.DataFrame:
     """Predictions of ``folds`` consecutive test windows of ``test_days`` ending at the newest
-    hour. Fold k trains on the ``train_days`` (all, if None) before its window and is scored on
-    the window's hours where the model and both baselines can be scored."""
+    hour. Fold k is trained as the candidate is (``settings``: the ``train_days`` before its
+    window, the same rounds and interval) and scored on the window's hours where the model and
+    both baselines can be scored."""
     if folds < 1 or test_days < 1:
         raise ValueError("a backtest needs at least one fold of at least one day")
     end = features["time"].max() + timedelta(hours=1)
@@ -36,18 +35,14 @@ def rolling_origin_backtest(
             f"{folds} folds of {test_days} days need history before {first_test.isoformat()}; "
             f"the data starts {features['time'].min().isoformat()}"
         )
-    kwargs = {"coverage": coverage} | ({"num_boost_round": num_boost_round} if num_boost_round else {})
     results = []
     for k in range(folds):
         test_start = first_test + timedelta(days=k * test_days)
         test_end = test_start + timedelta(days=test_days)
-        train = features.filter(pl.col("time") < test_start)
-        if train_days is not None:
-            train = train.filter(pl.col("time") >= test_start - timedelta(days=train_days))
         test = scorable(features.filter((pl.col("time") >= test_start) & (pl.col("time") < test_end)))
         if test.is_empty():
             continue
-        forecaster = train_forecaster(train, **kwargs)
+        forecaster = settings.train(features, test_start)
         pred, lower, upper = forecaster.predict(test)
         results.append(
             test.select("site_id", "time", "pollutant", "target", "target_lag_1", "target_lag_24").with_columns(
@@ -67,6 +62,38 @@ def metrics_table(predictions: pl.DataFrame) -> pl.DataFrame:
         for (site_id,), site_rows in group.sort("site_id").group_by("site_id", maintain_order=True):
             rows.append({"pollutant": pollutant, "site_id": site_id, **evaluate(site_rows)})
     return pl.DataFrame(rows).select("pollutant", "site_id", *METRIC_COLUMNS)
+
+
+TOP_SHARE = 0.1  # conditional coverage: the top decile of observed values
+
+
+def conditional_coverage(predictions: pl.DataFrame) -> pl.DataFrame:
+    """Interval coverage per pollutant, over all sites and per site, on every scored hour and on
+    the hours whose observation is in the top decile (the site's own top decile; over all sites,
+    the pooled rows of those)."""
+    inside = ((pl.col("target") >= pl.col("lower")) & (pl.col("target") <= pl.col("upper"))).cast(pl.Float64)
+    top = pl.col("target") >= pl.col("target").quantile(1.0 - TOP_SHARE, "higher").over("pollutant", "site_id")
+    marked = predictions.with_columns(inside.alias("inside"), top.alias("top"))
+    by_site = marked.group_by("pollutant", "site_id").agg(
+        pl.len().alias("hours"), pl.col("inside").mean().alias("coverage"),
+        pl.col("top").sum().alias("top_hours"), pl.col("inside").filter(pl.col("top")).mean().alias("top_decile_coverage"),
+    )
+    pooled = marked.group_by("pollutant").agg(
+        pl.lit("ALL").alias("site_id"), pl.len().alias("hours"), pl.col("inside").mean().alias("coverage"),
+        pl.col("top").sum().alias("top_hours"), pl.col("inside").filter(pl.col("top")).mean().alias("top_decile_coverage"),
+    )
+    order = pl.when(pl.col("site_id") == "ALL").then(0).otherwise(1)
+    return pl.concat([pooled, by_site.select(pooled.columns)], how="vertical_relaxed").sort("pollutant", order, "site_id")
+
+
+def format_coverage(table: pl.DataFrame) -> str:
+    header = f"{'pollutant':<9} {'site':<6} {'hours':>6} {'cover':>6} {'top-10% hours':>13} {'top-10% cover':>13}"
+    lines = [header, "-" * len(header)]
+    for r in table.iter_rows(named=True):
+        lines.append(
+            f"{r['pollutant']:<9} {r['site_id']:<6} {int(r['hours']):>6} {r['coverage']:>6.1%} {int(r['top_hours']):>13} {r['top_decile_coverage']:>13.1%}"
+        )
+    return "\n".join(lines)
 
 
 def format_table(table: pl.DataFrame) -> str:

@@ -4,9 +4,14 @@ A forecast for hour ``t`` at horizon ``h`` is made when hour ``t - h`` is the ne
 so a feature row for ``t`` sees observations up to ``t - h`` only. The recent features count back
 from that hour (``target_lag_1`` is hour ``t - h``, the persistence forecast); the same-hour
 features stay on hour ``t`` (``target_lag_24`` is the same hour yesterday, ``target_lag_168`` last
-week, so ``h`` is at most 24). Weather at ``t`` is allowed because a forecast for ``t`` is known
-before ``t`` (serving uses the forecast, training the reanalysis). Missing hours stay null and
-LightGBM handles them.
+week, so ``h`` is at most 24). Missing hours stay null and LightGBM handles them.
+
+Weather at ``t`` is what the service would have known at ``t - h`` (``weather="forecast"``, the
+default): the panel's weather for ``t`` where it is a forecast (``weather_kind`` "forecast": an
+archived forecast as issued, or the service's forecast ahead), and elsewhere the weather at the
+origin ``t - h`` (persistence of the weather: the stand-in for hours with no archived forecast,
+such as user files and the distant past; never better than a real forecast). ``weather=
+"reanalysis"`` uses the weather at ``t`` as it happened: an upper bound, for comparison only.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ MAX_HORIZON = min(SAME_HOUR_LAGS)
 TYPICAL_DAYS = 7  # days averaged for the typical level and change at the same hour
 PANEL_POLLUTANTS = (*FORECAST_POLLUTANTS, "nox")
 ROLLING_MEANS = (3, 6, 24)
+WEATHER_BASES = ("forecast", "reanalysis")
+FORECAST_KIND = "forecast"  # the weather contract's ``kind`` of a forecast known before its hour
 ROLLING_STDS = (6, 24)
 MAX_LOOKBACK_HOURS = max(max(TARGET_LAGS), 24 * TYPICAL_DAYS) + MAX_HORIZON
 SITE_ATTRIBUTES = ("latitude", "longitude", "location_type_code")
@@ -61,6 +68,20 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 )
 KEY_COLUMNS = ("site_id", "time", "pollutant")
 SILVER_COLUMNS = (*KEY_COLUMNS, "target", *FEATURE_COLUMNS)
+# The features computed from the weather at the forecast hour: all missing together when the
+# service has no forecast for that hour, so training masks them together too.
+WEATHER_FEATURES = (
+    "temperature_2m",
+    "temperature_2m_change_1",
+    "relative_humidity_2m",
+    "wind_speed_10m",
+    "wind_u",
+    "wind_v",
+    "precipitation",
+    "boundary_layer_height",
+    "boundary_layer_height_change_1",
+    "wind_speed_10m_change_1",
+)
 # Where a forecast starts from: the newest value seen, else a recent mean. Models learn the change
 # from this base, which keeps them right when the level moves outside the training range.
 BASE_COLUMNS = ("target_lag_1", "target_lag_2", "target_mean_3", "target_mean_24", "target_typical_level")
@@ -129,12 +150,44 @@ def hourly_panel(
             wide = wide.with_columns(pl.lit(None, pl.Float64).alias(p))
     panel = (
         grid.join(wide.select("site_id", "time", *PANEL_POLLUTANTS), on=["site_id", "time"], how="left")
-        .join(one_weather_row_per_hour(weather).select("site_id", "time", *WEATHER_VARIABLES), on=["site_id", "time"], how="left")
+        .join(_weather_with_kind(one_weather_row_per_hour(weather)), on=["site_id", "time"], how="left")
         .join(sites.select("site_id", *SITE_ATTRIBUTES), on="site_id", how="left")
         .sort("site_id", "time")
     )
     require_unique(panel, ["site_id", "time"], "hourly panel")
     return panel
+
+
+def _weather_with_kind(weather: pl.DataFrame) -> pl.DataFrame:
+    """The weather columns and ``weather_kind`` (null where the table has no ``kind``)."""
+    kind = pl.col("kind").cast(pl.Utf8) if "kind" in weather.columns else pl.lit(None, pl.Utf8)
+    return weather.select("site_id", "time", *WEATHER_VARIABLES, kind.alias("weather_kind"))
+
+
+def weather_as_known(panel: pl.DataFrame, horizon: int, weather: str = "forecast") -> pl.DataFrame:
+    """``panel`` (sorted by site and hour, a full hourly grid) with each hour's weather replaced
+    by what a forecast made ``horizon`` hours earlier could know (see the module docstring)."""
+    if weather not in WEATHER_BASES:
+        raise ValueError(f"unknown weather basis {weather!r}; expected one of {WEATHER_BASES}")
+    if weather == "reanalysis":
+        return panel
+    kind = pl.col("weather_kind") if "weather_kind" in panel.columns else pl.lit(None, pl.Utf8)
+    forecast = kind.fill_null("") == FORECAST_KIND
+    return panel.with_columns(
+        pl.when(forecast).then(pl.col(v)).otherwise(pl.col(v).shift(horizon).over("site_id")).alias(v) for v in WEATHER_VARIABLES
+    )
+
+
+def weather_summary(kinds: pl.Series, weather: str = "forecast") -> str:
+    """What weather feature rows use, in words (for reports and the CLI), from the weather kind
+    of each site-hour (a panel's ``weather_kind``, or the stored weather's ``kind``)."""
+    if weather == "reanalysis":
+        return "reanalysis at the forecast hour (what actually happened): an upper bound, not what the service has"
+    share = float((kinds.cast(pl.Utf8).fill_null("") == FORECAST_KIND).mean() or 0.0) if len(kinds) else 0.0
+    return (
+        f"forecast as issued for {share:.0%} of site-hours; the rest use the weather at the forecast's origin "
+        "(t - h, persistence of the weather) as the stand-in for a forecast"
+    )
 
 
 @lru_cache(maxsize=64)
@@ -157,9 +210,9 @@ def check_horizon(horizon: int) -> None:
         raise ValueError(f"horizon {horizon} h is outside 1 to {MAX_HORIZON} h")
 
 
-def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1) -> pl.DataFrame:
+def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1, weather: str = "forecast") -> pl.DataFrame:
     """Feature rows for every site-hour of ``panel`` with ``pollutant`` as the target, for a
-    forecast made ``horizon`` hours before the row's hour.
+    forecast made ``horizon`` hours before the row's hour, with the weather ``weather`` says.
 
     ``panel`` must be a complete hourly grid per site (see ``hourly_panel``) that starts
     ``MAX_LOOKBACK_HOURS`` before the first row whose lags should be complete.
@@ -190,7 +243,8 @@ def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1) -> pl.
     same_hour = [lag(target, 24 * d) for d in range(1, TYPICAL_DAYS + 1)]
     newest_hour = [lag(target, 24 * d + horizon) for d in range(1, TYPICAL_DAYS + 1)]
     direction = pl.col("wind_direction_10m").radians()
-    return panel.sort(by_site, "time").select(
+    panel = weather_as_known(panel.sort(by_site, "time"), horizon, weather)
+    return panel.select(
         pl.col("site_id"),
         pl.col("time"),
         pl.lit(pollutant).alias("pollutant"),
@@ -221,7 +275,7 @@ def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1) -> pl.
         pl.col("time").dt.hour().cast(pl.Int8).alias("hour"),
         pl.col("time").dt.weekday().cast(pl.Int8).alias("weekday"),
         pl.col("time").dt.month().cast(pl.Int8).alias("month"),
-        _is_holiday(panel.sort(by_site, "time")["time"]).alias("is_holiday"),
+        _is_holiday(panel["time"]).alias("is_holiday"),
         *(pl.col(a) for a in SITE_ATTRIBUTES),
     ).with_columns(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS)
 

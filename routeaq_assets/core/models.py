@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from routeaq_assets.core.features import BASE_COLUMNS, FEATURE_COLUMNS, feature_matrix
+from routeaq_assets.core.features import BASE_COLUMNS, FEATURE_COLUMNS, WEATHER_FEATURES, feature_matrix
 
 DEFAULT_PARAMS = {
     "objective": "regression",
@@ -24,10 +25,34 @@ DEFAULT_PARAMS = {
     "force_row_wise": True,
     "verbosity": -1,
 }
-NUM_BOOST_ROUND = 600
+NUM_BOOST_ROUND = 300
+# Share of training rows whose weather features are all set to missing (a fixed seed): the
+# booster learns what to do without a forecast instead of reading NaN as 0 (0 degC, no wind).
+WEATHER_MASK_SHARE = 0.1
+WEATHER_MASK_SEED = 11
 MIN_SITE_CALIBRATION_ROWS = 100  # fewer residuals than this: the site uses the pooled quantiles
 # What the booster predicts; recorded with every registered model and checked when one is loaded.
 TARGET_KIND = "change_from_base"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How a forecaster is trained: one object for the candidate and every backtest fold, so a
+    backtest measures the model that is promoted (same window, rounds, interval and weather)."""
+
+    train_days: int = 365  # days of training hours before the held-out (or test) hours
+    num_boost_round: int = NUM_BOOST_ROUND
+    coverage: float = 0.8
+    weather: str = "forecast"  # the features' weather basis (core.features.WEATHER_BASES)
+
+    def training_rows(self, features: pl.DataFrame, held_out_start: datetime) -> pl.DataFrame:
+        """The rows a model scored from ``held_out_start`` on is trained on."""
+        return features.filter((pl.col("time") < held_out_start) & (pl.col("time") >= held_out_start - timedelta(days=self.train_days)))
+
+    def train(self, features: pl.DataFrame, held_out_start: datetime, num_threads: int = 0) -> Forecaster:
+        return train_forecaster(
+            self.training_rows(features, held_out_start), coverage=self.coverage, num_boost_round=self.num_boost_round, num_threads=num_threads
+        )
 
 
 def forecast_base(features: pl.DataFrame) -> np.ndarray:
@@ -93,6 +118,17 @@ def interval_scale(features: pl.DataFrame) -> np.ndarray:
     return features.select((1.0 + spread).alias("scale"))["scale"].to_numpy()
 
 
+def mask_weather(x: np.ndarray, share: float, seed: int = WEATHER_MASK_SEED) -> np.ndarray:
+    """``x`` (columns ``FEATURE_COLUMNS``) with every weather feature of a random ``share`` of
+    rows set to NaN; the same rows for the same number of rows and seed."""
+    if share <= 0:
+        return x
+    rows = np.random.default_rng(seed).random(x.shape[0]) < share
+    columns = [FEATURE_COLUMNS.index(c) for c in WEATHER_FEATURES]
+    x[np.ix_(rows, columns)] = np.nan
+    return x
+
+
 def train_forecaster(
     train: pl.DataFrame,
     *,
@@ -101,6 +137,7 @@ def train_forecaster(
     params: dict | None = None,
     num_boost_round: int = NUM_BOOST_ROUND,
     num_threads: int = 0,
+    weather_mask_share: float = WEATHER_MASK_SHARE,
 ) -> Forecaster:
     """Fit on the earlier part of ``train`` (time-ordered) and calibrate the interval on the later
     part, then refit on all of it with the same settings: the served model has seen the newest
@@ -114,7 +151,8 @@ def train_forecaster(
 
     def fit_booster(frame: pl.DataFrame) -> lgb.Booster:
         change = frame["target"].to_numpy() - forecast_base(frame)
-        data = lgb.Dataset(feature_matrix(frame), label=change, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
+        x = mask_weather(feature_matrix(frame), weather_mask_share)
+        data = lgb.Dataset(x, label=change, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
         return lgb.train(params, data, num_boost_round=num_boost_round)
 
     point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage)  # calibration only
@@ -134,9 +172,24 @@ def train_forecaster(
         q_lower=float(q_lower),
         q_upper=float(q_upper),
         coverage=coverage,
-        params={**params, "num_boost_round": num_boost_round},
+        params={**params, "num_boost_round": num_boost_round, "weather_mask_share": weather_mask_share},
         site_quantiles=site_quantiles,
     )
+
+
+def champion_overlap(champion_metadata: dict, held_out_start: datetime) -> str | None:
+    """Why the champion cannot be scored fairly on held-out hours from ``held_out_start``: its
+    training reached into them, or its training window is not recorded. None when it can."""
+    trained_until = champion_metadata.get("train_end") or champion_metadata.get("holdout_start")
+    if not trained_until:
+        return "the champion's training window is not recorded, so it may have trained on the held-out hours"
+    trained_until = datetime.fromisoformat(trained_until)
+    if trained_until > held_out_start:
+        return (
+            f"the champion trained on hours up to {trained_until.isoformat()}, inside the held-out hours "
+            f"from {held_out_start.isoformat()}"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -154,15 +207,20 @@ def promotion_decision(
     target_coverage: float = 0.8,
     coverage_tolerance: float = 0.05,
     margin: float = 0.01,
+    champion_refused: str | None = None,
 ) -> PromotionDecision:
     """A challenger is promoted only if, on the same held-out hours, it beats persistence, beats
-    the champion by ``margin`` (relative RMSE), and its interval coverage is within tolerance."""
+    the champion by ``margin`` (relative RMSE), and its interval coverage is within tolerance.
+    ``champion_refused`` (see ``champion_overlap``) says why the champion cannot be compared on
+    these hours: then nothing is promoted."""
     if not candidate_rmse < persistence_rmse:
         return PromotionDecision(False, f"RMSE {candidate_rmse:.3f} does not beat persistence {persistence_rmse:.3f}")
     if coverage is not None and abs(coverage - target_coverage) > coverage_tolerance:
         return PromotionDecision(
             False, f"interval coverage {coverage:.3f} is outside {target_coverage:.2f} +/- {coverage_tolerance:.2f}"
         )
+    if champion_refused:
+        return PromotionDecision(False, f"not compared with the champion: {champion_refused}")
     if champion_rmse is None:
         return PromotionDecision(True, f"no champion yet; RMSE {candidate_rmse:.3f} beats persistence {persistence_rmse:.3f}")
     if not candidate_rmse < champion_rmse * (1.0 - margin):

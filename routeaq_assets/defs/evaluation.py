@@ -3,29 +3,36 @@ openair-format tables a user brings. Results go to MLflow, the lake and the asse
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.backtest import forecast_plot, format_table, metrics_table, rolling_origin_backtest
+from routeaq_assets.core.backtest import (
+    conditional_coverage,
+    forecast_plot,
+    format_coverage,
+    format_table,
+    metrics_table,
+    rolling_origin_backtest,
+)
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.core.features import build_features, hourly_panel
+from routeaq_assets.core.features import build_features, hourly_panel, weather_summary
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import require_horizon, silver_features, stored_features
+from routeaq_assets.defs.training import ModelConfig
 from routeaq_assets.resources import Lake, ModelStore, Warehouse
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
 
 
-class BacktestConfig(dg.Config):
+class BacktestConfig(ModelConfig):
+    """The candidate's training settings (``ModelConfig``: window, rounds, interval, weather,
+    horizon) and the folds to score them on."""
+
     pollutants: list[str] = list(FORECAST_POLLUTANTS)
     folds: int = 4
     # Days per fold; 0 splits the second half of the data's span evenly between the folds.
     test_days: int = 7
-    train_days: Optional[int] = None
-    coverage: float = 0.8
-    horizon: int = 1  # hours ahead, 1 to 24
 
 
 class LocalBacktestConfig(BacktestConfig):
@@ -46,20 +53,24 @@ def _backtest(features_by_pollutant: dict[str, pl.DataFrame], config: BacktestCo
         if features.is_empty() or features["target"].drop_nulls().is_empty():
             raise dg.Failure(f"backtest: no {pollutant} observations to evaluate")
         frames.append(
-            rolling_origin_backtest(
-                features, folds=config.folds, test_days=_fold_days(config, features), train_days=config.train_days, coverage=config.coverage
-            )
+            rolling_origin_backtest(features, settings=config.settings(), folds=config.folds, test_days=_fold_days(config, features))
         )
     return pl.concat(frames)
 
 
-def _report(context: dg.AssetExecutionContext, name: str, predictions: pl.DataFrame, config: BacktestConfig, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+def _report(
+    context: dg.AssetExecutionContext, name: str, predictions: pl.DataFrame, config: BacktestConfig, model_store: ModelStore, lake: Lake, weather: str
+) -> dg.MaterializeResult:
     table = metrics_table(predictions)
     text = format_table(table)
-    context.log.info(f"{name} ({config.horizon} h ahead, {config.folds} rolling-origin folds):\n{text}")
+    context.log.info(f"{name} ({config.horizon} h ahead, {config.folds} rolling-origin folds, weather: {weather}):\n{text}")
     stamp = f"{datetime.now():%Y%m%dT%H%M%S}"
     folder = f"reports/{name}/{stamp}"
-    artifacts = {"metrics.csv": table.write_csv().encode(), "metrics.txt": text.encode()}
+    coverage = format_coverage(conditional_coverage(predictions))
+    context.log.info(f"interval coverage by site and on the top decile of observed values:\n{coverage}")
+    artifacts = {
+        "metrics.csv": table.write_csv().encode(), "metrics.txt": text.encode(), "weather.txt": weather.encode(), "coverage.txt": coverage.encode(),
+    }
     for (pollutant,), rows in predictions.group_by("pollutant"):
         site = rows["site_id"].sort()[0]
         artifacts[f"forecast_{pollutant}_{site}.png"] = forecast_plot(rows, site, pollutant, horizon=config.horizon)
@@ -73,7 +84,8 @@ def _report(context: dg.AssetExecutionContext, name: str, predictions: pl.DataFr
         f"{name}-{stamp}",
         params={
             "folds": config.folds, "test_days": config.test_days, "train_days": config.train_days, "coverage": config.coverage,
-            "pollutants": ",".join(config.pollutants), "horizon_hours": config.horizon,
+            "num_boost_round": config.num_boost_round, "pollutants": ",".join(config.pollutants), "horizon_hours": config.horizon,
+            "weather": config.weather,
         },
         metrics=headline,
         artifacts=artifacts,
@@ -82,7 +94,11 @@ def _report(context: dg.AssetExecutionContext, name: str, predictions: pl.DataFr
         metadata={
             "metrics": dg.MetadataValue.md(table.to_pandas().to_markdown(index=False, floatfmt=".3f")),
             "table": dg.MetadataValue.text(text),
+            "conditional_coverage": dg.MetadataValue.text(coverage),
             "horizon_hours": config.horizon,
+            "train_days": config.train_days,
+            "num_boost_round": config.num_boost_round,
+            "weather": weather,
             "mlflow_run_id": run_id,
             "report_folder": dg.MetadataValue.path(str(Path(paths["metrics.csv"]).parent)),
             **{f"plot_{p}": dg.MetadataValue.path(v) for p, v in paths.items() if p.endswith(".png")},
@@ -101,12 +117,17 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehous
     if newest is None:
         raise dg.Failure("backtest: silver_features is empty; materialize the features first")
     end = newest + timedelta(hours=1)
+    if config.weather != "forecast":
+        raise dg.Failure("backtest: the stored features use the weather the service has; the reanalysis upper bound is measured on user files (local_data_backtest)")
     features = {p: stored_features(warehouse, p, start, end, config.horizon) for p in config.pollutants}
-    return _report(context, "backtest", _backtest(features, config), config, model_store, lake)
+    kinds = warehouse.query("SELECT kind FROM weather WHERE time >= ? AND time < ?", [start, end])["kind"]
+    return _report(context, "backtest", _backtest(features, config), config, model_store, lake, weather_summary(kinds))
 
 
-def local_features(folder: Path, pollutants: list[str], horizon: int = 1) -> dict[str, pl.DataFrame]:
-    """Features of every site and pollutant in a folder of openair-format tables."""
+def local_panel(folder: Path) -> pl.DataFrame:
+    """The hourly panel of every site in a folder of openair-format tables. Their met columns
+    are what happened (kind reanalysis): the features use them at the forecast's origin unless
+    asked for the reanalysis upper bound."""
     sites = folder_sites(folder)
     known = set(load_packaged_registry()["site_id"].to_list())
     attributes = site_attributes(load_packaged_registry(tuple(s for s in sites if s in known))) if known & set(sites) else None
@@ -116,10 +137,15 @@ def local_features(folder: Path, pollutants: list[str], horizon: int = 1) -> dic
     )
     observations = pl.concat([local_observations(folder, s, "local") for s in sites])
     weather_parts = [w for s in sites if (w := local_weather(folder, s)) is not None]
-    weather = pl.concat(weather_parts) if weather_parts else pl.DataFrame(schema=WEATHER)
+    met = pl.concat(weather_parts) if weather_parts else pl.DataFrame(schema=WEATHER)
     start, end = observations["time"].min(), observations["time"].max() + timedelta(hours=1)
-    panel = hourly_panel(observations, weather, sites_frame, start, end)
-    return {p: build_features(panel, p, horizon) for p in pollutants}
+    return hourly_panel(observations, met, sites_frame, start, end)
+
+
+def local_features(folder: Path, pollutants: list[str], horizon: int = 1, weather: str = "forecast") -> dict[str, pl.DataFrame]:
+    """Features of every site and pollutant in a folder of openair-format tables."""
+    panel = local_panel(folder)
+    return {p: build_features(panel, p, horizon, weather) for p in pollutants}
 
 
 @dg.asset(group_name="evaluation", kinds={"lightgbm", "mlflow"})
@@ -130,12 +156,14 @@ def local_data_backtest(context: dg.AssetExecutionContext, config: LocalBacktest
         raise dg.Failure("local_data_backtest: set config 'folder' (or ROUTEAQ_SOURCE_FOLDER) to a folder of openair-format tables")
     require_horizon("local_data_backtest", config.horizon)
     try:
-        features = local_features(Path(config.folder), config.pollutants, config.horizon)
-    except SourceDataError as exc:
+        panel = local_panel(Path(config.folder))
+        features = {p: build_features(panel, p, config.horizon, config.weather) for p in config.pollutants}
+        weather = weather_summary(panel["weather_kind"], config.weather)
+    except (SourceDataError, ValueError) as exc:
         raise dg.Failure(f"local_data_backtest: {exc}") from exc
     available = {p: f for p, f in features.items() if not f["target"].drop_nulls().is_empty()}
     for missing in sorted(set(features) - set(available)):
         context.log.warning(f"no {missing} observations in {config.folder}: skipped")
     if not available:
         raise dg.Failure(f"local_data_backtest: none of {config.pollutants} is measured in {config.folder}")
-    return _report(context, "local_data_backtest", _backtest(available, config), config, model_store, lake)
+    return _report(context, "local_data_backtest", _backtest(available, config), config, model_store, lake, weather)

@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.metrics import evaluate, scorable
-from routeaq_assets.core.models import promotion_decision, train_forecaster
+from routeaq_assets.core.models import TrainingSettings, champion_overlap, promotion_decision
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import (
     require_horizon,
@@ -22,15 +22,28 @@ from routeaq_assets.resources import ModelStore, Warehouse
 CHECK_GATE = "beats_persistence"
 
 
-class TrainingConfig(dg.Config):
-    train_days: int = 365
-    holdout_days: int = 7
-    coverage: float = 0.8
-    coverage_tolerance: float = 0.05
-    margin: float = 0.01
-    num_boost_round: int = 300
+_DEFAULTS = TrainingSettings()
+
+
+class ModelConfig(dg.Config):
+    """How models are trained, shared by the candidates and the backtests (``settings()``)."""
+
+    train_days: int = _DEFAULTS.train_days
+    num_boost_round: int = _DEFAULTS.num_boost_round
+    coverage: float = _DEFAULTS.coverage
+    # "forecast": the weather the service has; "reanalysis" (the upper bound) only for user files.
+    weather: str = _DEFAULTS.weather
     # Hours ahead. 1 is the served model (``routeaq-{p}``); 2 to 24 register ``routeaq-{p}-{h}h``.
     horizon: int = 1
+
+    def settings(self) -> TrainingSettings:
+        return TrainingSettings(train_days=self.train_days, num_boost_round=self.num_boost_round, coverage=self.coverage, weather=self.weather)
+
+
+class TrainingConfig(ModelConfig):
+    holdout_days: int = 7
+    coverage_tolerance: float = 0.05
+    margin: float = 0.01
 
 
 def _markdown(metrics: dict[str, float]) -> str:
@@ -52,6 +65,9 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         """A LightGBM forecaster with an 80 % interval, trained on the trailing window before the
         held-out hours and registered in MLflow as a new version (one model per horizon)."""
         require_horizon(candidate_name, config.horizon)
+        if config.weather != "forecast":
+            raise dg.Failure(f"{candidate_name}: a served model trains on the weather the service has (weather: forecast), not {config.weather!r}")
+        settings = config.settings()
         (newest,) = warehouse.query(
             "SELECT max(time) FROM silver_features WHERE pollutant = ? AND target IS NOT NULL", [pollutant]
         ).row(0)
@@ -59,22 +75,25 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             raise dg.Failure(f"{candidate_name}: silver_features has no {pollutant} rows; materialize the features first")
         end = newest + timedelta(hours=1)
         holdout_start = end - timedelta(days=config.holdout_days)
-        start = end - timedelta(days=config.train_days)
-        frame = stored_features(warehouse, pollutant, start, end, config.horizon)
-        start = frame["time"].min()
-        train = frame.filter(pl.col("time") < holdout_start)
+        frame = stored_features(warehouse, pollutant, holdout_start - timedelta(days=settings.train_days), end, config.horizon)
+        train = settings.training_rows(frame, holdout_start)
+        start = train["time"].min()
         held_out = scorable(frame.filter(pl.col("time") >= holdout_start))
-        forecaster = train_forecaster(train, coverage=config.coverage, num_boost_round=config.num_boost_round)
+        forecaster = settings.train(frame, holdout_start)
         metrics, _ = _held_out_scores(held_out, forecaster)
 
         registry = model_store.registry()
         name = model_store.model_name(pollutant, config.horizon)
         champion = registry.load(name)
-        if champion is not None:
+        champion_refused = champion_overlap(champion.metadata, holdout_start) if champion is not None else None
+        if champion is not None and champion_refused is None:
             champion_metrics, _ = _held_out_scores(held_out, champion.forecaster)
             metrics.update({f"champion_{k[len('model_'):]}": v for k, v in champion_metrics.items() if k.startswith("model_")})
+        elif champion_refused:
+            context.log.warning(f"{name} v{champion.version} is not compared: {champion_refused}")
         window = {
             "train_start": start.isoformat(),
+            "train_end": holdout_start.isoformat(),
             "holdout_start": holdout_start.isoformat(),
             "holdout_end": end.isoformat(),
             "sites": sorted(frame["site_id"].unique().to_list()),
@@ -96,6 +115,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             "version": version,
             "run_id": run_id,
             "champion_version": champion.version if champion else None,
+            "champion_refused": champion_refused,
             "metrics": metrics,
             "config": config.model_dump(),
             **window,
@@ -118,11 +138,12 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
     @dg.asset_check(asset=candidate, name=CHECK_GATE, blocking=True)
     def gate(candidate: dict) -> dg.AssetCheckResult:
         """Blocks promotion of a model that does not beat persistence on the held-out hours or
-        whose interval coverage is off target."""
+        whose interval coverage is off target, and refuses a comparison with a champion that
+        trained on the held-out hours."""
         m, cfg = candidate["metrics"], candidate["config"]
         decision = promotion_decision(
             m["model_rmse"], m["persistence_rmse"], None, m["interval_coverage"],
-            target_coverage=cfg["coverage"], coverage_tolerance=cfg["coverage_tolerance"],
+            target_coverage=cfg["coverage"], coverage_tolerance=cfg["coverage_tolerance"], champion_refused=candidate.get("champion_refused"),
         )
         return dg.AssetCheckResult(
             passed=decision.promote,
@@ -134,6 +155,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
                 "interval_coverage": m["interval_coverage"],
                 "target_coverage": cfg["coverage"],
                 "coverage_tolerance": cfg["coverage_tolerance"],
+                "champion_refused": candidate.get("champion_refused") or "",
             },
         )
 
@@ -145,6 +167,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         decision = promotion_decision(
             m["model_rmse"], m["persistence_rmse"], m.get("champion_rmse"), m["interval_coverage"],
             target_coverage=cfg["coverage"], coverage_tolerance=cfg["coverage_tolerance"], margin=cfg["margin"],
+            champion_refused=candidate.get("champion_refused"),
         )
         registry = model_store.registry()
         if decision.promote:

@@ -3,7 +3,13 @@
 It writes what the real sources publish, so the demo runs the real parsing code:
 - ``openair/{SITE}_{YEAR}.RData``: the openair site-year table (``date`` GMT hour beginning,
   ``NO2``, ``O3``, ``PM2.5``, ``PM10``, ``NOXasNO2``, modelled ``ws``/``wd``/``temp``, ``site``, ``code``);
-- ``open-meteo/{SITE}_{YEAR}.json``: an Open-Meteo archive answer for the site's coordinates.
+- ``open-meteo/{SITE}_{YEAR}.json``: an Open-Meteo archive answer for the site's coordinates;
+- ``open-meteo-previous-runs/{SITE}_{YEAR}.json``: an Open-Meteo Previous Runs answer, the
+  forecasts as issued (``temperature_2m`` from the newest run, ``temperature_2m_previous_day1``
+  from the run a day earlier ...).
+
+Forecast weather is the simulated weather plus an error that grows with lead time (see
+``forecast_error``): a run every six hours, each forecasting the next ``MAX_LEAD_HOURS``.
 
 Each site-year is generated from a seed of (site, year), so any hour can be produced and the same
 hour is always the same value. A file for the current year stops at ``until`` (the newest complete
@@ -126,13 +132,71 @@ def _outages(rng: np.random.Generator, n: int) -> np.ndarray:
     return missing
 
 
+RUN_EVERY_HOURS = 6  # a forecast run every six hours, published as it is issued
+MAX_LEAD_HOURS = 24 + 2 * RUN_EVERY_HOURS  # the previous day's run reaches every hour of the next day
+# Forecast error per simulated column: (sd at lead 0, sd added by 24 h of lead), growing as the
+# square root of lead time like a random walk; day-ahead errors about those of a regional model.
+FORECAST_ERROR = {"temp": (0.4, 1.3), "ws": (0.3, 1.0), "wd": (8.0, 25.0), "rh": (3.0, 8.0), "precip": (0.1, 0.5), "blh": (50.0, 160.0)}
+PREVIOUS_DAYS = (0, 1)
+
+
+def forecast_error(site: DemoSite, year: int, n: int) -> dict[str, np.ndarray]:
+    """Per column, an array (lead hour 0..MAX_LEAD_HOURS, hour of year) of forecast errors.
+
+    error(t, L) = a * e0(t) + b * sum_{k<=L} e_k(t) / sqrt(24): forecasts of one hour at nearby
+    leads share most of their error, and its spread grows as sqrt(L); each e is smooth in time."""
+    rng = np.random.default_rng(zlib.crc32(f"{site.site_id}:{year}:forecast".encode()))
+    errors = {}
+    for column, (at_zero, per_day) in FORECAST_ERROR.items():
+        steps = np.stack([_ar1(rng, n, 0.9, 1.0) for _ in range(MAX_LEAD_HOURS)])
+        walk = np.vstack([np.zeros(n), np.cumsum(steps, axis=0)]) / np.sqrt(24.0)
+        errors[column] = at_zero * _ar1(rng, n, 0.9, 1.0)[None, :] + per_day * walk
+    return errors
+
+
+def forecast_weather(frame: pd.DataFrame, errors: dict[str, np.ndarray], lead: np.ndarray) -> pd.DataFrame:
+    """The weather columns of ``frame`` as forecast ``lead`` hours ahead (one lead per row)."""
+    rows = np.arange(len(frame))
+    value = {c: frame[c].to_numpy(float) + errors[c][lead, rows] for c in FORECAST_ERROR}
+    return pd.DataFrame(
+        {
+            "date": frame["date"].to_numpy(),
+            "temp": np.round(value["temp"], 1),
+            "ws": np.round(np.clip(value["ws"], 0.0, None), 1),
+            "wd": np.round(np.mod(value["wd"], 360.0), 1),
+            "rh": np.round(np.clip(value["rh"], 1.0, 100.0), 0),
+            "precip": np.round(np.clip(value["precip"], 0.0, None), 1),
+            "blh": np.round(np.clip(value["blh"], 50.0, None), 0),
+        }
+    )
+
+
+def run_lead(times: pd.DatetimeIndex, days_before: int) -> np.ndarray:
+    """Lead of the newest run issued at least ``days_before`` days before each hour."""
+    return 24 * days_before + times.hour.to_numpy() % RUN_EVERY_HOURS
+
+
 OPENAIR_COLUMNS = ["date", "NO2", "O3", "NOXasNO2", "PM10", "PM2.5", "temp", "ws", "wd", "site", "code"]
 
 
-def _openmeteo_payload(site: DemoSite, frame: pd.DataFrame) -> dict:
-    def values(column: str) -> list:
-        return [None if pd.isna(v) else float(v) for v in frame[column]]
+def _openmeteo_payload(site: DemoSite, frame: pd.DataFrame, previous: dict[int, pd.DataFrame] | None = None) -> dict:
+    """An Open-Meteo answer: the archive's (``previous`` None) or the Previous Runs API's, whose
+    variables carry ``_previous_day{N}`` for the run N days earlier (none for day 0)."""
 
+    def values(column: str, table: pd.DataFrame = frame) -> list:
+        series = table[column].to_numpy(float)
+        return [None if v != v else v for v in series.tolist()]
+
+    names = {"temperature_2m": "temp", "relative_humidity_2m": "rh", "wind_speed_10m": "ws", "wind_direction_10m": "wd", "precipitation": "precip", "boundary_layer_height": "blh"}
+    if previous is None:
+        hourly = {name: values(column) for name, column in names.items()}
+    else:
+        hourly = {
+            f"{name}{f'_previous_day{day}' if day else ''}": values(column, table)
+            for day, table in previous.items()
+            for name, column in names.items()
+        }
+    units = {"temperature_2m": "°C", "relative_humidity_2m": "%", "wind_speed_10m": "m/s", "wind_direction_10m": "°", "precipitation": "mm", "boundary_layer_height": "m"}
     return {
         "latitude": round(site.latitude, 4),
         "longitude": round(site.longitude, 4),
@@ -140,24 +204,8 @@ def _openmeteo_payload(site: DemoSite, frame: pd.DataFrame) -> dict:
         "utc_offset_seconds": 0,
         "timezone": "GMT",
         "timezone_abbreviation": "GMT",
-        "hourly_units": {
-            "time": "iso8601",
-            "temperature_2m": "°C",
-            "relative_humidity_2m": "%",
-            "wind_speed_10m": "m/s",
-            "wind_direction_10m": "°",
-            "precipitation": "mm",
-            "boundary_layer_height": "m",
-        },
-        "hourly": {
-            "time": frame["date"].dt.strftime("%Y-%m-%dT%H:%M").tolist(),
-            "temperature_2m": values("temp"),
-            "relative_humidity_2m": values("rh"),
-            "wind_speed_10m": values("ws"),
-            "wind_direction_10m": values("wd"),
-            "precipitation": values("precip"),
-            "boundary_layer_height": values("blh"),
-        },
+        "hourly_units": {"time": "iso8601", **{name: units[name.split("_previous_day")[0]] for name in hourly}},
+        "hourly": {"time": frame["date"].dt.strftime("%Y-%m-%dT%H:%M").tolist(), **hourly},
     }
 
 
@@ -174,6 +222,25 @@ class DemoNetwork:
     def weather_path(self, site_id: str, year: int) -> Path:
         return self.root / "open-meteo" / f"{site_id}_{year}.json"
 
+    def previous_runs_path(self, site_id: str, year: int) -> Path:
+        return self.root / "open-meteo-previous-runs" / f"{site_id}_{year}.json"
+
+    def forecast_ahead(self, site_id: str, origin: datetime, end: datetime) -> dict:
+        """The forecast for the hours after ``origin`` up to ``end`` from the newest run issued by
+        ``origin``, as an Open-Meteo forecast answer (what the service fetches ahead)."""
+        if end - origin > timedelta(hours=MAX_LEAD_HOURS - RUN_EVERY_HOURS):
+            raise ValueError(f"the demo forecasts at most {MAX_LEAD_HOURS - RUN_EVERY_HOURS} h ahead")
+        site = self.sites[site_id]
+        run = origin.replace(hour=origin.hour - origin.hour % RUN_EVERY_HOURS)
+        parts = []
+        for year in year_span(origin + timedelta(hours=1), end):
+            frame = simulate_site_year(site, year)
+            lead = ((frame["date"] - pd.Timestamp(run)) / pd.Timedelta(hours=1)).to_numpy().astype(int)
+            wanted = (frame["date"] > pd.Timestamp(origin)) & (frame["date"] < pd.Timestamp(end))
+            errors = forecast_error(site, year, len(frame))
+            parts.append(forecast_weather(frame[wanted].reset_index(drop=True), {c: e[:, wanted.to_numpy()] for c, e in errors.items()}, lead[wanted.to_numpy()]))
+        return _openmeteo_payload(site, pd.concat(parts, ignore_index=True))
+
     def ensure_site_year(self, site_id: str, year: int) -> None:
         """Write the site-year files unless they exist and reach the newest published hour.
 
@@ -187,14 +254,25 @@ class DemoNetwork:
         if self.openair_path(site_id, year).exists() and marker.exists():
             if datetime.fromisoformat(marker.read_text()) >= cutoff:
                 return
-        frame = simulate_site_year(self.sites[site_id], year)
-        frame = frame[frame["date"] < pd.Timestamp(cutoff)].reset_index(drop=True)
+        full = simulate_site_year(self.sites[site_id], year)
+        frame = full[full["date"] < pd.Timestamp(cutoff)].reset_index(drop=True)
         write_rdata(self.openair_path(site_id, year), f"{site_id}_{year}", frame[OPENAIR_COLUMNS])
         weather = self.weather_path(site_id, year)
         weather.parent.mkdir(parents=True, exist_ok=True)
         partial = weather.with_suffix(".partial")
         partial.write_text(json.dumps(_openmeteo_payload(self.sites[site_id], frame)))
         partial.replace(weather)
+        errors = forecast_error(self.sites[site_id], year, len(full))
+        times = pd.DatetimeIndex(full["date"])
+        kept = len(frame)
+        previous = {
+            day: forecast_weather(full, errors, run_lead(times, day)).iloc[:kept] for day in PREVIOUS_DAYS
+        }
+        runs = self.previous_runs_path(site_id, year)
+        runs.parent.mkdir(parents=True, exist_ok=True)
+        partial = runs.with_suffix(".partial")
+        partial.write_text(json.dumps(_openmeteo_payload(self.sites[site_id], frame, previous)))
+        partial.replace(runs)
         marker.write_text(cutoff.isoformat())
 
 
