@@ -14,7 +14,7 @@ import polars as pl
 
 from routeaq_assets.core.environment import MODEL_PREFIX, Settings, get_environment, load_settings, model_name
 from routeaq_assets.core.registry import ForecastRegistry
-from routeaq_assets.core.schema import SourceDataError
+from routeaq_assets.core.schema import WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
@@ -41,23 +41,32 @@ class Warehouse(dg.ConfigurableResource):
         finally:
             con.close()
 
-    def replace_window(self, table: str, frame: pl.DataFrame, start: datetime, end: datetime) -> int:
-        """Atomically replace the rows of [start, end) in ``table`` with ``frame``.
+    def replace_window(self, table: str, frame: pl.DataFrame, start: datetime, end: datetime, site_ids: list[str] | None = None) -> int:
+        """Atomically replace the rows of [start, end) in ``table`` with ``frame``: every site's
+        rows, or with ``site_ids`` only those sites' rows (the rest of the window stays).
 
         Re-running with the same frame leaves the same rows; a failure leaves the old rows.
         Returns the number of rows that were replaced."""
+        if site_ids is not None and not site_ids:
+            if frame.height:
+                raise ValueError(f"{table}: {frame.height} rows given, but no site to replace")
+            return 0
         outside = frame.filter((pl.col("time") < start) | (pl.col("time") >= end))
         if outside.height:
             raise ValueError(f"{table}: {outside.height} rows fall outside the window {start}..{end}")
+        scope, params = "time >= ? AND time < ?", [start, end]
+        if site_ids is not None:
+            strays = sorted(set(frame["site_id"].unique().to_list()) - set(site_ids))
+            if strays:
+                raise ValueError(f"{table}: rows of sites {strays} are not among the sites replaced {sorted(site_ids)}")
+            scope, params = scope + " AND list_contains(?, site_id)", params + [list(site_ids)]
         with self.connect() as con:
             con.register("incoming", frame.to_arrow())
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming WHERE false")
             con.execute("BEGIN TRANSACTION")
             try:
-                (replaced,) = con.execute(
-                    f"SELECT count(*) FROM {table} WHERE time >= ? AND time < ?", [start, end]
-                ).fetchone()
-                con.execute(f"DELETE FROM {table} WHERE time >= ? AND time < ?", [start, end])
+                (replaced,) = con.execute(f"SELECT count(*) FROM {table} WHERE {scope}", params).fetchone()
+                con.execute(f"DELETE FROM {table} WHERE {scope}", params)
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                 con.execute("COMMIT")
             except Exception:
@@ -172,9 +181,10 @@ class WeatherSource(dg.ConfigurableResource):
                 raise SourceUnavailable(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
             weather = openmeteo_to_weather(response.json(), site_id=site_id, kind=kind, source=url)
         elif self.kind == "local":
+            # No table for the site in the folder is no data (its stored weather stays).
             weather = local_weather(Path(self.folder), site_id)
             if weather is None:
-                raise SourceDataError(f"local weather: no ws, wd or air_temp column for {site_id} in {self.folder}")
+                weather = pl.DataFrame(schema=WEATHER)
         else:
             raise ValueError(f"unknown weather source kind {self.kind!r}: use demo, open-meteo or local")
         return weather.filter((pl.col("time") >= start) & (pl.col("time") < end))

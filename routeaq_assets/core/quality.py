@@ -52,3 +52,27 @@ def changed_rows(stored: pl.DataFrame, incoming: pl.DataFrame, keys: list[str], 
     joined = incoming.select(*keys, *columns).join(stored.select(*keys, *columns), on=keys, how="inner", suffix="_stored")
     differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_stored")) for c in columns)
     return joined.filter(differs).height
+
+
+def hours_missing_from_source(stored: pl.DataFrame, incoming: pl.DataFrame) -> pl.DataFrame:
+    """Site-hours stored from a source file that the same file, read again, no longer holds (a
+    truncated or shrunk file): one row per site and file with the number of hours and the first
+    and last of them. ``stored`` holds the rows of the files read again (``site_id``, ``time``,
+    ``source``); ``incoming`` what they hold now."""
+    gone = stored.select("site_id", "time", "source").unique().join(
+        incoming.select("site_id", "time").unique(), on=["site_id", "time"], how="anti"
+    )
+    return (
+        gone.group_by("site_id", "source")
+        .agg(pl.len().alias("hours"), pl.col("time").min().alias("first"), pl.col("time").max().alias("last"))
+        .sort("site_id", "source")
+    )
+
+
+def describe_missing_hours(missing: pl.DataFrame) -> list[str]:
+    """One sentence per site and file of ``hours_missing_from_source``."""
+    return [
+        f"{row['source']}, site {row['site_id']}: holds {row['hours']} fewer hours than stored "
+        f"({row['first']:%Y-%m-%d %H:%M} to {row['last']:%Y-%m-%d %H:%M} UTC are gone; truncated file?); stored rows kept"
+        for row in missing.iter_rows(named=True)
+    ]

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.core.quality import changed_rows, daily_completeness, frozen_runs
+from routeaq_assets.core.quality import changed_rows, daily_completeness, describe_missing_hours, frozen_runs, hours_missing_from_source
 from routeaq_assets.core.schema import POLLUTANTS, SourceDataError
 from routeaq_assets.core.sites import measures, read_site_metadata, site_attributes
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
@@ -148,8 +148,11 @@ def _unique_check(warehouse: Warehouse, table: str, keys: list[str], start: date
 )
 def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observations: ObservationSource):
     """Hourly observations of every registered site (observations contract), read from the
-    configured source. A site-year the source does not have is no data; a file that cannot be
-    read fails the partition and leaves what is stored untouched."""
+    configured source. Only what was read is replaced, site-year by site-year: a site-year the
+    source does not have (no file, a 404, a site no longer registered) is no new data and keeps
+    its stored rows. A site-year that cannot be read, or whose file no longer holds hours stored
+    from it (truncated), keeps its stored rows and fails the partition, named; the other
+    site-years are written."""
     start, end = _window(context)
     registry = _registry(warehouse)
     jobs = {}
@@ -161,35 +164,51 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
             else:
                 context.log.info(f"{site_id} measures no RouteAQ pollutant in {year}: skipped")
 
-    def fetch(key: tuple[str, int]) -> pl.DataFrame | None:
+    def fetch(key: tuple[str, int]) -> pl.DataFrame | str | None:
         site_id, year = key
         try:
             return observations.site_year(site_id, year)
         except (SourceDataError, SourceUnavailable, OSError) as exc:
-            raise dg.Failure(f"raw_aurn: site {site_id}, year {year}: {exc}") from exc
+            return f"site {site_id}, year {year}: {exc}"
 
-    # Every file is fetched and parsed before anything is written: one failure leaves the store as it was.
-    frames = []
+    # Every file is fetched and parsed before anything is written.
+    read: dict[tuple[str, int], pl.DataFrame] = {}
+    sources: list[pl.DataFrame] = []
+    errors: list[str] = []
     with ThreadPoolExecutor(max_workers=observations.max_concurrency) as pool:
         for (site_id, year), site_year in zip(jobs, pool.map(fetch, jobs)):
-            if site_year is None:
-                context.log.info(f"{site_id} {year}: the source has no file (no data)")
-                continue
-            frames.append(site_year.filter(pl.col("time").is_between(start, end, closed="left") & pl.col("pollutant").is_in(jobs[(site_id, year)])))
-    frame = pl.concat(frames) if frames else pl.DataFrame()
-    if frame.is_empty():
+            if isinstance(site_year, str):
+                errors.append(site_year)
+            elif site_year is None or site_year.is_empty():
+                context.log.info(f"{site_id} {year}: the source has no file (no new data; stored rows kept)")
+            else:
+                sources.append(site_year.select("site_id", "source").unique())
+                lo, hi = _year_window(year, start, end)
+                read[(site_id, year)] = site_year.filter(pl.col("time").is_between(lo, hi, closed="left") & pl.col("pollutant").is_in(jobs[(site_id, year)]))
+    stored = _stored_rows(warehouse, "observations", start, end, pl.concat(sources) if sources else None)
+    shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
+    read = {key: rows for key, rows in read.items() if key[0] not in shrunk}
+    frame = pl.concat(read.values()) if read else pl.DataFrame()
+    if not read and not errors:
         raise dg.Failure(f"raw_aurn: no observations for any site in {start}..{end}")
     keys = ["site_id", "time", "pollutant"]
-    stored = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, end]) if warehouse.has_table("observations") else pl.DataFrame()
-    changed = changed_rows(stored, frame, keys, ["value", "status"])
-    replaced = warehouse.replace_window("observations", frame, start, end)
+    changed = changed_rows(stored, frame, keys, ["value", "status"]) if not stored.is_empty() else 0
+    replaced = sum(
+        warehouse.replace_window("observations", part, lo, hi, site_ids=sites) for lo, hi, sites, part in _by_year(read, start, end)
+    )
+    if errors:
+        raise dg.Failure(
+            f"raw_aurn: {len(errors)} of {len(jobs)} site-years failed ({len(read)} written, the failed ones keep their stored rows):\n"
+            + "\n".join(errors)
+        )
     yield dg.MaterializeResult(
         metadata={
             "rows": frame.height,
             "rows_replaced": replaced,
             "rows_changed": dg.MetadataValue.int(changed),
             "sites": frame["site_id"].n_unique(),
-            "missing_share": round(frame["value"].null_count() / frame.height, 4),
+            "site_years_read": len(read),
+            "missing_share": round(frame["value"].null_count() / max(frame.height, 1), 4),
             "window": f"{start.isoformat()} .. {end.isoformat()}",
         }
     )
@@ -198,24 +217,70 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
     yield from _quality_checks(warehouse, start, end)
 
 
+def _year_window(year: int, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The part of [start, end) in one calendar year (site-year files hold one year each)."""
+    return max(start, datetime(year, 1, 1, tzinfo=timezone.utc)), min(end, datetime(year + 1, 1, 1, tzinfo=timezone.utc))
+
+
+def _stored_rows(warehouse: Warehouse, table: str, start: datetime, end: datetime, read_from: pl.DataFrame | None) -> pl.DataFrame:
+    """Stored rows of [start, end) that came from the files read again (``site_id``, ``source``)."""
+    if read_from is None or not warehouse.has_table(table):
+        return pl.DataFrame()
+    stored = warehouse.query(f"SELECT * FROM {table} WHERE time >= ? AND time < ? AND list_contains(?, site_id)", [start, end, read_from["site_id"].unique().to_list()])
+    return stored.join(read_from, on=["site_id", "source"], how="semi")
+
+
+def _shrunk_sites(context, frame: pl.DataFrame, stored: pl.DataFrame, errors: list[str]) -> set[str]:
+    """Sites whose files no longer hold hours stored from them (each reported in ``errors``):
+    they are not written, so their stored rows stay."""
+    if stored.is_empty():
+        return set()
+    missing = hours_missing_from_source(stored, frame)
+    for message in describe_missing_hours(missing):
+        errors.append(message)
+        context.log.error(message)
+    return set(missing["site_id"].to_list())
+
+
+def _by_year(read: dict[tuple[str, int], pl.DataFrame], start: datetime, end: datetime):
+    """(start, end, sites, rows) per calendar year: the sites read that year replace their own
+    rows only."""
+    for year in sorted({year for _, year in read}):
+        lo, hi = _year_window(year, start, end)
+        sites = sorted(site for site, y in read if y == year)
+        yield lo, hi, sites, pl.concat([read[(site, year)] for site in sites])
+
+
 @dg.asset(
     **HOURLY_INGEST,
     check_specs=[dg.AssetCheckSpec(CHECK_UNIQUE_HOURS, asset="raw_weather", description="One row per site and hour.")],
 )
 def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather: WeatherSource):
-    """Hourly weather at every registered site (weather contract), with its kind
-    (reanalysis or forecast)."""
+    """Hourly weather at every registered site (weather contract), with its kind (reanalysis or
+    forecast). As for observations, only the sites read are replaced: a site the source has no
+    weather for keeps its stored weather (so a site whose observation file vanished keeps both)."""
     start, end = _window(context)
     sites = site_attributes(_registry(warehouse))
-    frames = []
+    read, errors = {}, []
     for site in sites.iter_rows(named=True):
         try:
-            frames.append(weather.window(site, start, end))
+            rows = weather.window(site, start, end)
         except (SourceDataError, SourceUnavailable, OSError) as exc:
-            raise dg.Failure(f"raw_weather: site {site['site_id']}, {start}..{end}: {exc}") from exc
-    frame = pl.concat(frames)
-    replaced = warehouse.replace_window("weather", frame, start, end)
+            errors.append(f"site {site['site_id']}, {start}..{end}: {exc}")
+            continue
+        if rows.is_empty():
+            context.log.info(f"{site['site_id']}: the source has no weather for {start}..{end} (no new data; stored rows kept)")
+        else:
+            read[site["site_id"]] = rows
+    from_files = pl.concat([rows.select("site_id", "source").unique() for rows in read.values()]) if read else None
+    stored = _stored_rows(warehouse, "weather", start, end, from_files)
+    shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
+    read = {site: rows for site, rows in read.items() if site not in shrunk}
+    frame = pl.concat(read.values()) if read else pl.DataFrame(schema=stored.schema)
+    replaced = warehouse.replace_window("weather", frame, start, end, site_ids=sorted(read))
+    if errors:
+        raise dg.Failure(f"raw_weather: {len(errors)} sites failed ({len(read)} written, the failed ones keep their stored rows):\n" + "\n".join(errors))
     yield dg.MaterializeResult(
-        metadata={"rows": frame.height, "rows_replaced": replaced, "sites": frame["site_id"].n_unique(), "window": f"{start.isoformat()} .. {end.isoformat()}"}
+        metadata={"rows": frame.height, "rows_replaced": replaced, "sites": len(read), "window": f"{start.isoformat()} .. {end.isoformat()}"}
     )
     yield _unique_check(warehouse, "weather", ["site_id", "time"], start, end)
