@@ -121,3 +121,104 @@ def test_a_404_from_the_http_source_keeps_the_sites_rows(home, httpserver):
     assert ingest(defs, ["raw_aurn"]).success
     assert not answers  # the 404 was served
     assert stored(home)["observations"].equals(before)
+
+
+# -- item 3: bad rows are stopped before they spread ----------------------------------------
+
+def edit_csv(path: Path, hour: str, column: str, value: str) -> int:
+    """Set one cell of an openair CSV export; returns the file line it is on."""
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    number = next(i for i, line in enumerate(lines) if line.startswith(hour))
+    cells = lines[number].split(",")
+    cells[header.index(column)] = value
+    lines[number] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    return number + 1
+
+
+def run_ingest_job(defs: dg.Definitions) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("ingest_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": partition_key(START), "dagster/asset_partition_range_end": partition_key(END - timedelta(hours=1))},
+        raise_on_error=False,
+    )
+
+
+def check(result: dg.ExecuteInProcessResult, name: str):
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == name and e.asset_key.to_user_string() == "raw_aurn")
+
+
+def test_impossible_values_are_quarantined_with_the_reason_and_never_reach_the_features(local_home):
+    home, folder, defs, before = local_home
+    edit_csv(folder / "ABD_2017.csv", "2017-01-02 05:00", "no2", "-500")
+    edit_csv(folder / "ABD_2017.csv", "2017-01-02 09:00", "pm2.5", "1e9")
+    result = run_ingest_job(defs)
+    assert result.success
+    warehouse = Warehouse(path=str(home / "warehouse.duckdb"))
+    quarantined = warehouse.query("SELECT site_id, time, pollutant, value, reason, source FROM observations_quarantine ORDER BY time")
+    assert quarantined.select("pollutant", "value").rows() == [("no2", -500.0), ("pm25", 1e9)]
+    assert quarantined["reason"].to_list() == ["no2 -500.0 outside the physical range -10.0 to 2000.0 ug/m3", "pm25 1000000000.0 outside the physical range -10.0 to 1000.0 ug/m3"]
+    assert quarantined["source"].to_list() == [f"local:{folder / 'ABD_2017.csv'}"] * 2
+    warned = check(result, "no_rows_quarantined")
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+    assert "| ABD | 2017-01-02 05:00:00+00:00 | no2 -500.0 outside the physical range" in warned.metadata["rows"].value
+    assert check(result, "values_in_physical_range").passed
+    (bad,) = warehouse.query("SELECT count(*) FROM observations WHERE value < -10 OR value > 2000").row(0)
+    assert bad == 0
+    features = warehouse.query("SELECT * FROM silver_features WHERE site_id = 'ABD'")
+    numbers = features.select(pl.selectors.numeric())
+    assert numbers.select(pl.all().abs().max()).max_horizontal()[0] < 1000  # neither -500 nor 1e9 in any feature
+    assert features.filter((pl.col("pollutant") == "pm25") & (pl.col("time") == datetime(2017, 1, 2, 9, tzinfo=UTC)))["target"].to_list() == [None]
+
+
+def test_a_failed_blocking_check_stops_silver_features_and_fails_the_run(local_home):
+    home, folder, defs, before = local_home
+    warehouse = Warehouse(path=str(home / "warehouse.duckdb"))
+    # A stored value this run will not re-read (its site is no longer registered): written
+    # by another path, before quarantine existed.
+    hour = datetime(2017, 1, 2, 5, tzinfo=UTC)
+    row = before["observations"].filter((pl.col("site_id") == "AH") & (pl.col("time") == hour) & (pl.col("pollutant") == "no2"))
+    warehouse.replace_window("observations", warehouse.query("SELECT * FROM observations WHERE site_id = 'AH' AND time = ? AND pollutant = 'no2'", [hour]).with_columns(pl.lit(-500.0).alias("value")), hour, hour + timedelta(hours=1), site_ids=["AH"])
+    assert row.height == 1
+    register(defs, ["ABD"])
+    result = run_ingest_job(defs)
+    assert not result.success
+    failed = check(result, "values_in_physical_range")
+    assert not failed.passed and "no2 -500.0 outside the physical range" in failed.description
+    assert "blocking asset check failed with ERROR severity" in failure_message(result)
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "silver_features" not in materialized
+    assert not warehouse.has_table("silver_features")
+
+
+def test_repeated_hours_and_a_text_value_fail_only_their_site_naming_file_column_and_line(local_home):
+    home, folder, defs, before = local_home
+    abd, ah = folder / "ABD_2017.csv", folder / "AH_2017.csv"
+    line = edit_csv(abd, "2017-01-02 05:00", "no2", "n/a-calib")
+    edit_csv(ah, "2017-01-01 03:00", "o3", "77.5")  # a correction the good site brings
+    result = ingest(defs, ["raw_aurn"])
+    assert not result.success
+    assert f"local:{abd}: site ABD, column 'no2', line {line}: 'n/a-calib' is not a number (1 such cells in the column)" in failure_message(result)
+    after = stored(home)["observations"]
+    assert after.filter(pl.col("site_id") == "ABD").equals(before["observations"].filter(pl.col("site_id") == "ABD"))
+    assert after.filter((pl.col("site_id") == "AH") & (pl.col("time") == datetime(2017, 1, 1, 3, tzinfo=UTC)) & (pl.col("pollutant") == "o3"))["value"].to_list() == [77.5]
+
+    edit_csv(abd, "2017-01-02 05:00", "no2", "30.0")
+    lines = abd.read_text().splitlines()
+    abd.write_text("\n".join(lines[:40] + lines[30:34] + lines[40:]) + "\n")  # four hours given twice
+    result = ingest(defs, ["raw_aurn"])
+    assert not result.success
+    assert f"local:{abd}, site ABD: 4 hours appear more than once (2017-01-02 05:00, 2017-01-02 06:00, 2017-01-02 07:00, 2017-01-02 08:00 UTC)" in failure_message(result)
+    assert stored(home)["observations"].filter(pl.col("site_id") == "ABD").equals(before["observations"].filter(pl.col("site_id") == "ABD"))
+
+
+def test_a_text_value_in_a_ukair_csv_names_file_site_column_and_line():
+    from routeaq_assets.core.schema import SourceDataError
+    from routeaq_assets.sources.openair import openair_to_observations
+    from routeaq_assets.sources.ukair_csv import format_ukair_csv, parse_ukair_csv
+
+    obs = openair_to_observations(read_rdata_table(FIXTURES / "ABD_2017.RData"), site_id="ABD", network="aurn", source="t")
+    text = format_ukair_csv("Aberdeen", obs.filter(pl.col("time") < datetime(2017, 1, 2, tzinfo=UTC))).replace("01-01-2017,04:00,", "01-01-2017,04:00,calib,", 1)
+    with pytest.raises(SourceDataError, match=r"ABD_2017.csv: site ABD, column 'pm2.5 particulate matter \(hourly measured\)' \(pm25\), line 10: 'calib' is not a number"):
+        parse_ukair_csv(text, site_id="ABD", source="ABD_2017.csv")

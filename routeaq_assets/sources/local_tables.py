@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from routeaq_assets.core.schema import TIME, WEATHER, SourceDataError, conform
-from routeaq_assets.sources.openair import openair_to_observations, read_openair_table, utc_hours
+from routeaq_assets.sources.openair import openair_to_observations, read_openair_table, require_numbers, utc_hours
 
 SUFFIXES = (".rdata", ".rda", ".csv", ".parquet")
 # openair met columns -> weather contract (openair's modelled met: a reanalysis product).
@@ -47,12 +47,9 @@ def _load(folder: str, signature: tuple) -> dict[str, pl.DataFrame]:
         if "date" not in table.columns:
             raise SourceDataError(f"{path.name}: no 'date' column; columns are {table.columns}")
         # The file and line of every row travel with it, so an error can name both.
-        first_line = 2 if path.suffix.lower() == ".csv" else 1  # a CSV's line 1 is its header
-        table = table.with_columns(
-            _site_column(table, path).alias("__site"),
-            pl.lit(str(path)).alias("__file"),
-            pl.int_range(first_line, first_line + pl.len()).alias("__line"),
-        )
+        table = table.with_columns(_site_column(table, path).alias("__site"), pl.lit(str(path)).alias("__file"))
+        if path.suffix.lower() == ".csv":
+            table = table.with_columns(pl.int_range(2, 2 + pl.len()).alias("__line"))  # line 1 is the header
         for (site,), rows in table.group_by("__site"):
             tables.setdefault(site, []).append(rows)
     return {site: pl.concat(parts, how="diagonal_relaxed") for site, parts in tables.items()}
@@ -85,7 +82,8 @@ def local_weather(folder: Path, site_id: str) -> pl.DataFrame | None:
     present = {source: target for source, target in MET_COLUMNS.items() if source in table.columns}
     if not present:
         return pl.DataFrame(schema=WEATHER)
-    columns = {target: pl.col(source).cast(pl.Float64).fill_nan(None) for source, target in reversed(list(present.items()))}
+    require_numbers(table, list(present), source=f"local weather {folder}", site_id=site_id)
+    columns = {target: pl.col(source).cast(pl.Float64, strict=False).fill_nan(None) for source, target in reversed(list(present.items()))}
     frame = table.select(
         pl.lit(site_id).alias("site_id"),
         utc_hours(table).alias("time"),
