@@ -1,14 +1,20 @@
 """Source, data and run faults: what each does to the stored rows (docs/reliability.md)."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 from werkzeug import Response
 
-from conftest import FIXTURES, make_definitions, partition_key
+from conftest import FIXTURES, REPO, WINDOW_END, make_definitions, partition_key
 from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
 from routeaq_assets.sources.openair import read_rdata_table
 
@@ -222,3 +228,147 @@ def test_a_text_value_in_a_ukair_csv_names_file_site_column_and_line():
     text = format_ukair_csv("Aberdeen", obs.filter(pl.col("time") < datetime(2017, 1, 2, tzinfo=UTC))).replace("01-01-2017,04:00,", "01-01-2017,04:00,calib,", 1)
     with pytest.raises(SourceDataError, match=r"ABD_2017.csv: site ABD, column 'pm2.5 particulate matter \(hourly measured\)' \(pm25\), line 10: 'calib' is not a number"):
         parse_ukair_csv(text, site_id="ABD", source="ABD_2017.csv")
+
+
+# -- item 1: a dead run blocks nothing ------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(what: str, probe, timeout: float = 60.0, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def fast_monitoring_instance(dagster_home: Path) -> None:
+    """The repository's dagster.yaml with the monitoring loop made fast for a test."""
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    config["run_monitoring"].update(poll_interval_seconds=1, free_slots_after_run_end_seconds=1)
+    (dagster_home / "dagster.yaml").unlink()
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_a_backfill_killed_mid_run_is_failed_by_run_monitoring_and_a_plain_rerun_completes(home, tmp_path):
+    """The demo's backfill command, SIGKILLed while it holds the warehouse pool's only slot,
+    with the daemon that `make dev` runs beside it; the same command again then completes,
+    no run is deleted, and the data equals a clean run's."""
+    dagster_home = home / "dagster"
+    fast_monitoring_instance(dagster_home)
+    instance = dg.DagsterInstance.get()
+    defs = make_definitions(home)
+    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, instance=instance, run_config={"ops": {"site_registry": {"config": {"sites": ["CLL2", "MY1"]}}}}).success
+    start, end = WINDOW_END - timedelta(days=1), WINDOW_END
+    backfill = [str(BIN / "dagster"), "asset", "materialize", "--select", "raw_aurn,raw_weather,silver_features",
+                "--partition-range", f"{partition_key(start)}...{partition_key(end - timedelta(hours=1))}", "-m", "routeaq_assets.definitions"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with (logs / "daemon.log").open("w") as out:
+        # The daemon `make dev` runs, on this instance; run monitoring needs no code location.
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "--empty-workspace"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with (logs / "first.log").open("w") as out:
+            first = subprocess.Popen(backfill, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        backfills = lambda: [r for r in instance.get_runs() if "dagster/asset_partition_range_start" in r.tags]  # noqa: E731
+        killed = wait_for("the backfill to start raw_aurn", lambda: next((r for r in backfills() if instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)), None))
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.STARTED
+        assert [slot.run_id for slot in instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots] == [killed.run_id]
+
+        rerun = subprocess.run(backfill, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+        dead = instance.get_run_by_id(killed.run_id)
+        assert dead.status == dg.DagsterRunStatus.FAILURE
+        messages = [e.message for e in instance.all_logs(killed.run_id) if e.message]
+        assert any("is gone: killed or crashed without ending the run" in m for m in messages)
+        assert [r.status for r in backfills()] == [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]  # newest first: none deleted
+        assert instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots == []
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+
+    recovered = warehouse_tables(home)
+    clean_home = tmp_path / "clean"
+    demo = str(home / "demo_network")
+    clean = make_definitions(clean_home, observations=ObservationSource(kind="demo", folder=demo), weather=WeatherSource(kind="demo", folder=demo))
+    register(clean, ["CLL2", "MY1"])
+    assert ingest(clean, ["raw_aurn", "raw_weather", "silver_features"], start, end).success
+    for table, rows in warehouse_tables(clean_home).items():
+        assert recovered[table].equals(rows), table
+
+
+def warehouse_tables(home: Path) -> dict[str, pl.DataFrame]:
+    """Observations, weather and features as stored, less the ingestion time stamps."""
+    warehouse = Warehouse(path=str(home / "warehouse.duckdb"))
+    return {t: warehouse.query(f"SELECT * EXCLUDE (ingested_at) FROM {t} ORDER BY ALL") if t != "silver_features" else warehouse.query(f"SELECT * FROM {t} ORDER BY ALL")
+            for t in ("observations", "weather", "silver_features")}
+
+
+# -- item 4: readers and writers in other processes queue instead of failing ----------------
+
+READER = """
+import sys, time
+from pathlib import Path
+from routeaq_assets.resources import Warehouse
+warehouse, stop = Warehouse(path=sys.argv[1]), Path(sys.argv[2])
+reads = 0
+while not stop.exists():
+    warehouse.query("SELECT count(*) FROM sites")
+    if warehouse.has_table("observations"):
+        warehouse.query("SELECT count(*), max(time) FROM observations")
+    reads += 1
+    if reads == 1:
+        print("ready", flush=True)
+    time.sleep(0.01)
+print(f"reads {reads}", flush=True)
+"""
+
+LONG_WRITER = """
+import sys, time
+from routeaq_assets.resources import Warehouse
+with Warehouse(path=sys.argv[1]).connect() as con:
+    con.execute("BEGIN TRANSACTION")
+    con.execute("UPDATE observations SET unit = unit")
+    print("writing", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.execute("COMMIT")
+print("done", flush=True)
+"""
+
+
+def test_a_backfill_beside_a_polling_reader_and_online_features_during_a_long_write_both_succeed(home, tmp_path):
+    defs = make_definitions(home)
+    register(defs, ["CLL2", "MY1"])
+    database, stop = str(home / "warehouse.duckdb"), tmp_path / "stop"
+    reader = subprocess.Popen([sys.executable, "-c", READER, database, str(stop)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "ready"
+        result = ingest(defs, ["raw_aurn", "raw_weather", "silver_features"], WINDOW_END - timedelta(days=2), WINDOW_END)
+    finally:
+        stop.touch()
+        out, err = reader.communicate(timeout=60)
+    assert result.success, failure_message(result)
+    assert reader.returncode == 0, err[-2000:]
+    assert int(out.split()[-1]) > 10  # it kept reading all through the backfill
+
+    hold_s = 4.0
+    writer = subprocess.Popen([sys.executable, "-c", LONG_WRITER, database, str(hold_s)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        began = time.monotonic()
+        published = dg.materialize([defs.get_assets_def("online_features")], resources=defs.resources, raise_on_error=False)
+        waited = time.monotonic() - began
+    finally:
+        out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0 and out.strip() == "done", err[-2000:]
+    assert published.success, failure_message(published)
+    assert waited >= hold_s - 1.0  # it queued behind the writer rather than failing
