@@ -13,6 +13,7 @@ import duckdb
 import polars as pl
 
 from routeaq_assets.core.environment import MODEL_PREFIX, Settings, get_environment, load_settings, model_name
+from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
@@ -26,20 +27,28 @@ from routeaq_assets.sources.openmeteo import ARCHIVE_URL, FORECAST_URL, openmete
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The embedded DuckDB warehouse. One writer at a time (the ``warehouse`` pool); readers
-    open it read-only."""
+    """The embedded DuckDB warehouse. DuckDB lets one process write the file or many read it,
+    never both: every connection takes a lock on ``<path>.lock`` first (shared to read,
+    exclusive to write) and waits up to ``lock_timeout_s`` for it, so runs, ``online_features``
+    and any reader that goes through this class queue instead of failing. Writing runs also
+    share the ``warehouse`` pool, so they queue in Dagster rather than on the lock."""
 
     path: str
+    lock_timeout_s: float = 900.0  # a long backfill's write transaction
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.path, read_only=read_only and Path(self.path).exists())
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            yield con
-        finally:
-            con.close()
+        database = Path(self.path)
+        read_only = read_only and database.exists()  # the first opener creates the file
+        lock = database.with_name(database.name + ".lock")
+        with file_lock(lock, exclusive=not read_only, timeout_s=self.lock_timeout_s, what=f"warehouse {database}"):
+            database.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(database), read_only=read_only)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                yield con
+            finally:
+                con.close()
 
     def replace_window(self, table: str, frame: pl.DataFrame, start: datetime, end: datetime, site_ids: list[str] | None = None) -> int:
         """Atomically replace the rows of [start, end) in ``table`` with ``frame``: every site's
