@@ -253,6 +253,17 @@ def fast_monitoring_instance(dagster_home: Path) -> None:
     (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
 
+@pytest.mark.parametrize("config", ["dagster.yaml", "deploy/dagster.yaml"])
+def test_make_dev_and_the_production_instance_both_monitor_runs_and_free_slots_of_ended_runs(config, tmp_path):
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text((REPO / config).read_text())
+    settings, _ = dagster_instance_config(str(tmp_path))  # validated against Dagster's schema
+    monitoring = settings["run_monitoring"]
+    assert monitoring["enabled"] and monitoring["free_slots_after_run_end_seconds"] > 0
+    assert monitoring["start_timeout_seconds"] > 0 and monitoring["cancel_timeout_seconds"] > 0
+
+
 def test_a_backfill_killed_mid_run_is_failed_by_run_monitoring_and_a_plain_rerun_completes(home, tmp_path):
     """The demo's backfill command, SIGKILLed while it holds the warehouse pool's only slot,
     with the daemon that `make dev` runs beside it; the same command again then completes,
@@ -328,7 +339,7 @@ while not stop.exists():
     reads += 1
     if reads == 1:
         print("ready", flush=True)
-    time.sleep(0.01)
+    time.sleep(0.05)
 print(f"reads {reads}", flush=True)
 """
 
@@ -352,7 +363,7 @@ def test_a_backfill_beside_a_polling_reader_and_online_features_during_a_long_wr
     reader = subprocess.Popen([sys.executable, "-c", READER, database, str(stop)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert reader.stdout.readline().strip() == "ready"
-        result = ingest(defs, ["raw_aurn", "raw_weather", "silver_features"], WINDOW_END - timedelta(days=2), WINDOW_END)
+        result = ingest(defs, ["raw_aurn", "raw_weather", "silver_features"], WINDOW_END - timedelta(days=1), WINDOW_END)
     finally:
         stop.touch()
         out, err = reader.communicate(timeout=60)
