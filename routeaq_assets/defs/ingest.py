@@ -16,7 +16,7 @@ from routeaq_assets.core.quality import (
     hours_missing_from_source,
     split_out_of_range,
 )
-from routeaq_assets.core.schema import POLLUTANTS, SourceDataError
+from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import measures, read_site_metadata, site_attributes
 from routeaq_assets.defs.ingest_checks import (
     QUARANTINE_TABLE,
@@ -93,7 +93,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
     observations and stored with the reason in ``observations_quarantine``."""
     start, end = _window(context)
     read, sources, errors, planned = _read_site_years(context, observations, _registry(warehouse), start, end)
-    stored = _stored_rows(warehouse, "observations", start, end, sources)
+    stored = _stored_rows(warehouse, "observations", start, end, sources, "site_id, time, pollutant, value, status, source")
     shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
     read = {key: rows for key, rows in read.items() if key[0] not in shrunk}
     if not read and not errors:
@@ -178,11 +178,13 @@ def _year_window(year: int, start: datetime, end: datetime) -> tuple[datetime, d
     return max(start, datetime(year, 1, 1, tzinfo=timezone.utc)), min(end, datetime(year + 1, 1, 1, tzinfo=timezone.utc))
 
 
-def _stored_rows(warehouse: Warehouse, table: str, start: datetime, end: datetime, read_from: pl.DataFrame | None) -> pl.DataFrame:
+def _stored_rows(warehouse: Warehouse, table: str, start: datetime, end: datetime, read_from: pl.DataFrame | None, columns: str) -> pl.DataFrame:
     """Stored rows of [start, end) that came from the files read again (``site_id``, ``source``)."""
     if read_from is None or not warehouse.has_table(table):
         return pl.DataFrame()
-    stored = warehouse.query(f"SELECT * FROM {table} WHERE time >= ? AND time < ? AND list_contains(?, site_id)", [start, end, read_from["site_id"].unique().to_list()])
+    stored = warehouse.query(
+        f"SELECT {columns} FROM {table} WHERE time >= ? AND time < ? AND list_contains(?, site_id)", [start, end, read_from["site_id"].unique().to_list()]
+    )
     return stored.join(read_from, on=["site_id", "source"], how="semi")
 
 
@@ -226,10 +228,10 @@ def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather
         else:
             read[site["site_id"]] = rows
     from_files = pl.concat([rows.select("site_id", "source").unique() for rows in read.values()]) if read else None
-    stored = _stored_rows(warehouse, "weather", start, end, from_files)
+    stored = _stored_rows(warehouse, "weather", start, end, from_files, "site_id, time, source")
     shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
     read = {site: rows for site, rows in read.items() if site not in shrunk}
-    frame = pl.concat(read.values()) if read else pl.DataFrame(schema=stored.schema)
+    frame = pl.concat(read.values()) if read else pl.DataFrame(schema=WEATHER)
     replaced = warehouse.replace_window("weather", frame, start, end, site_ids=sorted(read))
     if errors:
         raise dg.Failure(f"raw_weather: {len(errors)} sites failed ({len(read)} written, the failed ones keep their stored rows):\n" + "\n".join(errors))
