@@ -15,6 +15,7 @@ import yaml
 from werkzeug import Response
 
 from conftest import FIXTURES, REPO, WINDOW_END, make_definitions, partition_key
+from routeaq_assets.core.locks import LockTimeout
 from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
 from routeaq_assets.sources.openair import read_rdata_table
 
@@ -375,6 +376,9 @@ def test_a_backfill_beside_a_polling_reader_and_online_features_during_a_long_wr
     writer = subprocess.Popen([sys.executable, "-c", LONG_WRITER, database, str(hold_s)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "writing"
+        impatient = Warehouse(path=database, lock_timeout_s=0.3)
+        with pytest.raises(LockTimeout, match=rf"warehouse {database}: pid {os.getpid()} waited 0.3 s to open it for reading .* \(last writer: pid {writer.pid} \(python -c"):
+            impatient.query("SELECT count(*) FROM observations")
         began = time.monotonic()
         published = dg.materialize([defs.get_assets_def("online_features")], resources=defs.resources, raise_on_error=False)
         waited = time.monotonic() - began

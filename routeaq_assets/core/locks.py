@@ -31,8 +31,10 @@ class LockTimeout(TimeoutError):
 
 
 def _describe_self(mode: str) -> str:
-    command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv[:6]))
-    return f"pid {os.getpid()} ({command or 'python'}) {mode} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    argv = sys.argv or ["python"]
+    program = f"python {argv[0]}" if argv[0].startswith("-") or not argv[0] else Path(argv[0]).name  # `python -c`, or a script
+    command = " ".join([program, *argv[1:5]])
+    return f"pid {os.getpid()} ({command}) {mode} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
 
 
 @contextmanager
