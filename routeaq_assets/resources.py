@@ -14,6 +14,7 @@ import duckdb
 import polars as pl
 
 from routeaq_assets.core.environment import MODEL_PREFIX, Settings, get_environment, load_settings, model_name
+from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
@@ -37,45 +38,66 @@ from routeaq_assets.sources.openmeteo import (
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The embedded DuckDB warehouse. One writer at a time (the ``warehouse`` pool); readers
-    open it read-only."""
+    """The embedded DuckDB warehouse. DuckDB lets one process write the file or many read it,
+    never both: every connection takes a lock on ``<path>.lock`` first (shared to read,
+    exclusive to write) and waits up to ``lock_timeout_s`` for it, so runs, ``online_features``
+    and any reader that goes through this class queue instead of failing. Writing runs also
+    share the ``warehouse`` pool, so they queue in Dagster rather than on the lock."""
 
     path: str
+    lock_timeout_s: float = 900.0  # a long backfill's write transaction
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.path, read_only=read_only and Path(self.path).exists())
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            yield con
-        finally:
-            con.close()
+        database = Path(self.path)
+        read_only = read_only and database.exists()  # the first opener creates the file
+        lock = database.with_name(database.name + ".lock")
+        with file_lock(lock, exclusive=not read_only, timeout_s=self.lock_timeout_s, what=f"warehouse {database}"):
+            database.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(database), read_only=read_only)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                yield con
+            finally:
+                con.close()
 
-    def replace_window(self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], start: datetime, end: datetime) -> int:
+    def replace_window(
+        self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], start: datetime, end: datetime, site_ids: list[str] | None = None
+    ) -> int:
         """Atomically replace the rows of [start, end) in ``table`` with ``frames``: one frame, or
         frames produced one at a time (so a year of the network is never in memory at once).
+        Every site's rows are replaced, or with ``site_ids`` only those sites' rows (the rest of
+        the window stays: a re-ingest replaces only what it read).
 
         Re-running with the same frames leaves the same rows; a failure, in writing or in
         producing a frame, leaves the old rows. Returns the number of rows that were replaced."""
         parts = iter([frames] if isinstance(frames, pl.DataFrame) else frames)
         first = next(parts, None)
+        if site_ids is not None and not site_ids:
+            if first is not None and first.height:
+                raise ValueError(f"{table}: {first.height} rows given, but no site to replace")
+            return 0
         if first is None and not self.has_table(table):
             return 0
+        scope, params = "time >= ? AND time < ?", [start, end]
+        if site_ids is not None:
+            scope, params = scope + " AND list_contains(?, site_id)", params + [list(site_ids)]
         with self.connect() as con:
             if first is not None:
                 con.register("incoming", first.head(0).to_arrow())
                 con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming")
             con.execute("BEGIN TRANSACTION")
             try:
-                (replaced,) = con.execute(
-                    f"SELECT count(*) FROM {table} WHERE time >= ? AND time < ?", [start, end]
-                ).fetchone()
-                con.execute(f"DELETE FROM {table} WHERE time >= ? AND time < ?", [start, end])
+                (replaced,) = con.execute(f"SELECT count(*) FROM {table} WHERE {scope}", params).fetchone()
+                con.execute(f"DELETE FROM {table} WHERE {scope}", params)
                 for frame in itertools.chain([first] if first is not None else [], parts):
                     outside = frame.filter((pl.col("time") < start) | (pl.col("time") >= end))
                     if outside.height:
                         raise ValueError(f"{table}: {outside.height} rows fall outside the window {start}..{end}")
+                    if site_ids is not None:
+                        strays = sorted(set(frame["site_id"].unique().to_list()) - set(site_ids))
+                        if strays:
+                            raise ValueError(f"{table}: rows of sites {strays} are not among the sites replaced {sorted(site_ids)}")
                     con.register("incoming", frame.to_arrow())
                     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                 con.execute("COMMIT")
@@ -266,9 +288,10 @@ class WeatherSource(dg.ConfigurableResource):
         elif self.kind == "local":
             if ahead:
                 return pl.DataFrame(schema=WEATHER)  # a folder of tables holds no forecast
+            # No table for the site in the folder is no data (its stored weather stays).
             weather = local_weather(Path(self.folder), site_id)
             if weather is None:
-                raise SourceDataError(f"local weather: no ws, wd or air_temp column for {site_id} in {self.folder}")
+                weather = pl.DataFrame(schema=WEATHER)
         else:
             raise ValueError(f"unknown weather source kind {self.kind!r}: use demo, open-meteo or local")
         return weather.filter((pl.col("time") >= start) & (pl.col("time") < end))

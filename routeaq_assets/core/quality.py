@@ -52,3 +52,92 @@ def changed_rows(stored: pl.DataFrame, incoming: pl.DataFrame, keys: list[str], 
     joined = incoming.select(*keys, *columns).join(stored.select(*keys, *columns), on=keys, how="inner", suffix="_stored")
     differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_stored")) for c in columns)
     return joined.filter(differs).height
+
+
+def hours_missing_from_source(stored: pl.DataFrame, incoming: pl.DataFrame) -> pl.DataFrame:
+    """Site-hours stored from a source file that the same file, read again, no longer holds (a
+    truncated or shrunk file): one row per site and file with the number of hours and the first
+    and last of them. ``stored`` holds the rows of the files read again (``site_id``, ``time``,
+    ``source``); ``incoming`` what they hold now."""
+    gone = stored.select("site_id", "time", "source").unique().join(
+        incoming.select("site_id", "time").unique(), on=["site_id", "time"], how="anti"
+    )
+    return (
+        gone.group_by("site_id", "source")
+        .agg(pl.len().alias("hours"), pl.col("time").min().alias("first"), pl.col("time").max().alias("last"))
+        .sort("site_id", "source")
+    )
+
+
+def describe_missing_hours(missing: pl.DataFrame) -> list[str]:
+    """One sentence per site and file of ``hours_missing_from_source``."""
+    return [
+        f"{row['source']}, site {row['site_id']}: holds {row['hours']} fewer hours than stored "
+        f"({row['first']:%Y-%m-%d %H:%M} to {row['last']:%Y-%m-%d %H:%M} UTC are gone; truncated file?); stored rows kept"
+        for row in missing.iter_rows(named=True)
+    ]
+
+
+# Published hourly values can dip a little below zero (instrument noise near the detection
+# limit, e.g. -0.5 ug/m3 PM2.5 in ratified AURN data); anything outside these bounds is impossible.
+VALUE_RANGES = {"pm25": (-10.0, 1000.0), "pm10": (-10.0, 2000.0), "no2": (-10.0, 2000.0), "o3": (-10.0, 1000.0), "nox": (-10.0, 5000.0)}
+
+
+def _bounds() -> pl.DataFrame:
+    return pl.DataFrame({"pollutant": list(VALUE_RANGES), "low": [b[0] for b in VALUE_RANGES.values()], "high": [b[1] for b in VALUE_RANGES.values()]})
+
+
+def out_of_range(observations: pl.DataFrame) -> pl.DataFrame:
+    """Rows whose value lies outside its pollutant's physical range, with the ``reason``."""
+    return (
+        observations.join(_bounds(), on="pollutant")
+        .filter((pl.col("value") < pl.col("low")) | (pl.col("value") > pl.col("high")))
+        .with_columns(
+            pl.format("{} {} outside the physical range {} to {} ug/m3", pl.col("pollutant"), pl.col("value"), pl.col("low"), pl.col("high")).alias("reason")
+        )
+        .drop("low", "high")
+    )
+
+
+def split_out_of_range(observations: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows to store, rows to quarantine with their ``reason``): a value outside its physical
+    range is kept out of the observations, which then have no row for that site, hour and
+    pollutant (missing, as if the source had no value)."""
+    bad = out_of_range(observations)
+    keys = ["site_id", "time", "pollutant"]
+    return observations.join(bad.select(keys), on=keys, how="anti"), bad
+
+
+def duplicate_hours(observations: pl.DataFrame) -> pl.DataFrame:
+    """Site, pollutant and hour keys that a source gives more than once, with the files."""
+    keys = ["site_id", "time", "pollutant"]
+    return (
+        observations.group_by(keys)
+        .agg(pl.len().alias("copies"), pl.col("source").unique().sort().str.join(", ").alias("files"))
+        .filter(pl.col("copies") > 1)
+        .sort(keys)
+    )
+
+
+def describe_duplicates(duplicates: pl.DataFrame, shown: int = 5) -> list[str]:
+    """One sentence per site: its files, how many hours repeat, and the first of them."""
+    sentences = []
+    for (site_id,), rows in duplicates.group_by("site_id", maintain_order=True):
+        hours = rows["time"].unique().sort()
+        listed = ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in hours.head(shown))
+        more = f" and {hours.len() - shown} more" if hours.len() > shown else ""
+        files = ", ".join(sorted(set(", ".join(rows["files"].to_list()).split(", "))))
+        sentences.append(f"{files}, site {site_id}: {hours.len()} hours appear more than once ({listed}{more} UTC); stored rows kept")
+    return sentences
+
+
+def markdown_table(frame: pl.DataFrame, limit: int = 20) -> str:
+    """A small frame as a Markdown table for check metadata (readable in the Dagster UI)."""
+    if frame.is_empty():
+        return "none"
+    shown = frame.head(limit)
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in shown.iter_rows()]
+    if frame.height > limit:
+        lines.append(f"\n{frame.height - limit} more rows")
+    return "\n".join(lines)

@@ -2,32 +2,36 @@
 
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.progress import Progress
-from routeaq_assets.core.quality import changed_rows, daily_completeness, frozen_runs
-from routeaq_assets.core.schema import POLLUTANTS, SourceDataError
+from routeaq_assets.core.quality import (
+    changed_rows,
+    describe_duplicates,
+    describe_missing_hours,
+    duplicate_hours,
+    hours_missing_from_source,
+    split_out_of_range,
+)
+from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import measures, read_site_metadata, site_attributes
+from routeaq_assets.defs.ingest_checks import (
+    QUARANTINE_TABLE,
+    observation_check_specs,
+    quality_checks,
+    quarantine_check,
+    range_check,
+    unique_check,
+    weather_check_specs,
+)
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
 from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
 from routeaq_assets.sources.demo_network import year_span
 from routeaq_assets.sources.http import SourceUnavailable
-
-# Published hourly values can dip a little below zero (instrument noise near the detection
-# limit, e.g. -0.5 ug/m3 PM2.5 in ratified AURN data); anything outside these bounds is an error.
-VALUE_RANGES = {"pm25": (-10.0, 1000.0), "pm10": (-10.0, 2000.0), "no2": (-10.0, 2000.0), "o3": (-10.0, 1000.0), "nox": (-10.0, 5000.0)}
-CHECK_VALUE_RANGE = "values_in_physical_range"
-CHECK_UNIQUE_HOURS = "one_row_per_site_hour"
-CHECK_COMPLETENESS = "daily_completeness"
-CHECK_FRESHNESS = "newest_hour_is_recent"
-CHECK_FROZEN = "no_frozen_values"
-MIN_DAILY_COMPLETENESS = 0.75  # the usual data-capture rule for a valid daily mean
-MAX_AGE_HOURS = 6
-FROZEN_HOURS = 12
 
 
 class SiteRegistryConfig(dg.Config):
@@ -79,80 +83,60 @@ def _registry(warehouse: Warehouse) -> pl.DataFrame:
     return warehouse.query("SELECT * FROM sites")
 
 
-def _range_check(frame: pl.DataFrame) -> dg.AssetCheckResult:
-    bounds = pl.DataFrame({"pollutant": list(VALUE_RANGES), "low": [b[0] for b in VALUE_RANGES.values()], "high": [b[1] for b in VALUE_RANGES.values()]})
-    bad = frame.join(bounds, on="pollutant").filter((pl.col("value") < pl.col("low")) | (pl.col("value") > pl.col("high")))
-    return dg.AssetCheckResult(
-        check_name=CHECK_VALUE_RANGE,
-        passed=bad.height == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"out_of_range_rows": bad.height, "ranges": str(VALUE_RANGES), "examples": str(bad.head(5).rows())},
-    )
-
-
-def _quality_checks(warehouse: Warehouse, start: datetime, end: datetime):
-    """Completeness of the days the window touches, frozen values over the last day, freshness."""
-    day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    recent = warehouse.query(
-        "SELECT site_id, time, pollutant, value FROM observations WHERE time >= ? AND time < ?",
-        [min(day_start, end - timedelta(hours=FROZEN_HOURS * 2)), end],
-    )
-    completeness = daily_completeness(recent.filter(pl.col("time") >= day_start), end)
-    low = completeness.filter(pl.col("completeness") < MIN_DAILY_COMPLETENESS)
-    yield dg.AssetCheckResult(
-        check_name=CHECK_COMPLETENESS,
-        passed=low.is_empty(),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"threshold": MIN_DAILY_COMPLETENESS, "site_days_below": low.height, "lowest": float(completeness["completeness"].min() or 0.0), "examples": str(low.head(5).rows())},
-    )
-    frozen = frozen_runs(recent, FROZEN_HOURS)
-    yield dg.AssetCheckResult(
-        check_name=CHECK_FROZEN,
-        passed=frozen.is_empty(),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"threshold_hours": FROZEN_HOURS, "frozen_runs": frozen.height, "examples": str(frozen.head(5).rows())},
-    )
-    (newest,) = warehouse.query("SELECT max(time) FROM observations WHERE value IS NOT NULL").row(0)
-    age = (datetime.now(timezone.utc) - newest) / timedelta(hours=1) if newest else float("inf")
-    yield dg.AssetCheckResult(
-        check_name=CHECK_FRESHNESS,
-        passed=age <= MAX_AGE_HOURS,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=None if age <= MAX_AGE_HOURS else f"newest observation {newest} is {age:.0f} h old (a backfill of past hours, or a feed that stopped)",
-        metadata={"newest_observation": str(newest), "age_hours": round(age, 1), "threshold_hours": MAX_AGE_HOURS},
-    )
-
-
-def _unique_check(warehouse: Warehouse, table: str, keys: list[str], start: datetime, end: datetime) -> dg.AssetCheckResult:
-    (duplicates,) = warehouse.query(
-        f"SELECT count(*) AS n FROM (SELECT {', '.join(keys)} FROM {table} WHERE time >= ? AND time < ? "
-        f"GROUP BY ALL HAVING count(*) > 1)",
-        [start, end],
-    ).row(0)
-    return dg.AssetCheckResult(
-        check_name=CHECK_UNIQUE_HOURS,
-        passed=duplicates == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"duplicate_keys": duplicates, "keys": ", ".join(keys), "threshold": 0},
-    )
-
-
-@dg.asset(
-    **HOURLY_INGEST,
-    check_specs=[
-        dg.AssetCheckSpec(CHECK_VALUE_RANGE, asset="raw_aurn", description="Every value within its pollutant's physical range."),
-        dg.AssetCheckSpec(CHECK_UNIQUE_HOURS, asset="raw_aurn", description="One row per site, hour and pollutant."),
-        dg.AssetCheckSpec(CHECK_COMPLETENESS, asset="raw_aurn", description="Each site and pollutant has values for 75 % of each day's hours."),
-        dg.AssetCheckSpec(CHECK_FRESHNESS, asset="raw_aurn", description="The newest stored observation is at most 6 hours old."),
-        dg.AssetCheckSpec(CHECK_FROZEN, asset="raw_aurn", description="No site repeats one value for 12 hours or more."),
-    ],
-)
+@dg.asset(**HOURLY_INGEST, check_specs=observation_check_specs("raw_aurn"))
 def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observations: ObservationSource):
     """Hourly observations of every registered site (observations contract), read from the
-    configured source. A site-year the source does not have is no data; a file that cannot be
-    read fails the partition and leaves what is stored untouched."""
+    configured source. Only what was read is replaced, site-year by site-year: a site-year the
+    source does not have (no file, a 404, a site no longer registered) is no new data and keeps
+    its stored rows. A site-year that cannot be read, repeats an hour, or whose file no longer
+    holds hours stored from it (truncated) keeps its stored rows and fails the partition, named;
+    the other site-years are written. Values outside their physical range are kept out of the
+    observations and stored with the reason in ``observations_quarantine``."""
     start, end = _window(context)
-    registry = _registry(warehouse)
+    read, sources, errors, planned = _read_site_years(context, observations, _registry(warehouse), start, end)
+    stored = _stored_rows(warehouse, "observations", start, end, sources, "site_id, time, pollutant, value, status, source")
+    shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
+    read = {key: rows for key, rows in read.items() if key[0] not in shrunk}
+    if not read and not errors:
+        raise dg.Failure(f"raw_aurn: no observations for any site in {start}..{end}")
+    kept, quarantined, replaced = {}, {}, 0
+    for key, rows in read.items():
+        kept[key], quarantined[key] = split_out_of_range(rows)
+    for lo, hi, sites, part in _by_year(kept, start, end):
+        replaced += warehouse.replace_window("observations", part, lo, hi, site_ids=sites)
+    for lo, hi, sites, part in _by_year(quarantined, start, end):
+        warehouse.replace_window(QUARANTINE_TABLE, part.with_columns(pl.lit(datetime.now(timezone.utc)).alias("quarantined_at")), lo, hi, site_ids=sites)
+    if errors:
+        raise dg.Failure(
+            f"raw_aurn: {len(errors)} of {planned} site-years failed ({len(read)} written, the failed ones keep their stored rows):\n"
+            + "\n".join(errors)
+        )
+    frame = pl.concat(kept.values())
+    quarantine = pl.concat(quarantined.values())
+    keys = ["site_id", "time", "pollutant"]
+    yield dg.MaterializeResult(
+        metadata={
+            "rows": frame.height,
+            "rows_replaced": replaced,
+            "rows_changed": dg.MetadataValue.int(changed_rows(stored, frame, keys, ["value", "status"])),
+            "rows_quarantined": quarantine.height,
+            "sites": frame["site_id"].n_unique(),
+            "site_years_read": len(read),
+            "missing_share": round(frame["value"].null_count() / max(frame.height, 1), 4),
+            "window": f"{start.isoformat()} .. {end.isoformat()}",
+        }
+    )
+    yield range_check(warehouse, start, end)
+    yield unique_check(warehouse, "observations", keys, start, end)
+    yield quarantine_check(quarantine)
+    yield from quality_checks(warehouse, start, end)
+
+
+def _read_site_years(context, observations: ObservationSource, registry: pl.DataFrame, start: datetime, end: datetime):
+    """Every site-year file of the window, fetched and parsed before anything is written:
+    (rows in the window per site-year, the files read, problems named, site-years planned).
+    A site-year with no file, or an empty one, is no new data; one that cannot be parsed or
+    repeats an hour is a problem."""
     jobs = {}
     for site_id in sorted(registry["site_id"].unique()):
         for year in year_span(start, end):
@@ -162,67 +146,101 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
             else:
                 context.log.info(f"{site_id} measures no RouteAQ pollutant in {year}: skipped")
 
-    def fetch(key: tuple[str, int]) -> pl.DataFrame | None:
+    def fetch(key: tuple[str, int]) -> pl.DataFrame | str | None:
         site_id, year = key
         try:
             return observations.hours(site_id, year, start, end, jobs[key])  # the source picks archive or live hours
         except (SourceDataError, SourceUnavailable, OSError) as exc:
-            raise dg.Failure(f"raw_aurn: site {site_id}, year {year}: {exc}") from exc
+            return f"site {site_id}, year {year}: {exc}"
 
-    # Every file is fetched and parsed before anything is written: one failure leaves the store as it was.
-    frames = []
+    read: dict[tuple[str, int], pl.DataFrame] = {}
+    sources, errors = [], []
     progress = Progress("raw_aurn", len(jobs), "site-years read", context.log.info)
     with ThreadPoolExecutor(max_workers=observations.max_concurrency) as pool:
         for (site_id, year), site_year in zip(jobs, pool.map(fetch, jobs)):
             progress.advance(f"{site_id} {year}")
-            if site_year is None:
-                context.log.info(f"{site_id} {year}: the source has no file (no data)")
+            if isinstance(site_year, str):
+                errors.append(site_year)
                 continue
-            frames.append(site_year.filter(pl.col("time").is_between(start, end, closed="left") & pl.col("pollutant").is_in(jobs[(site_id, year)])))
-    frame = pl.concat(frames) if frames else pl.DataFrame()
-    if frame.is_empty():
-        raise dg.Failure(f"raw_aurn: no observations for any site in {start}..{end}")
-    keys = ["site_id", "time", "pollutant"]
-    stored = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, end]) if warehouse.has_table("observations") else pl.DataFrame()
-    changed = changed_rows(stored, frame, keys, ["value", "status"])
-    progress.note(f"writing {frame.height:,} rows")
-    replaced = warehouse.replace_window("observations", frame, start, end)
-    progress.note("written")
-    yield dg.MaterializeResult(
-        metadata={
-            "rows": frame.height,
-            "rows_replaced": replaced,
-            "rows_changed": dg.MetadataValue.int(changed),
-            "sites": frame["site_id"].n_unique(),
-            "missing_share": round(frame["value"].null_count() / frame.height, 4),
-            "window": f"{start.isoformat()} .. {end.isoformat()}",
-        }
+            if site_year is None or site_year.is_empty():
+                context.log.info(f"{site_id} {year}: the source has no file (no new data; stored rows kept)")
+                continue
+            lo, hi = _year_window(year, start, end)
+            rows = site_year.filter(pl.col("time").is_between(lo, hi, closed="left") & pl.col("pollutant").is_in(jobs[(site_id, year)]))
+            repeated = duplicate_hours(rows)
+            if not repeated.is_empty():
+                errors.extend(f"year {year}: {sentence}" for sentence in describe_duplicates(repeated))
+                continue
+            sources.append(site_year.select("site_id", "source").unique())
+            read[(site_id, year)] = rows
+    return read, (pl.concat(sources) if sources else None), errors, len(jobs)
+
+
+def _year_window(year: int, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The part of [start, end) in one calendar year (site-year files hold one year each)."""
+    return max(start, datetime(year, 1, 1, tzinfo=timezone.utc)), min(end, datetime(year + 1, 1, 1, tzinfo=timezone.utc))
+
+
+def _stored_rows(warehouse: Warehouse, table: str, start: datetime, end: datetime, read_from: pl.DataFrame | None, columns: str) -> pl.DataFrame:
+    """Stored rows of [start, end) that came from the files read again (``site_id``, ``source``)."""
+    if read_from is None or not warehouse.has_table(table):
+        return pl.DataFrame()
+    stored = warehouse.query(
+        f"SELECT {columns} FROM {table} WHERE time >= ? AND time < ? AND list_contains(?, site_id)", [start, end, read_from["site_id"].unique().to_list()]
     )
-    yield _range_check(frame)
-    yield _unique_check(warehouse, "observations", keys, start, end)
-    yield from _quality_checks(warehouse, start, end)
+    return stored.join(read_from, on=["site_id", "source"], how="semi")
 
 
-@dg.asset(
-    **HOURLY_INGEST,
-    check_specs=[dg.AssetCheckSpec(CHECK_UNIQUE_HOURS, asset="raw_weather", description="One row per site and hour.")],
-)
+def _shrunk_sites(context, frame: pl.DataFrame, stored: pl.DataFrame, errors: list[str]) -> set[str]:
+    """Sites whose files no longer hold hours stored from them (each reported in ``errors``):
+    they are not written, so their stored rows stay."""
+    if stored.is_empty():
+        return set()
+    missing = hours_missing_from_source(stored, frame)
+    for message in describe_missing_hours(missing):
+        errors.append(message)
+        context.log.error(message)
+    return set(missing["site_id"].to_list())
+
+
+def _by_year(read: dict[tuple[str, int], pl.DataFrame], start: datetime, end: datetime):
+    """(start, end, sites, rows) per calendar year: the sites read that year replace their own
+    rows only."""
+    for year in sorted({year for _, year in read}):
+        lo, hi = _year_window(year, start, end)
+        sites = sorted(site for site, y in read if y == year)
+        yield lo, hi, sites, pl.concat([read[(site, year)] for site in sites])
+
+
+@dg.asset(**HOURLY_INGEST, check_specs=weather_check_specs("raw_weather"))
 def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather: WeatherSource):
-    """Hourly weather at every registered site (weather contract), with its kind
-    (reanalysis or forecast)."""
+    """Hourly weather at every registered site (weather contract), with its kind (reanalysis or
+    forecast). As for observations, only the sites read are replaced: a site the source has no
+    weather for keeps its stored weather (so a site whose observation file vanished keeps both)."""
     start, end = _window(context)
     sites = site_attributes(_registry(warehouse))
-    frames = []
+    read, errors = {}, []
     progress = Progress("raw_weather", sites.height, "sites read", context.log.info)
     for site in sites.iter_rows(named=True):
         try:
-            frames.append(weather.window(site, start, end))
+            rows = weather.window(site, start, end)
             progress.advance(site["site_id"])
         except (SourceDataError, SourceUnavailable, OSError) as exc:
-            raise dg.Failure(f"raw_weather: site {site['site_id']}, {start}..{end}: {exc}") from exc
-    frame = pl.concat(frames)
-    replaced = warehouse.replace_window("weather", frame, start, end)
+            errors.append(f"site {site['site_id']}, {start}..{end}: {exc}")
+            continue
+        if rows.is_empty():
+            context.log.info(f"{site['site_id']}: the source has no weather for {start}..{end} (no new data; stored rows kept)")
+        else:
+            read[site["site_id"]] = rows
+    from_files = pl.concat([rows.select("site_id", "source").unique() for rows in read.values()]) if read else None
+    stored = _stored_rows(warehouse, "weather", start, end, from_files, "site_id, time, source")
+    shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
+    read = {site: rows for site, rows in read.items() if site not in shrunk}
+    frame = pl.concat(read.values()) if read else pl.DataFrame(schema=WEATHER)
+    replaced = warehouse.replace_window("weather", frame, start, end, site_ids=sorted(read))
+    if errors:
+        raise dg.Failure(f"raw_weather: {len(errors)} sites failed ({len(read)} written, the failed ones keep their stored rows):\n" + "\n".join(errors))
     yield dg.MaterializeResult(
-        metadata={"rows": frame.height, "rows_replaced": replaced, "sites": frame["site_id"].n_unique(), "window": f"{start.isoformat()} .. {end.isoformat()}"}
+        metadata={"rows": frame.height, "rows_replaced": replaced, "sites": len(read), "window": f"{start.isoformat()} .. {end.isoformat()}"}
     )
-    yield _unique_check(warehouse, "weather", ["site_id", "time"], start, end)
+    yield unique_check(warehouse, "weather", ["site_id", "time"], start, end)

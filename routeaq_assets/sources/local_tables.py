@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from routeaq_assets.core.schema import TIME, WEATHER, SourceDataError, conform
-from routeaq_assets.sources.openair import openair_to_observations, read_openair_table, utc_hours
+from routeaq_assets.sources.openair import openair_to_observations, read_openair_table, require_numbers, utc_hours
 
 SUFFIXES = (".rdata", ".rda", ".csv", ".parquet")
 # openair met columns -> weather contract (openair's modelled met: a reanalysis product).
@@ -46,7 +46,10 @@ def _load(folder: str, signature: tuple) -> dict[str, pl.DataFrame]:
         table = read_openair_table(path)
         if "date" not in table.columns:
             raise SourceDataError(f"{path.name}: no 'date' column; columns are {table.columns}")
+        # The file and line of every row travel with it, so an error can name both.
         table = table.with_columns(_site_column(table, path).alias("__site"), pl.lit(str(path)).alias("__file"))
+        if path.suffix.lower() == ".csv":
+            table = table.with_columns(pl.int_range(2, 2 + pl.len()).alias("__line"))  # line 1 is the header
         for (site,), rows in table.group_by("__site"):
             tables.setdefault(site, []).append(rows)
     return {site: pl.concat(parts, how="diagonal_relaxed") for site, parts in tables.items()}
@@ -59,29 +62,36 @@ def load_folder(folder: Path) -> dict[str, pl.DataFrame]:
 
 
 def local_observations(folder: Path, site_id: str, network: str) -> pl.DataFrame | None:
+    """A site's observations from every file that holds it (each row's ``source`` names its
+    file), or None when no file holds the site (no data)."""
     table = load_folder(folder).get(site_id)
     if table is None:
         return None
-    return openair_to_observations(table.drop("code", strict=False), site_id=site_id, network=network, source=f"local:{table['__file'][0]}")
+    return pl.concat(
+        openair_to_observations(rows.drop("code", strict=False), site_id=site_id, network=network, source=f"local:{file}")
+        for (file,), rows in table.group_by("__file", maintain_order=True)
+    )
 
 
 def local_weather(folder: Path, site_id: str) -> pl.DataFrame | None:
-    """The met columns of a site's tables as weather (kind ``reanalysis``), or None if it has none."""
+    """The met columns of a site's tables as weather (kind ``reanalysis``): no rows when its
+    tables have no met column, None when no file holds the site (no data either way)."""
     table = load_folder(folder).get(site_id)
     if table is None:
         return None
     present = {source: target for source, target in MET_COLUMNS.items() if source in table.columns}
     if not present:
-        return None
-    columns = {target: pl.col(source).cast(pl.Float64).fill_nan(None) for source, target in reversed(list(present.items()))}
+        return pl.DataFrame(schema=WEATHER)
+    require_numbers(table, list(present), source=f"local weather {folder}", site_id=site_id)
+    columns = {target: pl.col(source).cast(pl.Float64, strict=False).fill_nan(None) for source, target in reversed(list(present.items()))}
     frame = table.select(
         pl.lit(site_id).alias("site_id"),
         utc_hours(table).alias("time"),
         *(expr.alias(name) for name, expr in columns.items()),
+        (pl.lit("local:") + pl.col("__file")).alias("source"),
     ).with_columns(
         *(pl.lit(None, pl.Float64).alias(c) for c in WEATHER if c not in columns and c not in ("site_id", "time", "kind", "source", "ingested_at")),
         pl.lit("reanalysis").alias("kind"),
-        pl.lit(f"local:{table['__file'][0]}").alias("source"),
         pl.lit(datetime.now(timezone.utc)).cast(TIME).alias("ingested_at"),
     )
     return conform(frame, WEATHER, f"local weather {site_id}").unique(["site_id", "time"], keep="first").sort("time")

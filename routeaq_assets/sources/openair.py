@@ -47,7 +47,12 @@ def read_openair_table(path: Path) -> pl.DataFrame:
     if suffix in (".rdata", ".rda"):
         return read_rdata_table(path)
     if suffix == ".csv":
-        return pl.read_csv(path, try_parse_dates=True, null_values=["NA", ""])
+        # Every cell read as text, then converted column by column: a text value in a numeric
+        # column is reported with its line (``require_numbers``), not as a reader error.
+        try:
+            return pl.read_csv(path, infer_schema_length=0, null_values=["NA", ""])
+        except pl.exceptions.PolarsError as exc:
+            raise SourceDataError(f"{path.name}: not a readable CSV table ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     if suffix == ".parquet":
         return pl.read_parquet(path)
     raise SourceDataError(f"{path.name}: unsupported table format {suffix!r} (use .RData, .csv or .parquet)")
@@ -62,6 +67,26 @@ def utc_hours(table: pl.DataFrame) -> pl.Expr:
     if getattr(dtype, "time_zone", None) is None:
         return date.dt.replace_time_zone("UTC").cast(TIME)
     return date.dt.convert_time_zone("UTC").cast(TIME)
+
+
+def require_numbers(table: pl.DataFrame, columns: list[str], *, source: str, site_id: str | None) -> None:
+    """Raise naming the file, site, column and line of the first cell in ``columns`` that is text
+    where a number belongs (``NA``/``NaN``/empty are missing values, not errors). Lines come from
+    a ``__line`` column when the reader kept one (a CSV's line numbers), else rows count from 1;
+    the file from ``__file`` when the table joins several files."""
+    for column in columns:
+        if table.schema[column].is_numeric() or table.schema[column] == pl.Null:
+            continue
+        text = table[column].cast(pl.Utf8).str.strip_chars()
+        bad = text.is_not_null() & ~text.str.to_lowercase().is_in(["", "na", "nan"]) & text.cast(pl.Float64, strict=False).is_null()
+        if bad.any():
+            at = int(bad.arg_true()[0])
+            where = f"line {table['__line'][at]}" if "__line" in table.columns else f"row {at + 1}"
+            site = site_id if site_id is not None else table["code"][at]
+            origin = f"local:{table['__file'][at]}" if "__file" in table.columns else source
+            raise SourceDataError(
+                f"{origin}: site {site}, column {column!r}, {where}: {text[at]!r} is not a number ({int(bad.sum())} such cells in the column)"
+            )
 
 
 def openair_to_observations(
@@ -85,12 +110,13 @@ def openair_to_observations(
         raise SourceDataError(f"{source}: no pollutant columns among {table.columns}")
     if site_id is None and "code" not in table.columns:
         raise SourceDataError(f"{source}: no site given and no 'code' column to take it from")
+    require_numbers(table, list(value_columns), source=source, site_id=site_id)
     date = utc_hours(table)
     site = pl.lit(site_id) if site_id is not None else pl.col("code").cast(pl.Utf8)
     wide = table.select(
         site.alias("site_id"),
         date.alias("time"),
-        *[pl.col(c).cast(pl.Float64).fill_nan(None).alias(code) for c, code in value_columns.items()],
+        *[pl.col(c).cast(pl.Float64, strict=False).fill_nan(None).alias(code) for c, code in value_columns.items()],
     )
     long = wide.unpivot(index=["site_id", "time"], variable_name="pollutant", value_name="value")
     stamped = long.with_columns(

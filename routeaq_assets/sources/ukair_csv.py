@@ -75,17 +75,19 @@ def parse_ukair_csv(text: str, *, site_id: str, network: str = "aurn", source: s
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) < len(header):
-            raise SourceDataError(f"{source}: line {number} has {len(row)} cells, header has {len(header)} (truncated file?)")
+            raise SourceDataError(f"{source}: site {site_id}, line {number} has {len(row)} cells, header has {len(header)} (truncated file?)")
         try:
             time = _hour_beginning(row[0], row[1])
         except SourceDataError as exc:
-            raise SourceDataError(f"{source}: line {number}: {exc}") from exc
+            raise SourceDataError(f"{source}: site {site_id}, line {number}: {exc}") from exc
         for value_at, code, status_at, unit_at in columns:
             raw = row[value_at].strip()
             try:
                 value = None if raw.lower() in MISSING else float(raw)
             except ValueError as exc:
-                raise SourceDataError(f"{source}: line {number}: value {raw!r} for {code} is not a number") from exc
+                raise SourceDataError(
+                    f"{source}: site {site_id}, column {_clean(header[value_at])!r} ({code}), line {number}: {raw!r} is not a number"
+                ) from exc
             status = row[status_at].strip() if status_at is not None else None
             unit = row[unit_at].strip() if unit_at is not None else None
             if status and "/" in status and unit is None:
