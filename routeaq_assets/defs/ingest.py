@@ -93,7 +93,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
     the other site-years are written. Values outside their physical range are kept out of the
     observations and stored with the reason in ``observations_quarantine``."""
     start, end = _window(context)
-    read, sources, errors, planned = _read_site_years(context, observations, _registry(warehouse), start, end)
+    read, sources, errors, planned, progress = _read_site_years(context, observations, _registry(warehouse), start, end)
     stored = _stored_rows(warehouse, "observations", start, end, sources, "site_id, time, pollutant, value, status, source")
     shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
     read = {key: rows for key, rows in read.items() if key[0] not in shrunk}
@@ -102,6 +102,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
     kept, quarantined, replaced = {}, {}, 0
     for key, rows in read.items():
         kept[key], quarantined[key] = split_out_of_range(rows)
+    progress.note(f"writing {sum(rows.height for rows in kept.values()):,} rows")
     for lo, hi, sites, part in _by_year(kept, start, end):
         replaced += warehouse.replace_window("observations", part, lo, hi, site_ids=sites)
     for lo, hi, sites, part in _by_year(quarantined, start, end):
@@ -173,7 +174,7 @@ def _read_site_years(context, observations: ObservationSource, registry: pl.Data
                 continue
             sources.append(site_year.select("site_id", "source").unique())
             read[(site_id, year)] = rows
-    return read, (pl.concat(sources) if sources else None), errors, len(jobs)
+    return read, (pl.concat(sources) if sources else None), errors, len(jobs), progress
 
 
 def _year_window(year: int, start: datetime, end: datetime) -> tuple[datetime, datetime]:
