@@ -8,7 +8,6 @@ BentoML adds ``/metrics`` (Prometheus), ``/healthz``, ``/livez`` and ``/readyz``
 
 from __future__ import annotations
 
-import os
 import threading
 
 import bentoml
@@ -20,8 +19,6 @@ from routeaq_assets.core.environment import load_settings
 from routeaq_serving.forecasts import ForecastError, Forecasts
 from routeaq_serving.prediction_log import PredictionLog
 from routeaq_serving.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
-
-REFRESH_SECONDS = float(os.environ.get("ROUTEAQ_REFRESH_SECONDS", "30"))
 
 PREDICTIONS = bentoml.metrics.Histogram(
     name="routeaq_prediction_value",
@@ -97,6 +94,7 @@ def model() -> dict:
 class RouteAQ:
     def __init__(self) -> None:
         settings = load_settings()
+        self.refresh_seconds = settings.refresh_seconds
         self.forecasts = Forecasts(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_dir)
         self.forecasts.refresh()
@@ -105,5 +103,5 @@ class RouteAQ:
 
     def _poll(self) -> None:
         """Pick up a new champion or snapshot without a restart."""
-        while not self._stop.wait(REFRESH_SECONDS):
+        while not self._stop.wait(self.refresh_seconds):
             self.forecasts.refresh()

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.quality import changed_rows, daily_completeness, frozen_runs
 from routeaq_assets.core.schema import POLLUTANTS, SourceDataError
 from routeaq_assets.core.sites import measures, read_site_metadata, site_attributes
@@ -30,7 +29,8 @@ FROZEN_HOURS = 12
 
 
 class SiteRegistryConfig(dg.Config):
-    sites: list[str] = list(load_settings().sites)
+    # Empty: the deployment's sites (ROUTEAQ_SITES, read by the observation source's settings).
+    sites: list[str] = []
 
 
 @dg.asset(group_name="ingest", kinds={"duckdb"}, pool="warehouse")
@@ -41,7 +41,7 @@ def site_registry(config: SiteRegistryConfig, warehouse: Warehouse, observations
         registry = read_site_metadata(observations.network_metadata(), network=observations.network)
     except (SourceDataError, SourceUnavailable, OSError) as exc:
         raise dg.Failure(f"site_registry: {exc}") from exc
-    wanted = [s.upper() for s in config.sites]
+    wanted = [s.upper() for s in config.sites or observations.sites]
     unknown = sorted(set(wanted) - set(registry["site_id"].to_list()))
     if unknown:
         raise dg.Failure(f"site_registry: sites {unknown} are not in the {observations.network} metadata")
