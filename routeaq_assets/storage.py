@@ -25,6 +25,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,7 @@ import duckdb
 import polars as pl
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 COMMIT_ATTEMPTS = 20
 # A cached version of a day older than this is removed when a newer one is fetched; a query that
@@ -68,6 +70,15 @@ class LakeWarehouse(dg.ConfigurableResource):
     bucket: str
     prefix: str = "routeaq"
     cache_dir: str
+    _client: object = PrivateAttr(default=None)
+    _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def client(self):  # noqa: ANN201 - a boto3 S3 client
+        """One client per resource: creating one costs a new boto3 session; clients are thread-safe."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self.s3.get_client()
+            return self._client
 
     # -- keys ----------------------------------------------------------------------------------
     def _table_prefix(self, table: str) -> str:
@@ -99,7 +110,7 @@ class LakeWarehouse(dg.ConfigurableResource):
         return replaced
 
     def _replace_day(self, table: str, day: datetime, incoming: pl.DataFrame, low: datetime, high: datetime, site_ids: list[str] | None) -> int:
-        client = self.s3.get_client()
+        client = self.client()
         key = self._day_key(table, day)
         for attempt in range(COMMIT_ATTEMPTS):
             stored, etag = self._read_object(client, key)
@@ -127,7 +138,7 @@ class LakeWarehouse(dg.ConfigurableResource):
 
     def replace_table(self, table: str, frame: pl.DataFrame) -> None:
         """Replace a table that has no time partitioning (one object, last writer wins)."""
-        self.s3.get_client().put_object(Bucket=self.bucket, Key=self._whole_key(table), Body=self._parquet(frame))
+        self.client().put_object(Bucket=self.bucket, Key=self._whole_key(table), Body=self._parquet(frame))
 
     @staticmethod
     def _parquet(frame: pl.DataFrame) -> bytes:
@@ -146,20 +157,20 @@ class LakeWarehouse(dg.ConfigurableResource):
 
     # -- reads ---------------------------------------------------------------------------------
     def _objects(self, table: str) -> list[dict]:
-        paginator = self.s3.get_client().get_paginator("list_objects_v2")
+        paginator = self.client().get_paginator("list_objects_v2")
         return [o for page in paginator.paginate(Bucket=self.bucket, Prefix=self._table_prefix(table)) for o in page.get("Contents", [])]
 
     def has_table(self, table: str) -> bool:
-        answer = self.s3.get_client().list_objects_v2(Bucket=self.bucket, Prefix=self._table_prefix(table), MaxKeys=1)
+        answer = self.client().list_objects_v2(Bucket=self.bucket, Prefix=self._table_prefix(table), MaxKeys=1)
         return answer.get("KeyCount", 0) > 0
 
     def _tables(self) -> list[str]:
-        answer = self.s3.get_client().list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/tables/", Delimiter="/")
+        answer = self.client().list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/tables/", Delimiter="/")
         return [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in answer.get("CommonPrefixes", [])]
 
     def _cached(self, table: str) -> list[str]:
         """Local copies of the table's objects, fetched where the ETag changed."""
-        client = self.s3.get_client()
+        client = self.client()
         paths = []
         for obj in self._objects(table):
             folder = Path(self.cache_dir) / self.bucket / obj["Key"]
@@ -185,7 +196,7 @@ class LakeWarehouse(dg.ConfigurableResource):
                 if re.search(rf"\b{re.escape(table)}\b", sql):
                     files = self._cached(table)
                     if files:
-                        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files!r}, union_by_name = true)")
+                        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files!r}, union_by_name = true, hive_partitioning = false)")
             return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
         finally:
             con.close()
