@@ -43,6 +43,7 @@ class TrackedModelStore(ModelStore):
     ``end_mlflow_on_run_finished`` hook would do, without adding the hook to every job."""
 
     experiment_name: str = EXPERIMENT
+    _tracking: object = PrivateAttr(default=None)
     _run: object = PrivateAttr(default=None)  # dagster-mlflow's MlFlow of this Dagster run
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -64,11 +65,13 @@ class TrackedModelStore(ModelStore):
                 "extra_tags": {"routeaq_job": context.dagster_run.job_name},
             },
         )
-        self._run = mlflow_tracking.resource_fn(tracking_context)
+        self._tracking = mlflow_tracking.resource_fn(tracking_context)  # a generator resource: set up, yield, clean up
+        self._run = next(self._tracking)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._run is not None:
             self._run.end_run()
+            next(self._tracking, None)
 
 
 def s3_resource(settings: Settings) -> S3Resource:

@@ -55,17 +55,30 @@ def bucket(s3_endpoint) -> str:
 
 
 @pytest.fixture
-def postgres_database():
-    name = f"routeaq_{uuid.uuid4().hex[:8]}"
+def new_database():
+    """Creates uniquely named PostgreSQL databases on request; drops them after the test."""
     try:
         admin = psycopg2.connect(dbname="postgres", **PG)
     except psycopg2.OperationalError as exc:
         pytest.fail(f"PostgreSQL is expected on 127.0.0.1:5432: {exc}")
     admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    yield name
-    admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+    created = []
+
+    def create() -> str:
+        name = f"routeaq_{uuid.uuid4().hex[:10]}"
+        admin.cursor().execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        return name
+
+    yield create
+    for name in created:
+        admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
     admin.close()
+
+
+@pytest.fixture
+def postgres_database(new_database) -> str:
+    return new_database()
 
 
 @pytest.fixture

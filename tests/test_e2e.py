@@ -52,31 +52,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def service(trained_home):
+def start_service(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    """A real ``bentoml serve`` of the service, once /health answers 200; the caller stops it."""
     port = _free_port()
-    env = {**os.environ, **home_env(trained_home)}
-    log = open(trained_home / "serve.log", "w")
-    process = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        assert process.poll() is None, (trained_home / "serve.log").read_text()[-3000:]
+        if process.poll() is not None:
+            pytest.fail("bentoml serve exited: " + log_path.read_text()[-3000:])
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                break
+                return process, url
         except requests.RequestException:  # still starting
             pass
         time.sleep(0.5)
-    else:
-        pytest.fail("bentoml serve did not become healthy: " + (trained_home / "serve.log").read_text()[-3000:])
+    process.terminate()
+    process.wait(timeout=30)
+    pytest.fail("bentoml serve did not become healthy: " + log_path.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def service(trained_home):
+    process, url = start_service({**os.environ, **home_env(trained_home)}, trained_home / "serve.log")
     yield url, trained_home
     process.terminate()
     process.wait(timeout=30)
-    log.close()
 
 
 def test_health_reports_the_loaded_models(service):
