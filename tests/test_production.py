@@ -97,6 +97,14 @@ def test_a_small_run_in_production_mode_ends_in_a_served_prediction(home, tmp_pa
                     "SELECT count(DISTINCT time), count(*), count(DISTINCT (site_id, time, pollutant)) FROM observations"
                 ).row(0)
             assert hours == 240 and rows == keys  # every hour of both runs, no row twice
+            with psycopg2.connect(dbname=os.environ["DAGSTER_PG_DB"], **PG) as con:
+                cursor = con.cursor()
+                cursor.execute(
+                    "SELECT run_id, min(timestamp), max(timestamp) FROM event_logs WHERE step_key = 'raw_aurn' "
+                    "AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS') GROUP BY run_id"
+                )
+                (_, start_a, end_a), (_, start_b, end_b) = cursor.fetchall()
+            assert start_a < end_b and start_b < end_a  # the two raw_aurn steps ran at the same time
 
             ingest = defs.resolve_job_def("ingest_job")
             assert ingest.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("silver_features")], tags=range_tags(START, WINDOW_END)).success
