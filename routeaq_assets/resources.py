@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from routeaq_assets.core.environment import MODEL_PREFIX, Settings, get_environment, load_settings, model_name
+from routeaq_assets.core.environment import MODEL_PREFIX, Settings, load_settings, model_name
 from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
@@ -146,6 +146,8 @@ class ObservationSource(dg.ConfigurableResource):
     kind: str = "demo"
     network: str = "aurn"
     folder: str
+    # The deployment's sites (ROUTEAQ_SITES): what site_registry holds unless its config names others.
+    sites: list[str] = []
     base_url: str = ""
     timeout_s: float = 30.0
     max_concurrency: int = 4  # site-year files fetched at once: polite to the publisher
@@ -349,14 +351,26 @@ def _source_folder(settings: Settings) -> str:
     return str(settings.home / "sources")
 
 
-def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def source_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The observation and weather sources: the same in every environment."""
     weather_kind = {"demo": "demo", "local": "local"}.get(settings.source, "open-meteo")
     return {
-        "warehouse": Warehouse(path=str(settings.warehouse_path)),
         "observations": ObservationSource(
-            kind=settings.source, folder=_source_folder(settings), live=settings.live, live_hours=settings.live_hours, live_url=settings.live_url
+            kind=settings.source,
+            folder=_source_folder(settings),
+            sites=list(settings.sites),
+            live=settings.live,
+            live_hours=settings.live_hours,
+            live_url=settings.live_url,
         ),
         "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings)),
+    }
+
+
+def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        **source_resources(settings),
+        "warehouse": Warehouse(path=str(settings.warehouse_path)),
         "model_store": ModelStore(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.home / "mlflow" / "artifacts"), prefix=settings.model_prefix
         ),
@@ -365,11 +379,18 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
-RESOURCES_BY_ENVIRONMENT = {"local": local_resources}
+def production_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    # Imported here: the production parts (dagster-aws, boto3, dagster-mlflow) load only in production.
+    from routeaq_assets.production import production_resources as build
+
+    return build(settings)
 
 
-def get_resources() -> dict[str, dg.ConfigurableResource]:
-    environment = get_environment()
-    if environment not in RESOURCES_BY_ENVIRONMENT:
-        raise ValueError(f"no resources are defined for ROUTEAQ_ENV={environment!r} yet")
-    return RESOURCES_BY_ENVIRONMENT[environment](load_settings())
+RESOURCES_BY_ENVIRONMENT = {"local": local_resources, "production": production_resources}
+
+
+def get_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The resources of the environment ``ROUTEAQ_ENV`` names. In production this checks that every
+    service answers, so a deployment with a missing or unreachable service fails at start-up."""
+    settings = settings or load_settings()
+    return RESOURCES_BY_ENVIRONMENT[settings.environment](settings)

@@ -10,7 +10,6 @@ BentoML adds ``/metrics`` (Prometheus), ``/healthz``, ``/livez`` and ``/readyz``
 
 from __future__ import annotations
 
-import os
 import threading
 
 import bentoml
@@ -23,8 +22,6 @@ from routeaq_serving import admin, page
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
 from routeaq_serving.prediction_log import PredictionLog
 from routeaq_serving.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
-
-REFRESH_SECONDS = float(os.environ.get("ROUTEAQ_REFRESH_SECONDS", "30"))
 
 PREDICTIONS = bentoml.metrics.Histogram(
     name="routeaq_prediction_value",
@@ -104,6 +101,7 @@ admin.install(app)  # POST /admin/reload
 class RouteAQ:
     def __init__(self) -> None:
         settings = load_settings()
+        self.refresh_seconds = settings.refresh_seconds
         self.forecasts = Forecasts(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_dir)
         self.admin_token = admin.admin_token()
@@ -113,5 +111,5 @@ class RouteAQ:
 
     def _poll(self) -> None:
         """Pick up a new champion or snapshot without a restart."""
-        while not self._stop.wait(REFRESH_SECONDS):
+        while not self._stop.wait(self.refresh_seconds):
             self.forecasts.refresh()

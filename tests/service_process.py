@@ -32,14 +32,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def bentoml_serve(home: Path, log: Path, env: dict[str, str] | None = None, ready_status: int = 200, timeout: float = 180) -> Iterator[str]:
+def bentoml_serve(
+    home: Path, log: Path, env: dict[str, str] | None = None, ready_status: int = 200, timeout: float = 180, base_env: dict[str, str] | None = None
+) -> Iterator[str]:
     """Start the service over ``home``, wait until ``GET /health`` answers ``ready_status``, yield
-    its URL, and stop it on exit. ``env`` adds to (or overrides) the home's environment."""
+    its URL, and stop it on exit. ``env`` adds to (or overrides) the home's environment, which
+    starts from ``base_env`` (default: this process's environment)."""
     port = free_port()
     with open(log, "w") as output:
         process = subprocess.Popen(
             [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
-            env={**os.environ, **home_env(home), **(env or {})}, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+            env={**(os.environ if base_env is None else base_env), **home_env(home), **(env or {})}, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         try:

@@ -1,44 +1,135 @@
-"""The production Dagster instance (deploy/dagster.yaml) against the real PostgreSQL here."""
+"""Production mode against real servers on this machine: the Dagster instance on PostgreSQL
+(deploy/dagster.yaml), the lake on a moto S3 server, an ``mlflow server`` on PostgreSQL and that
+S3, the online store on Redis, and a real ``bentoml serve`` answering from the champion."""
 
+import os
 import shutil
-import uuid
+import subprocess
+from datetime import timedelta
 
 import dagster as dg
 import psycopg2
 import pytest
+import requests
+from mlflow import MlflowClient
 
-from conftest import REPO, SITES_CONFIG, make_definitions
+from conftest import REPO, SITES_CONFIG, WINDOW_END, make_definitions, partition_key
+from production_services import (  # noqa: F401 - fixtures
+    PG,
+    bucket,
+    new_database,
+    postgres_database,
+    production_env,
+    redis_target,
+    s3_client,
+    s3_endpoint,
+    start_mlflow_server,
+    stop,
+)
+from routeaq_assets.definitions import build_definitions
+from routeaq_assets.resources import get_resources
+from service_process import BIN, bentoml_serve
 
-PG = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": ""}
+SITES = ["CLL2", "MY1"]
+START = WINDOW_END - timedelta(days=10)
+MIDDLE = WINDOW_END - timedelta(days=5)
+# A small, fast model: the test is about the wiring, bench/ is about skill.
+TRAIN = {"ops": {"pm25_candidate": {"config": {"train_days": 10, "holdout_days": 2, "num_boost_round": 40, "coverage_tolerance": 0.3}}}}
 
 
-@pytest.fixture
-def postgres_database():
-    name = f"routeaq_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is expected on 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    yield name
-    admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.close()
+def dagster_instance_env(database: str) -> dict[str, str]:
+    return {"DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": str(PG["port"]), "DAGSTER_PG_USER": PG["user"], "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": database}
 
 
-def test_runs_and_materializations_are_stored_in_postgres(home, tmp_path, monkeypatch, postgres_database):
-    for key, value in {**PG, "DAGSTER_PG_DB": postgres_database}.items():
-        monkeypatch.setenv(key, value)
+def production_instance(tmp_path) -> dg.DagsterInstance:
     instance_home = tmp_path / "dagster-prod"
     instance_home.mkdir()
     shutil.copy(REPO / "deploy" / "dagster.yaml", instance_home / "dagster.yaml")
+    return dg.DagsterInstance.from_config(str(instance_home))
+
+
+def range_tags(start, end) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": partition_key(start), "dagster/asset_partition_range_end": partition_key(end - timedelta(hours=1))}
+
+
+def test_runs_and_materializations_are_stored_in_postgres(home, tmp_path, monkeypatch, postgres_database):
+    for key, value in dagster_instance_env(postgres_database).items():
+        monkeypatch.setenv(key, value)
     defs = make_definitions(home)
-    with dg.DagsterInstance.from_config(str(instance_home)) as instance:
+    with production_instance(tmp_path) as instance:
         result = dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config=SITES_CONFIG, instance=instance)
         assert result.success
-    with psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=postgres_database) as con:
+    with psycopg2.connect(dbname=postgres_database, **PG) as con:
         cursor = con.cursor()
         cursor.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
         assert cursor.fetchone()[0] == 1
         cursor.execute("SELECT count(*) FROM event_logs WHERE asset_key LIKE '%site_registry%' AND dagster_event_type = 'ASSET_MATERIALIZATION'")
         assert cursor.fetchone()[0] == 1
+
+
+@pytest.mark.e2e
+def test_a_small_run_in_production_mode_ends_in_a_served_prediction(home, tmp_path, monkeypatch, s3_endpoint, bucket, new_database, redis_target):
+    mlflow_server, tracking_uri = start_mlflow_server(new_database(), s3_endpoint, bucket, tmp_path / "mlflow.log")
+    try:
+        for key, value in {**production_env(bucket, s3_endpoint, tracking_uri, redis_target), **dagster_instance_env(new_database())}.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("ROUTEAQ_SITES", ",".join(SITES))
+        defs = build_definitions(get_resources())
+        with production_instance(tmp_path) as instance:
+            assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, instance=instance).success
+            for site in SITES:  # the demo network writes its files once, before the runs that read them
+                defs.resources["observations"].site_year(site, WINDOW_END.year)
+            # Two runs on different partitions (the two halves of the window) at the same time,
+            # each in its own process as the run launcher would start them.
+            env = {**os.environ, "DAGSTER_HOME": str(instance.root_directory)}
+            runs = [
+                subprocess.Popen(
+                    [str(BIN / "dagster"), "asset", "materialize", "--select", "raw_aurn,raw_weather", "-m", "routeaq_assets.definitions",
+                     "--partition-range", f"{partition_key(s)}...{partition_key(e - timedelta(hours=1))}"],
+                    env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                )
+                for s, e in ((START, MIDDLE), (MIDDLE, WINDOW_END))
+            ]
+            logs = [run.communicate(timeout=300)[0] for run in runs]
+            assert [run.returncode for run in runs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+            with dg.build_resources({"warehouse": defs.resources["warehouse"]}) as built:
+                hours, rows, keys = built.warehouse.query(
+                    "SELECT count(DISTINCT time), count(*), count(DISTINCT (site_id, time, pollutant)) FROM observations"
+                ).row(0)
+            assert hours == 240 and rows == keys  # every hour of both runs, no row twice
+            with psycopg2.connect(dbname=os.environ["DAGSTER_PG_DB"], **PG) as con:
+                cursor = con.cursor()
+                cursor.execute(
+                    "SELECT run_id, min(timestamp), max(timestamp) FROM event_logs WHERE step_key = 'raw_aurn' "
+                    "AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS') GROUP BY run_id"
+                )
+                (_, start_a, end_a), (_, start_b, end_b) = cursor.fetchall()
+            assert start_a < end_b and start_b < end_a  # the two raw_aurn steps ran at the same time
+
+            ingest = defs.resolve_job_def("ingest_job")
+            assert ingest.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("silver_features")], tags=range_tags(START, WINDOW_END)).success
+            training = [defs.get_assets_def(name) for name in ("pm25_candidate", "pm25_champion")] + list(defs.asset_checks)
+            trained = dg.materialize(training, selection=["pm25_candidate", "pm25_champion"], resources=defs.resources, run_config=TRAIN, instance=instance)
+            assert trained.success
+            assert trained.asset_materializations_for_node("pm25_champion")[0].metadata["promoted"].value is True
+            assert dg.materialize([defs.get_assets_def("online_features")], resources=defs.resources, instance=instance).success
+
+        client = MlflowClient(tracking_uri)
+        champion = client.get_model_version_by_alias("routeaq-pm25", "champion")
+        candidate_run = client.get_run(champion.run_id)
+        parent = client.get_run(candidate_run.data.tags["mlflow.parentRunId"])  # dagster-mlflow's run of the Dagster run
+        assert parent.data.tags["dagster_run_id"] == trained.run_id and parent.info.status == "FINISHED"
+        objects = [o["Key"] for o in s3_client(s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]]
+        assert any(k.startswith("routeaq/tables/silver_features/day=") for k in objects)
+        assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in objects)
+
+        # The service gets no S3 credentials: the model comes through the MLflow server.
+        service_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        with bentoml_serve(home, tmp_path / "serve.log", base_env=service_env) as url:
+            health = requests.get(f"{url}/health", timeout=10).json()
+            assert health["models"] == {"pm25": champion.version}
+            answer = requests.post(f"{url}/predict", json={"site_id": "MY1", "timestamp": "2025-08-01T12:00:00Z"}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == champion.version and answer.json()["pm25_pred"] >= 0
+    finally:
+        stop(mlflow_server)

@@ -3,7 +3,8 @@
 With no variable set, everything is embedded under ``ROUTEAQ_HOME`` (default ``./.routeaq``):
 a DuckDB warehouse, a local lake folder, a SQLite MLflow store, the online feature file and
 the prediction log. ``ROUTEAQ_ENV=production`` switches to the production parts, whose
-addresses come from their own variables.
+addresses come from their own variables (``PRODUCTION_VARIABLES``). Settings are read when a
+process starts its work (``load_settings()``), never when a module is imported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,20 @@ DEFAULT_DEMO_SITES = ("CLL2", "MY1", "MAN3", "BIRR", "CARD", "LEED")
 SOURCES = ("demo", "openair", "ukair", "local")
 LIVE_SOURCES = ("", "sos")
 MODEL_PREFIX = "routeaq"
+ENVIRONMENTS = ("local", "production")
+# What production needs, and what each variable points at (named in start-up errors).
+PRODUCTION_VARIABLES = {
+    "ROUTEAQ_S3_BUCKET": "the S3 bucket of the lake (observations, weather, features, reports)",
+    "MLFLOW_TRACKING_URI": "the MLflow tracking server, http(s)://host:port",
+    "ROUTEAQ_ONLINE_STORE": "the Redis online store, redis://host:6379/0",
+}
+# Read where set, never required: the lake's key prefix, an S3-compatible endpoint and the AWS
+# credentials (absent on a pod with an IAM role: boto3's default chain finds them).
+PRODUCTION_OPTIONAL_VARIABLES = ("ROUTEAQ_S3_PREFIX", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+class ConfigurationError(ValueError):
+    """A deployment setting that is missing or malformed; the message names the variable."""
 
 
 def model_name(pollutant: str, prefix: str = MODEL_PREFIX, horizon: int = 1) -> str:
@@ -26,8 +41,8 @@ def model_name(pollutant: str, prefix: str = MODEL_PREFIX, horizon: int = 1) -> 
 
 def get_environment() -> str:
     env = os.environ.get("ROUTEAQ_ENV", "local").strip().lower()
-    if env not in ("local", "production"):
-        raise ValueError(f"ROUTEAQ_ENV must be 'local' or 'production', got {env!r}")
+    if env not in ENVIRONMENTS:
+        raise ConfigurationError(f"ROUTEAQ_ENV must be 'local' or 'production', got {env!r}")
     return env
 
 
@@ -43,6 +58,26 @@ class Settings:
     live: str = ""  # "sos": the last live_hours hours from the UK-AIR SOS, older ones from the archives
     live_hours: int = 48
     live_url: str = ""  # empty: the UK-AIR service's published address
+    environment: str = "local"
+    refresh_seconds: float = 30.0  # how often the service looks for a new champion or history
+    s3_bucket: str = ""
+    s3_prefix: str = "routeaq"
+    s3_endpoint_url: str = ""  # an S3-compatible server (MinIO, moto); empty for AWS itself
+    aws_region: str = "us-east-1"
+
+    @property
+    def lake_uri(self) -> str:
+        return f"s3://{self.s3_bucket}/{self.s3_prefix}"
+
+    def missing_production_settings(self) -> list[str]:
+        """The production variables that are unset, each with what it points at."""
+        values = {"ROUTEAQ_S3_BUCKET": self.s3_bucket, "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", ""), "ROUTEAQ_ONLINE_STORE": self.online_store}
+        missing = [f"{name} ({meaning})" for name, meaning in PRODUCTION_VARIABLES.items() if not values[name]]
+        if self.online_store and not self.online_store.startswith(("redis://", "rediss://")):
+            missing.append(f"ROUTEAQ_ONLINE_STORE must be redis://... in production, got {self.online_store!r}")
+        if values["MLFLOW_TRACKING_URI"] and not values["MLFLOW_TRACKING_URI"].startswith(("http://", "https://")):
+            missing.append(f"MLFLOW_TRACKING_URI must be an MLflow server (http://...) in production, got {values['MLFLOW_TRACKING_URI']!r}")
+        return missing
 
     @property
     def warehouse_path(self) -> Path:
@@ -83,16 +118,21 @@ def load_settings() -> Settings:
     sites = tuple(s.strip().upper() for s in sites_env.split(",") if s.strip()) or DEFAULT_DEMO_SITES
     source = os.environ.get("ROUTEAQ_SOURCE", "demo").strip().lower()
     if source not in SOURCES:
-        raise ValueError(f"ROUTEAQ_SOURCE must be one of {SOURCES}, got {source!r}")
+        raise ConfigurationError(f"ROUTEAQ_SOURCE must be one of {SOURCES}, got {source!r}")
     folder = os.environ.get("ROUTEAQ_SOURCE_FOLDER", "").strip()
     if source == "local" and not folder:
-        raise ValueError("ROUTEAQ_SOURCE=local needs ROUTEAQ_SOURCE_FOLDER: the folder of openair-format tables")
+        raise ConfigurationError("ROUTEAQ_SOURCE=local needs ROUTEAQ_SOURCE_FOLDER: the folder of openair-format tables")
+    refresh = os.environ.get("ROUTEAQ_REFRESH_SECONDS", "30").strip()
+    try:
+        refresh_seconds = float(refresh)
+    except ValueError:
+        raise ConfigurationError(f"ROUTEAQ_REFRESH_SECONDS must be a number of seconds, got {refresh!r}") from None
     live = os.environ.get("ROUTEAQ_LIVE", "").strip().lower()
     if live not in LIVE_SOURCES:
-        raise ValueError(f"ROUTEAQ_LIVE must be 'sos' or empty, got {live!r}")
+        raise ConfigurationError(f"ROUTEAQ_LIVE must be 'sos' or empty, got {live!r}")
     live_hours = os.environ.get("ROUTEAQ_LIVE_HOURS", "48").strip()
     if not live_hours.isdigit() or int(live_hours) < 1:
-        raise ValueError(f"ROUTEAQ_LIVE_HOURS must be a whole number of hours of at least 1, got {live_hours!r}")
+        raise ConfigurationError(f"ROUTEAQ_LIVE_HOURS must be a whole number of hours of at least 1, got {live_hours!r}")
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     return Settings(
         home=home,
@@ -104,4 +144,10 @@ def load_settings() -> Settings:
         live=live,
         live_hours=int(live_hours),
         live_url=os.environ.get("ROUTEAQ_SOS_URL", "").strip(),
+        environment=get_environment(),
+        refresh_seconds=refresh_seconds,
+        s3_bucket=os.environ.get("ROUTEAQ_S3_BUCKET", "").strip(),
+        s3_prefix=os.environ.get("ROUTEAQ_S3_PREFIX", "routeaq").strip().strip("/") or "routeaq",
+        s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "").strip(),
+        aws_region=os.environ.get("AWS_REGION", "").strip() or os.environ.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1",
     )

@@ -95,6 +95,11 @@ class ForecastRegistry:
         self._mlflow.set_registry_uri(self.tracking_uri)
         return self._mlflow
 
+    def _in_run(self) -> bool:
+        """Whether a run is open in this process (the Dagster run's MLflow run in production):
+        what is logged then nests under it."""
+        return self._mlflow.active_run() is not None
+
     def experiment_id(self, name: str = EXPERIMENT) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
@@ -107,7 +112,7 @@ class ForecastRegistry:
         import tempfile
 
         mlflow = self._fluent()
-        with mlflow.start_run(experiment_id=self.experiment_id(BACKTEST_EXPERIMENT), run_name=run_name) as run:
+        with mlflow.start_run(experiment_id=self.experiment_id(BACKTEST_EXPERIMENT), run_name=run_name, nested=self._in_run()) as run:
             mlflow.log_params(params)
             mlflow.log_metrics(metrics)
             with tempfile.TemporaryDirectory() as folder:
@@ -138,7 +143,7 @@ class ForecastRegistry:
 
         mlflow = self._fluent()
         full_metadata = {**metadata, **forecaster.metadata()}
-        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name, tags=tags or {}) as run:
+        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name, tags=tags or {}, nested=self._in_run()) as run:
             mlflow.log_params({k: v for k, v in params.items() if not isinstance(v, (dict, list))})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.log_dict(full_metadata, "forecaster.json")

@@ -65,8 +65,12 @@ class RedisOnlineStore:
 
 
 def online_store(target: str) -> FileOnlineStore | RedisOnlineStore:
-    """``redis://...`` is Redis; anything else is a file path."""
-    return RedisOnlineStore(target) if target.startswith(("redis://", "rediss://")) else FileOnlineStore(Path(target))
+    """``redis://...`` is Redis; anything else is a file path. A fragment names the key, so
+    deployments can share one Redis: ``redis://host:6379/0#routeaq-staging:online``."""
+    if not target.startswith(("redis://", "rediss://")):
+        return FileOnlineStore(Path(target))
+    url, _, key = target.partition("#")
+    return RedisOnlineStore(url, key) if key else RedisOnlineStore(url)
 
 
 class HistoryUnreadable(Exception):

@@ -15,13 +15,12 @@ from routeaq_assets.core.backtest import (
     metrics_table,
     rolling_origin_backtest,
 )
-from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.features import build_features, hourly_panel, weather_summary
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import require_horizon, silver_features, stored_features
 from routeaq_assets.defs.training import ModelConfig
-from routeaq_assets.resources import Lake, ModelStore, Warehouse
+from routeaq_assets.resources import Lake, ModelStore, ObservationSource, Warehouse
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
 
 
@@ -36,7 +35,7 @@ class BacktestConfig(ModelConfig):
 
 
 class LocalBacktestConfig(BacktestConfig):
-    folder: str = str(load_settings().source_folder or "")
+    folder: str = ""  # empty: ROUTEAQ_SOURCE_FOLDER when the source is local
     test_days: int = 0
 
 
@@ -149,21 +148,24 @@ def local_features(folder: Path, pollutants: list[str], horizon: int = 1, weathe
 
 
 @dg.asset(group_name="evaluation", kinds={"lightgbm", "mlflow"})
-def local_data_backtest(context: dg.AssetExecutionContext, config: LocalBacktestConfig, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+def local_data_backtest(
+    context: dg.AssetExecutionContext, config: LocalBacktestConfig, observations: ObservationSource, model_store: ModelStore, lake: Lake
+) -> dg.MaterializeResult:
     """The same rolling-origin backtest on a folder of openair-format tables a user brings
     (``folder`` config, or ``ROUTEAQ_SOURCE_FOLDER``), read through the local-file source."""
-    if not config.folder:
+    folder = config.folder or (observations.folder if observations.kind == "local" else "")
+    if not folder:
         raise dg.Failure("local_data_backtest: set config 'folder' (or ROUTEAQ_SOURCE_FOLDER) to a folder of openair-format tables")
     require_horizon("local_data_backtest", config.horizon)
     try:
-        panel = local_panel(Path(config.folder))
+        panel = local_panel(Path(folder))
         features = {p: build_features(panel, p, config.horizon, config.weather) for p in config.pollutants}
         weather = weather_summary(panel["weather_kind"], config.weather)
     except (SourceDataError, ValueError) as exc:
         raise dg.Failure(f"local_data_backtest: {exc}") from exc
     available = {p: f for p, f in features.items() if not f["target"].drop_nulls().is_empty()}
     for missing in sorted(set(features) - set(available)):
-        context.log.warning(f"no {missing} observations in {config.folder}: skipped")
+        context.log.warning(f"no {missing} observations in {folder}: skipped")
     if not available:
-        raise dg.Failure(f"local_data_backtest: none of {config.pollutants} is measured in {config.folder}")
+        raise dg.Failure(f"local_data_backtest: none of {config.pollutants} is measured in {folder}")
     return _report(context, "local_data_backtest", _backtest(available, config), config, model_store, lake, weather)

@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.quality import (
     changed_rows,
@@ -35,7 +34,8 @@ from routeaq_assets.sources.http import SourceUnavailable
 
 
 class SiteRegistryConfig(dg.Config):
-    sites: list[str] = list(load_settings().sites)
+    # Empty: the deployment's sites (ROUTEAQ_SITES, read by the observation source's settings).
+    sites: list[str] = []
 
 
 @dg.asset(group_name="ingest", kinds={"duckdb"}, pool="warehouse")
@@ -46,7 +46,7 @@ def site_registry(config: SiteRegistryConfig, warehouse: Warehouse, observations
         registry = read_site_metadata(observations.network_metadata(), network=observations.network)
     except (SourceDataError, SourceUnavailable, OSError) as exc:
         raise dg.Failure(f"site_registry: {exc}") from exc
-    wanted = [s.upper() for s in config.sites]
+    wanted = [s.upper() for s in config.sites or observations.sites]
     unknown = sorted(set(wanted) - set(registry["site_id"].to_list()))
     if unknown:
         raise dg.Failure(f"site_registry: sites {unknown} are not in the {observations.network} metadata")
