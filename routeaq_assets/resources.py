@@ -17,7 +17,7 @@ from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
-from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
+from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite, Shift
 from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, shared_session
 from routeaq_assets.sources.local_tables import local_observations, local_weather
 from routeaq_assets.sources.openair import NETWORK_BASE_URLS, openair_to_observations, read_rdata_table, site_year_filename
@@ -81,11 +81,12 @@ class Warehouse(dg.ConfigurableResource):
             return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
 
 
-def _demo_network(folder: str, site_ids: tuple[str, ...] | None = None) -> DemoNetwork:
+def _demo_network(folder: str, site_ids: tuple[str, ...] | None = None, shift: str = "") -> DemoNetwork:
     sites = site_attributes(load_packaged_registry(site_ids))
     return DemoNetwork(
         Path(folder),
         [DemoSite(r["site_id"], r["site_name"], r["location_type"], r["latitude"], r["longitude"]) for r in sites.iter_rows(named=True)],
+        shift=Shift.parse(shift),
     )
 
 
@@ -103,6 +104,7 @@ class ObservationSource(dg.ConfigurableResource):
     base_url: str = ""
     timeout_s: float = 30.0
     max_concurrency: int = 4  # site-year files fetched at once: polite to the publisher
+    demo_shift: str = ""  # ``demo`` kind: an injected change (``sources.demo_network.Shift``)
 
     def network_metadata(self) -> pl.DataFrame:
         """The network's published site metadata (``{base}AURN_metadata.RData`` layout) for the
@@ -119,7 +121,7 @@ class ObservationSource(dg.ConfigurableResource):
     def site_year(self, site_id: str, year: int) -> pl.DataFrame | None:
         """Observations of one site-year, or None when the source has no such file."""
         if self.kind == "demo":
-            network = _demo_network(self.folder, (site_id,))
+            network = _demo_network(self.folder, (site_id,), self.demo_shift)
             network.ensure_site_year(site_id, year)
             path = network.openair_path(site_id, year)
             return openair_to_observations(read_rdata_table(path), site_id=site_id, network=self.network, source=f"demo:{path.name}")
@@ -152,12 +154,13 @@ class WeatherSource(dg.ConfigurableResource):
     archive_url: str = ARCHIVE_URL
     forecast_url: str = FORECAST_URL
     timeout_s: float = 30.0
+    demo_shift: str = ""  # the demo network writes weather and measurements together: same shift
 
     def window(self, site: dict, start: datetime, end: datetime, kind: str = "reanalysis") -> pl.DataFrame:
         """Weather of [start, end) at ``site``: ``reanalysis`` for the past, ``forecast`` ahead."""
         site_id = site["site_id"]
         if self.kind == "demo":
-            network = _demo_network(self.folder, (site_id,))
+            network = _demo_network(self.folder, (site_id,), self.demo_shift)
             frames = []
             for year in range(start.year, end.year + 1):
                 network.ensure_site_year(site_id, year)
@@ -207,6 +210,19 @@ class Lake(dg.ConfigurableResource):
         partial.replace(path)
         return str(path)
 
+    def read_bytes(self, key: str) -> bytes | None:
+        """The file at ``key``, or None if there is none."""
+        path = Path(self.root) / key
+        return path.read_bytes() if path.exists() else None
+
+    def list_keys(self, prefix: str, suffix: str = "") -> list[str]:
+        """Keys under the folder ``prefix`` ending with ``suffix``, in name order."""
+        folder = Path(self.root) / prefix
+        return sorted(f"{prefix}/{p.name}" for p in folder.glob(f"*{suffix}")) if folder.exists() else []
+
+    def delete(self, key: str) -> None:
+        (Path(self.root) / key).unlink(missing_ok=True)
+
 
 class OnlineStore(dg.ConfigurableResource):
     """Where the service reads site history: recent hours from ``target`` (a Parquet file when
@@ -236,8 +252,8 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     weather_kind = {"demo": "demo", "local": "local"}.get(settings.source, "open-meteo")
     return {
         "warehouse": Warehouse(path=str(settings.warehouse_path)),
-        "observations": ObservationSource(kind=settings.source, folder=_source_folder(settings)),
-        "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings)),
+        "observations": ObservationSource(kind=settings.source, folder=_source_folder(settings), demo_shift=settings.demo_shift),
+        "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings), demo_shift=settings.demo_shift),
         "model_store": ModelStore(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.home / "mlflow" / "artifacts"), prefix=settings.model_prefix
         ),

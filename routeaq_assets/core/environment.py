@@ -9,7 +9,7 @@ addresses come from their own variables.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DEMO_SITES = ("CLL2", "MY1", "MAN3", "BIRR", "CARD", "LEED")
@@ -39,6 +39,9 @@ class Settings:
     source_folder: Path | None = None
     online_store: str = ""
     model_prefix: str = MODEL_PREFIX
+    webhook_url: str = field(default="", repr=False)  # alerts; off when empty
+    webhook_token: str = field(default="", repr=False)
+    demo_shift: str = ""  # an injected shift of the demo network (sources.demo_network.Shift.parse)
 
     @property
     def warehouse_path(self) -> Path:
@@ -91,4 +94,7 @@ def load_settings() -> Settings:
         mlflow_tracking_uri=tracking,
         source_folder=Path(folder).resolve() if folder else None,
         online_store=os.environ.get("ROUTEAQ_ONLINE_STORE", "").strip(),
+        webhook_url=os.environ.get("ROUTEAQ_WEBHOOK_URL", "").strip(),
+        webhook_token=os.environ.get("ROUTEAQ_WEBHOOK_TOKEN", "").strip(),
+        demo_shift=os.environ.get("ROUTEAQ_DEMO_SHIFT", "").strip(),
     )

@@ -1,16 +1,19 @@
-"""Jobs and the automation that runs them."""
+"""Jobs and the schedules that run them. The monitoring stage's sensors live in defs/monitoring."""
 
 import dagster as dg
 
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
-from routeaq_assets.defs.monitoring import DRIFT_SHARE_THRESHOLD, drift_report
 from routeaq_assets.defs.partitions import hourly_partitions
 from routeaq_assets.defs.serving import online_features
 from routeaq_assets.defs.training import candidates, champions
 
+# A source that fails (an HTTP 5xx after the client's own retries, a file not yet published) is
+# tried again after 2, 4 and 8 minutes before the hour's run fails.
+SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=120, backoff=dg.Backoff.EXPONENTIAL)
+
 ingest_job = dg.define_asset_job(
-    "ingest_job", selection=[raw_aurn, raw_weather, silver_features], partitions_def=hourly_partitions
+    "ingest_job", selection=[raw_aurn, raw_weather, silver_features], partitions_def=hourly_partitions, op_retry_policy=SOURCE_RETRY
 )
 train_job = dg.define_asset_job(
     "train_job", selection=dg.AssetSelection.assets(*candidates, *champions, online_features)
@@ -22,16 +25,3 @@ publish_job = dg.define_asset_job("publish_job", selection=[online_features])
 # history at 40 past. Both are stopped by default: switch them on in the UI.
 hourly_ingest_schedule = dg.build_schedule_from_partitioned_job(ingest_job, minute_of_hour=20)
 hourly_publish_schedule = dg.ScheduleDefinition(name="publish_schedule", job=publish_job, cron_schedule="40 * * * *", execution_timezone="UTC")
-
-
-@dg.asset_sensor(asset_key=drift_report.key, job=train_job, minimum_interval_seconds=60)
-def retrain_on_drift(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    """Requests retraining once per drift report whose drifted-feature share crosses the threshold."""
-    materialization = asset_event.asset_materialization
-    share = float(materialization.metadata["drifted_share"].value)
-    if share <= DRIFT_SHARE_THRESHOLD:
-        return dg.SkipReason(f"drift share {share:.2f} within threshold {DRIFT_SHARE_THRESHOLD}")
-    return dg.RunRequest(
-        run_key=f"drift-{materialization.partition}",
-        tags={"routeaq/trigger": "drift", "routeaq/drift_share": f"{share:.3f}"},
-    )
