@@ -204,7 +204,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
                 "compared_columns": summary.compared_columns,
                 "share_threshold": summary.share_threshold,
                 "method": summary.method,
-                "threshold_factor": summary.threshold_factor,
+                "threshold_rule": summary.threshold_rule,
                 "window_hours": drift.CURRENT_WINDOW_HOURS,
                 "hours_fired": fired,
                 "champion_version": champion.version,
