@@ -4,13 +4,16 @@ decisions, forecast scores) and posts each alert-worthy event to the webhook
 retraining sensor when it makes them."""
 
 
+import json
+
 import dagster as dg
 from dagster import DagsterEventType
 
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.notify import notifier_from_settings
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.defs.ingest import CHECK_FRESHNESS
+from routeaq_assets.defs.ingest import CHECK_FRESHNESS, CHECK_UNIQUE_HOURS, CHECK_VALUE_RANGE
+from routeaq_assets.defs.training import CHECK_GATE
 
 BATCH = 500
 
@@ -20,9 +23,8 @@ def _value(metadata: dict, key: str):
     return getattr(entry, "value", entry)
 
 
-def alerts_for(record: dg.EventLogRecord) -> list[tuple[str, str, dict]]:
+def alerts_for(entry: dg.EventLogEntry) -> list[tuple[str, str, dict]]:
     """(event, summary, figures) for one stored event; most events need no alert."""
-    entry = record.event_log_entry
     event = entry.dagster_event
     if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
         check = event.event_specific_data
@@ -52,23 +54,44 @@ def alerts_for(record: dg.EventLogRecord) -> list[tuple[str, str, dict]]:
     return []
 
 
+# What is watched: the checks that block (errors) and the freshness check, each champion's
+# decision, and the forecast scores.
+WATCHED_CHECKS = [
+    *(dg.AssetCheckKey(dg.AssetKey(f"{p}_candidate"), CHECK_GATE) for p in FORECAST_POLLUTANTS),
+    dg.AssetCheckKey(dg.AssetKey("raw_aurn"), CHECK_VALUE_RANGE),
+    dg.AssetCheckKey(dg.AssetKey("raw_aurn"), CHECK_UNIQUE_HOURS),
+    dg.AssetCheckKey(dg.AssetKey("raw_weather"), CHECK_UNIQUE_HOURS),
+    dg.AssetCheckKey(dg.AssetKey("raw_aurn"), CHECK_FRESHNESS),
+]
+WATCHED_ASSETS = [*(dg.AssetKey(f"{p}_champion") for p in FORECAST_POLLUTANTS), dg.AssetKey("forecast_performance")]
+
+
+def new_entries(instance: dg.DagsterInstance, cursor: dict[str, int]) -> list[tuple[str, int, dg.EventLogEntry]]:
+    """(cursor key, storage id, entry) of every watched event after the cursor, oldest first."""
+    found = []
+    for check in WATCHED_CHECKS:
+        name, seen = check.to_user_string(), cursor.get(check.to_user_string(), 0)
+        history = instance.event_log_storage.get_asset_check_execution_history(check, limit=BATCH)
+        found += [(name, r.id, r.event) for r in history if r.id > seen and r.event is not None and r.event.dagster_event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+    for asset in WATCHED_ASSETS:
+        name = asset.to_user_string()
+        result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset, after_storage_id=cursor.get(name, 0)), limit=BATCH, ascending=True)
+        found += [(name, r.storage_id, r.event_log_entry) for r in result.records]
+    return sorted(found, key=lambda f: f[2].timestamp)
+
+
 @dg.sensor(name="monitoring_alerts", minimum_interval_seconds=60)
 def monitoring_alerts(context: dg.SensorEvaluationContext):
     """Posts failed blocking checks, stale data, promotion decisions and a champion that loses to
-    persistence to the configured webhook, each once (the cursor is the last event read)."""
+    persistence to the configured webhook, each once (the cursor holds the last event read per
+    check and asset)."""
     settings = load_settings()
     notifier = notifier_from_settings(settings.webhook_url, settings.webhook_token)
-    after = int(context.cursor) if context.cursor else 0
-    records, cap = [], None
-    for event_type in (DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION):
-        batch = context.instance.get_event_records(dg.EventRecordsFilter(event_type=event_type, after_cursor=after), limit=BATCH, ascending=True)
-        records += batch
-        if len(batch) == BATCH:  # more to read: stop where this batch ends, so nothing is skipped
-            cap = min(cap or batch[-1].storage_id, batch[-1].storage_id)
-    records = sorted((r for r in records if cap is None or r.storage_id <= cap), key=lambda r: r.storage_id)
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    entries = new_entries(context.instance, cursor)
     sent, failed = 0, []
-    for record in records:
-        for event, summary, figures in alerts_for(record):
+    for name, storage_id, entry in entries:
+        for event, summary, figures in alerts_for(entry):
             if notifier is None:
                 context.log.info(f"alert {event} (no webhook configured): {summary}")
                 continue
@@ -76,7 +99,8 @@ def monitoring_alerts(context: dg.SensorEvaluationContext):
             sent += delivery.delivered
             if not delivery.delivered:
                 failed.append(f"{event} to {delivery.destination}: {delivery.error} after {delivery.attempts} attempts")
-    cursor = str(records[-1].storage_id) if records else context.cursor
+        cursor[name] = max(cursor.get(name, 0), storage_id)
     for message in failed:
         context.log.warning(f"alert not delivered: {message}")
-    return dg.SensorResult(cursor=cursor, skip_reason=dg.SkipReason(f"{len(records)} new events read, {sent} alerts delivered" + (f", {len(failed)} failed" if failed else "")))
+    summary = f"{len(entries)} new events read, {sent} alerts delivered" + (f", {len(failed)} failed" if failed else "")
+    return dg.SensorResult(cursor=json.dumps(cursor), skip_reason=dg.SkipReason(summary))
