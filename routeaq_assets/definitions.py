@@ -13,8 +13,8 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource], policy: Ret
     return dg.Definitions(
         assets=[
             ingest.site_registry,
-            ingest.raw_aurn,
-            ingest.raw_weather,
+            jobs.with_raw_freshness(ingest.raw_aurn),
+            jobs.with_raw_freshness(ingest.raw_weather),
             features.silver_features,
             *training.candidates,
             *training.champions,
@@ -25,7 +25,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource], policy: Ret
         ],
         asset_checks=training.gates,
         jobs=[jobs.ingest_job, jobs.train_job, jobs.publish_job, *monitoring["jobs"]],
-        schedules=[jobs.hourly_ingest_schedule, jobs.hourly_publish_schedule],
+        schedules=[jobs.hourly_ingest_schedule, jobs.hourly_publish_schedule, *monitoring["schedules"]],
         sensors=monitoring["sensors"],
         resources=resources,
         # DuckDB takes one writer process: the steps of a run share this process.

@@ -118,4 +118,4 @@ def test_drift_report_records_each_hour_small_and_readable(monitored_home):
         assert all({"column", "method", "threshold", "value", "drifted"} <= set(c) for c in record["columns"])
         assert (folder / f"{hour:%Y-%m-%dT%H}.json").stat().st_size < 20_000
     # Evidently's page (MBs) only for an hour that drifted.
-    assert len(list(folder.glob("*.html"))) == metadata["hours_fired"].value == int(metadata["drifted"].value)
+    assert len(list(folder.glob("*.html"))) == int(metadata["hours_fired"].value > 0)

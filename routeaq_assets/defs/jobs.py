@@ -1,5 +1,7 @@
 """Jobs and the schedules that run them. The monitoring stage's sensors live in defs/monitoring."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from routeaq_assets.defs.features import silver_features
@@ -25,3 +27,11 @@ publish_job = dg.define_asset_job("publish_job", selection=[online_features])
 # history at 40 past. Both are stopped by default: switch them on in the UI.
 hourly_ingest_schedule = dg.build_schedule_from_partitioned_job(ingest_job, minute_of_hour=20)
 hourly_publish_schedule = dg.ScheduleDefinition(name="publish_schedule", job=publish_job, cron_schedule="40 * * * *", execution_timezone="UTC")
+
+# The raw assets are stale when the newest hour was materialized more than two hours ago (a
+# warning after 90 minutes): the schedule ingests every hour at 20 past.
+RAW_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=90))
+
+
+def with_raw_freshness(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    return assets_def.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=RAW_FRESHNESS))

@@ -180,7 +180,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
             "SELECT * FROM silver_features WHERE pollutant = ? AND time > ? AND time <= ?",
             [pollutant, hours[0] - timedelta(hours=drift.CURRENT_WINDOW_HOURS), hours[-1]],
         )
-        fired = 0
+        fired, newest_fired = 0, None
         for hour in hours:
             current = current_all.filter((pl.col("time") > hour - timedelta(hours=drift.CURRENT_WINDOW_HOURS)) & (pl.col("time") <= hour))
             try:
@@ -189,10 +189,14 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
                 raise dg.Failure(f"{pollutant}_drift_report {hour.isoformat()}: {exc}") from exc
             record = {"hour": hour.isoformat(), "champion_version": champion.version, "window_hours": drift.CURRENT_WINDOW_HOURS, **json.loads(summary.to_json())}
             lake.write_bytes(f"{folder}/{hour_stamp(hour)}.json", json.dumps(record).encode())
-            html_path = None
-            if summary.drifted or config.html:
-                fired += summary.drifted
-                html_path = lake.write_bytes(f"{folder}/{hour_stamp(hour)}.html", drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
+            if summary.drifted:
+                fired, newest_fired = fired + 1, (hour, current)
+        # Evidently's page for the newest hour that fired (or the last hour, on request): one per
+        # run, so a backfill over a drifted week writes one page, not 168.
+        html_path = None
+        if newest_fired is not None or config.html:
+            hour, current = newest_fired or (hours[-1], current)
+            html_path = lake.write_bytes(f"{folder}/{hour_stamp(hour)}.html", drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
         prune(lake, folder, ".html", hours[-1], keep=MAX_HTML)
         prune(lake, folder, ".json", hours[-1], days=RETAIN_DAYS)
         top = [{"column": c.column, "distance": c.value, "threshold": c.threshold, "drifted": c.drifted} for c in summary.ranked()[:10]]
