@@ -67,7 +67,7 @@ def test_the_sensor_requests_once_per_condition_however_often_it_ticks(lake, tmp
     with dg.instance_for_test() as instance:
         cursor = None
 
-        def tick(times: int = 5) -> None:
+        def tick(times: int = 3) -> None:
             nonlocal cursor
             for _ in range(times):
                 result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
@@ -98,5 +98,5 @@ def test_the_sensor_requests_once_per_condition_however_often_it_ticks(lake, tmp
             write_hour(lake, hour + timedelta(hours=k), {})
         for k in range(34, 38):  # after the cooldown a new episode asks once more; PM2.5 loses to persistence
             write_hour(lake, hour + timedelta(hours=k), {"no2": True}, skill={"pm25": -0.1})
-            tick(10)
+            tick(5)
     assert [r.run_key for r in requests] == ["no2-drift-20250801T06", "pm25-skill-20250802T10", "no2-drift-20250802T10"]
