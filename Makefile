@@ -6,7 +6,7 @@ export ROUTEAQ_HOME ?= $(CURDIR)/.routeaq
 export DAGSTER_HOME ?= $(ROUTEAQ_HOME)/dagster
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install instance demo test serve dev evaluate bench clean
+.PHONY: install instance demo demo-drift test serve dev evaluate bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing the locked dependencies"
@@ -32,8 +32,14 @@ test: install
 serve: install instance
 	$(BIN)/bentoml serve routeaq_serving.service:RouteAQ --port 3000
 
+# The UI and the daemon (schedules, sensors, automation conditions, queued runs) on the same
+# instance; switch the loop on in the UI (README: "The monitoring loop").
 dev: install instance
 	$(BIN)/dagster dev -w workspace.yaml
+
+# The monitoring loop through an injected shift (NO2 doubles across the network), hour by hour.
+demo-drift: install instance
+	$(BIN)/python -m routeaq_assets.demo_drift
 
 # make evaluate DATA=folder-of-openair-tables
 evaluate: install instance

@@ -3,7 +3,7 @@
 Runs what a user would run, through Dagster's own CLI and ``bentoml serve``:
 1. ``site_registry``; 2. a single-run backfill of ``raw_aurn``, ``raw_weather`` and
 ``silver_features`` over the window; 3. ``train_job`` (candidates, promotion gate, champions,
-online features); 4. ``drift_report`` for the last hour; 5. ``bentoml serve`` and one
+online features); 4. the drift report of each pollutant for the last hour; 5. ``bentoml serve`` and one
 ``POST /predict``.
 
 Settings: ``ROUTEAQ_DEMO_END`` (ISO hour, default 2025-08-01T12:00Z, or ``now``) and
@@ -162,8 +162,8 @@ def main() -> None:
     )
     step("3/5 train PM2.5, NO2 and O3 candidates, gate them, promote champions, publish online features")
     dagster(["job", "execute", "-j", "train_job"], log)
-    step(f"4/5 drift report for {last:%Y-%m-%d %H:00}")
-    dagster(["asset", "materialize", "--select", "drift_report", "--partition", partition_key(last)], log)
+    step(f"4/5 drift reports (PM2.5, NO2, O3) for {last:%Y-%m-%d %H:00}")
+    dagster(["asset", "materialize", "--select", "pm25_drift_report,no2_drift_report,o3_drift_report", "--partition", partition_key(last)], log)
     step("5/5 serve the champion and ask for one forecast")
     # The reference smoke request when the window holds it; otherwise the next hour ahead.
     hour = SMOKE_HOUR if start + timedelta(days=8) <= SMOKE_HOUR < end else end
@@ -172,9 +172,10 @@ def main() -> None:
     print(f"\n    PM2.5 forecast for {SMOKE_SITE} at {prediction['timestamp']}: {prediction['pm25_pred']} ug/m3 "
           f"(80% interval {prediction['lower']}..{prediction['upper']}, model v{prediction['model_version']})")
     print(f"\nDemo finished in {time.monotonic() - began:.0f}s. Where to look next:")
-    print("  make dev     # Dagster UI on http://127.0.0.1:3000: assets, runs, checks, the drift sensor")
+    print("  make dev     # Dagster UI on http://127.0.0.1:3000: assets, runs, checks, the retraining and alert sensors")
     print("  make serve   # the forecast API on http://127.0.0.1:3000 (POST /predict, GET /health)")
-    print(f"  {home / 'lake' / 'reports' / 'drift'}   # Evidently drift reports")
+    print(f"  {home / 'lake' / 'reports' / 'drift'}   # drift records per pollutant and hour (JSON; an Evidently page when one fired)")
+    print("  make demo-drift   # the monitoring loop through an injected NO2 shift, hour by hour")
     print(f"  {home / 'predictions'}   # the prediction log")
 
 

@@ -19,7 +19,7 @@ from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
-from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
+from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite, Shift
 from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, shared_session
 from routeaq_assets.sources.local_tables import local_observations, local_weather
 from routeaq_assets.sources.openair import NETWORK_BASE_URLS, openair_to_observations, read_rdata_table, site_year_filename
@@ -122,11 +122,12 @@ class Warehouse(dg.ConfigurableResource):
             return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
 
 
-def _demo_network(folder: str, site_ids: tuple[str, ...] | None = None) -> DemoNetwork:
+def _demo_network(folder: str, site_ids: tuple[str, ...] | None = None, shift: str = "") -> DemoNetwork:
     sites = site_attributes(load_packaged_registry(site_ids))
     return DemoNetwork(
         Path(folder),
         [DemoSite(r["site_id"], r["site_name"], r["location_type"], r["latitude"], r["longitude"]) for r in sites.iter_rows(named=True)],
+        shift=Shift.parse(shift),
     )
 
 
@@ -178,8 +179,9 @@ class ObservationSource(dg.ConfigurableResource):
     def live_client(self) -> SosClient:
         """The SOS client: the real service, or the demo network's values in the SOS shapes."""
         if self.kind == "demo":
-            return SosClient(DEMO_SOS_URL, cache_folder=Path(self.folder) / "sos", transport=DemoSosView(_demo_network(self.folder)))
+            return SosClient(DEMO_SOS_URL, cache_folder=Path(self.folder) / "sos", transport=DemoSosView(_demo_network(self.folder, shift=self.demo_shift)))
         return SosClient(self.live_url or SOS_URL, cache_folder=Path(self.folder) / "sos", timeout_s=self.timeout_s)
+    demo_shift: str = ""  # ``demo`` kind: an injected change (``sources.demo_network.Shift``)
 
     def network_metadata(self) -> pl.DataFrame:
         """The network's published site metadata (``{base}AURN_metadata.RData`` layout) for the
@@ -196,7 +198,7 @@ class ObservationSource(dg.ConfigurableResource):
     def site_year(self, site_id: str, year: int) -> pl.DataFrame | None:
         """Observations of one site-year, or None when the source has no such file."""
         if self.kind == "demo":
-            network = _demo_network(self.folder, (site_id,))
+            network = _demo_network(self.folder, (site_id,), self.demo_shift)
             network.ensure_site_year(site_id, year)
             path = network.openair_path(site_id, year)
             return openair_to_observations(read_rdata_table(path), site_id=site_id, network=self.network, source=f"demo:{path.name}")
@@ -236,6 +238,7 @@ class WeatherSource(dg.ConfigurableResource):
     previous_runs_url: str = PREVIOUS_RUNS_URL
     forecast_url: str = FORECAST_URL
     timeout_s: float = 30.0
+    demo_shift: str = ""  # the demo network writes weather and measurements together: same shift
 
     def _get(self, url: str, params: dict) -> dict:
         response = shared_session().get(url, params=params, timeout=self.timeout_s)
@@ -255,7 +258,7 @@ class WeatherSource(dg.ConfigurableResource):
         site_id = site["site_id"]
         ahead = kind == "forecast"
         if self.kind == "demo":
-            network = _demo_network(self.folder, (site_id,))
+            network = _demo_network(self.folder, (site_id,), self.demo_shift)
             if ahead:
                 payload = network.forecast_ahead(site_id, start - timedelta(hours=1), end)
                 return openmeteo_to_weather(payload, site_id=site_id, kind="forecast", source="demo:forecast")
@@ -326,6 +329,19 @@ class Lake(dg.ConfigurableResource):
         partial.replace(path)
         return str(path)
 
+    def read_bytes(self, key: str) -> bytes | None:
+        """The file at ``key``, or None if there is none."""
+        path = Path(self.root) / key
+        return path.read_bytes() if path.exists() else None
+
+    def list_keys(self, prefix: str, suffix: str = "") -> list[str]:
+        """Keys under the folder ``prefix`` ending with ``suffix``, in name order."""
+        folder = Path(self.root) / prefix
+        return sorted(f"{prefix}/{p.name}" for p in folder.glob(f"*{suffix}")) if folder.exists() else []
+
+    def delete(self, key: str) -> None:
+        (Path(self.root) / key).unlink(missing_ok=True)
+
 
 class OnlineStore(dg.ConfigurableResource):
     """Where the service reads site history: recent hours from ``target`` (a Parquet file when
@@ -362,8 +378,9 @@ def source_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             live=settings.live,
             live_hours=settings.live_hours,
             live_url=settings.live_url,
+            demo_shift=settings.demo_shift,
         ),
-        "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings)),
+        "weather": WeatherSource(kind=weather_kind, folder=_source_folder(settings), demo_shift=settings.demo_shift),
     }
 
 

@@ -1,35 +1,121 @@
-"""Monitoring: the hourly drift report and the sensor that asks for retraining."""
+"""Monitoring assets on a trained home: forecast_performance against an independent
+recomputation from the prediction log and the observations, and the drift report's records."""
 
 import json
+import shutil
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import duckdb
+import numpy as np
 import pytest
 
-from conftest import make_definitions
-from routeaq_assets.defs.jobs import retrain_on_drift
-from routeaq_assets.defs.monitoring import DRIFT_SHARE_THRESHOLD
+from conftest import TEST_SITES, make_definitions, partition_key
+from routeaq_assets.core.drift import CURRENT_WINDOW_HOURS, DRIFT_FEATURES, reference_sample_sql
+from routeaq_serving.prediction_log import PredictionLog
+
+UTC = timezone.utc
+HOURS = [datetime(2025, 8, 1, 6, tzinfo=UTC) + timedelta(hours=k) for k in range(6)]
 
 
-def test_drift_report_compares_the_last_day_with_the_champions_training_rows(trained_home, monkeypatch):
-    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
-    defs = make_definitions(trained_home)
-    result = dg.materialize([defs.get_assets_def("drift_report")], resources=defs.resources, partition_key="2025-08-01-11:00")
-    metadata = result.asset_materializations_for_node("drift_report")[0].metadata
-    assert 0.0 <= metadata["drifted_share"].value <= 1.0
-    assert metadata["current_rows"].value == 24 * 3  # 24 hours x 3 sites
-    assert metadata["reference_rows"].value > 1000
-    report = trained_home / "lake" / "reports" / "drift" / "pm25" / "2025-08-01T11.json"
-    assert json.loads(report.read_text())["metrics"]
-    assert (trained_home / "lake" / "reports" / "drift" / "pm25" / "latest.html").stat().st_size > 100_000
+@pytest.fixture
+def monitored_home(trained_home, tmp_path, monkeypatch):
+    """A private copy of the trained home: these tests write scores and reports into it."""
+    home = tmp_path / "routeaq"
+    shutil.copytree(trained_home, home, symlinks=True)
+    (home / "dagster" / "dagster.yaml").unlink()
+    monkeypatch.setenv("ROUTEAQ_HOME", str(home))
+    return home
 
 
-@pytest.mark.parametrize("share, requested", [(DRIFT_SHARE_THRESHOLD + 0.1, True), (DRIFT_SHARE_THRESHOLD - 0.1, False)])
-def test_drift_above_the_threshold_requests_retraining_once(share, requested):
-    with dg.instance_for_test() as instance:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key="drift_report", partition="2025-08-01-11:00", metadata={"drifted_share": share})
-        )
-        first = retrain_on_drift.evaluate_tick(dg.build_sensor_context(instance=instance))
-        assert [r.run_key for r in first.run_requests] == (["drift-2025-08-01-11:00"] if requested else [])
-        again = retrain_on_drift.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
-        assert again.run_requests == []  # the same report never asks twice
+def materialize(defs, asset: str, hours: list[datetime]):
+    return dg.materialize(
+        [defs.get_assets_def(asset)],
+        resources=defs.resources,
+        tags={"dagster/asset_partition_range_start": partition_key(hours[0]), "dagster/asset_partition_range_end": partition_key(hours[-1])},
+    )
+
+
+def served(site: str, hour: datetime, pollutant: str, pred: float) -> dict:
+    """A forecast answer in the service's shape (what routeaq_serving appends to the log)."""
+    return {
+        "site_id": site, "timestamp": f"{hour:%Y-%m-%dT%H:%M:%SZ}", "pollutant": pollutant, "pred": pred, "lower": pred - 4.0, "upper": pred + 4.0,
+        "interval": 0.8, "hours_ahead": 1, "origin": f"{hour - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}", "model_name": f"routeaq-{pollutant}", "model_version": "1",
+    }
+
+
+def test_forecast_performance_equals_a_recomputation_from_the_log_and_the_observations(monitored_home):
+    rng = np.random.default_rng(3)
+    log = PredictionLog(monitored_home / "predictions")
+    answers = [served(s, h, p, float(rng.uniform(2, 40))) for h in HOURS for s in TEST_SITES for p in ("pm25", "no2", "o3")]
+    log.append([{**a, "pred": a["pred"] + 100.0} for a in answers[:5]])  # asked again later: the newer answer counts
+    log.append(answers)
+    defs = make_definitions(monitored_home)
+    metadata = materialize(defs, "forecast_performance", HOURS).asset_materializations_for_node("forecast_performance")[-1].metadata
+
+    with duckdb.connect(str(monitored_home / "warehouse.duckdb"), read_only=True) as con:
+        observed = {(s, t, p): v for s, t, p, v in con.execute("SELECT site_id, time, pollutant, value FROM observations").fetchall()}
+    for pollutant in ("pm25", "no2", "o3"):
+        rows = []
+        for a in (a for a in answers if a["pollutant"] == pollutant):
+            hour = datetime.fromisoformat(a["timestamp"].replace("Z", "+00:00"))
+            y, base = observed.get((a["site_id"], hour, pollutant)), observed.get((a["site_id"], hour - timedelta(hours=1), pollutant))
+            if y is not None and base is not None:
+                rows.append((a["pred"], a["lower"], a["upper"], y, base))
+        pred, lower, upper, y, base = map(np.array, zip(*rows))
+        rmse, persistence = np.sqrt(np.mean((pred - y) ** 2)), np.sqrt(np.mean((base - y) ** 2))
+        assert metadata[f"{pollutant}_rmse"].value == pytest.approx(rmse, abs=1e-4)
+        assert metadata[f"{pollutant}_mae"].value == pytest.approx(np.mean(np.abs(pred - y)), abs=1e-4)
+        assert metadata[f"{pollutant}_bias"].value == pytest.approx(np.mean(pred - y), abs=1e-4)
+        assert metadata[f"{pollutant}_coverage"].value == pytest.approx(np.mean((y >= lower) & (y <= upper)), abs=1e-4)
+        assert metadata[f"{pollutant}_persistence_rmse"].value == pytest.approx(persistence, abs=1e-4)
+        assert metadata[f"{pollutant}_skill"].value == pytest.approx(1 - rmse / persistence, abs=1e-4)
+    assert metadata["forecasts_logged"].value == len(answers)
+    # The 6-hours-ahead NO2 champion was never served: its forecasts are computed as of then.
+    assert metadata["forecasts_as_of_champion"].value == len(HOURS) * len(TEST_SITES)
+    assert "no2_6h_skill" in metadata and "| no2 | 6 |" in metadata["scores"].value
+    record = json.loads((monitored_home / "lake" / "reports" / "performance" / "2025-08-01T11.json").read_text())
+    assert {(r["pollutant"], r["hours_ahead"]) for r in record["scores"]} == {("pm25", 1), ("no2", 1), ("o3", 1), ("no2", 6)}
+    assert (monitored_home / "lake" / "reports" / "performance" / "forecast_vs_observed_no2.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_forecast_performance_scores_the_champion_as_of_each_hour_when_nothing_was_served(monitored_home):
+    defs = make_definitions(monitored_home)
+    metadata = materialize(defs, "forecast_performance", HOURS[:2]).asset_materializations_for_node("forecast_performance")[-1].metadata
+    assert metadata["forecasts_logged"].value == 0
+    assert metadata["forecasts_as_of_champion"].value == 2 * len(TEST_SITES) * 4  # pm25, no2, o3 at 1 h and no2 at 6 h
+    for pollutant in ("pm25", "no2", "o3"):
+        assert np.isfinite(metadata[f"{pollutant}_skill"].value)
+
+
+def test_reference_sample_is_drawn_after_the_filter():
+    with duckdb.connect() as con:
+        con.execute("CREATE TABLE silver_features AS SELECT range AS i, CASE WHEN range % 10 = 0 THEN 'no2' ELSE 'o3' END AS pollutant, "
+                    "TIMESTAMPTZ '2025-01-01 00:00:00+00' + to_hours(range // 10) AS time FROM range(100000)")
+        rows = con.execute(reference_sample_sql(5000), ["no2", datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)]).fetchall()
+    assert len(rows) == 5000 and {r[1] for r in rows} == {"no2"}
+
+
+def test_drift_report_records_each_hour_small_and_readable(monitored_home):
+    defs = make_definitions(monitored_home)
+    result = materialize(defs, "pm25_drift_report", HOURS[-1:])
+    metadata = result.asset_materializations_for_node("pm25_drift_report")[-1].metadata
+    with duckdb.connect(str(monitored_home / "warehouse.duckdb"), read_only=True) as con:
+        train_start, train_end = "2025-07-08 12:00:00+00", "2025-07-25 12:00:00+00"
+        (training_rows,) = con.execute("SELECT count(*) FROM silver_features WHERE pollutant = 'pm25' AND time >= ? AND time < ?", [train_start, train_end]).fetchone()
+    assert metadata["reference_rows"].value == training_rows  # fewer than 5000: all of them, none lost to the filter
+    assert metadata["current_rows"].value == CURRENT_WINDOW_HOURS * len(TEST_SITES)
+    assert metadata["window_hours"].value == CURRENT_WINDOW_HOURS == 24
+    assert metadata["method"].value == "wasserstein_distance_norm"
+    assert isinstance(metadata["drifted"].value, bool) and metadata["drifted_share"].value == round(metadata["drifted_share"].value, 3)
+    distances = [c["distance"] for c in metadata["columns"].value if c["distance"] is not None]
+    assert distances == sorted(distances, reverse=True) and len(distances) == 10
+    assert "| feature | distance | threshold | drifted |" in metadata["summary"].value
+    folder = monitored_home / "lake" / "reports" / "drift" / "pm25"
+    for hour in HOURS[-1:]:
+        record = json.loads((folder / f"{hour:%Y-%m-%dT%H}.json").read_text())
+        assert record["hour"] == hour.isoformat() and len(record["columns"]) == len(DRIFT_FEATURES)
+        assert all({"column", "method", "threshold", "value", "drifted"} <= set(c) for c in record["columns"])
+        assert (folder / f"{hour:%Y-%m-%dT%H}.json").stat().st_size < 20_000
+    # Evidently's page (MBs) only for an hour that drifted.
+    assert len(list(folder.glob("*.html"))) == int(metadata["hours_fired"].value > 0)

@@ -10,7 +10,7 @@ process starts its work (``load_settings()``), never when a module is imported.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DEMO_SITES = ("CLL2", "MY1", "MAN3", "BIRR", "CARD", "LEED")
@@ -78,6 +78,9 @@ class Settings:
         if values["MLFLOW_TRACKING_URI"] and not values["MLFLOW_TRACKING_URI"].startswith(("http://", "https://")):
             missing.append(f"MLFLOW_TRACKING_URI must be an MLflow server (http://...) in production, got {values['MLFLOW_TRACKING_URI']!r}")
         return missing
+    webhook_url: str = field(default="", repr=False)  # alerts; off when empty
+    webhook_token: str = field(default="", repr=False)
+    demo_shift: str = ""  # an injected shift of the demo network (sources.demo_network.Shift.parse)
 
     @property
     def warehouse_path(self) -> Path:
@@ -150,4 +153,7 @@ def load_settings() -> Settings:
         s3_prefix=os.environ.get("ROUTEAQ_S3_PREFIX", "routeaq").strip().strip("/") or "routeaq",
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "").strip(),
         aws_region=os.environ.get("AWS_REGION", "").strip() or os.environ.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1",
+        webhook_url=os.environ.get("ROUTEAQ_WEBHOOK_URL", "").strip(),
+        webhook_token=os.environ.get("ROUTEAQ_WEBHOOK_TOKEN", "").strip(),
+        demo_shift=os.environ.get("ROUTEAQ_DEMO_SHIFT", "").strip(),
     )

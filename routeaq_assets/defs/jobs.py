@@ -1,4 +1,4 @@
-"""Jobs and the automation that runs them."""
+"""Jobs and the schedules that run them. The monitoring stage's sensors live in defs/monitoring."""
 
 from datetime import timedelta, timezone
 
@@ -7,13 +7,16 @@ import dagster as dg
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
-from routeaq_assets.defs.monitoring import DRIFT_SHARE_THRESHOLD, drift_report
 from routeaq_assets.defs.partitions import hourly_partitions
 from routeaq_assets.defs.serving import online_features
 from routeaq_assets.defs.training import candidates, champions
 
+# A source that fails (an HTTP 5xx after the client's own retries, a file not yet published) is
+# tried again after 2, 4 and 8 minutes before the hour's run fails.
+SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=120, backoff=dg.Backoff.EXPONENTIAL)
+
 ingest_job = dg.define_asset_job(
-    "ingest_job", selection=[raw_aurn, raw_weather, silver_features], partitions_def=hourly_partitions
+    "ingest_job", selection=[raw_aurn, raw_weather, silver_features], partitions_def=hourly_partitions, op_retry_policy=SOURCE_RETRY
 )
 train_job = dg.define_asset_job(
     "train_job", selection=dg.AssetSelection.assets(*candidates, *champions, online_features)
@@ -47,6 +50,9 @@ def hourly_ingest_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReque
 
 hourly_publish_schedule = dg.ScheduleDefinition(name="publish_schedule", job=publish_job, cron_schedule="40 * * * *", execution_timezone="UTC")
 
+# The raw assets are stale when the newest hour was materialized more than two hours ago (a
+# warning after 90 minutes): the schedule ingests every hour at 20 past.
+RAW_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=90))
 
 @dg.schedule(name="ratify_schedule", job=ingest_job, cron_schedule="30 6 * * *", execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)
 def ratify_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
@@ -68,14 +74,5 @@ def ratify_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     )
 
 
-@dg.asset_sensor(asset_key=drift_report.key, job=train_job, minimum_interval_seconds=60)
-def retrain_on_drift(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    """Requests retraining once per drift report whose drifted-feature share crosses the threshold."""
-    materialization = asset_event.asset_materialization
-    share = float(materialization.metadata["drifted_share"].value)
-    if share <= DRIFT_SHARE_THRESHOLD:
-        return dg.SkipReason(f"drift share {share:.2f} within threshold {DRIFT_SHARE_THRESHOLD}")
-    return dg.RunRequest(
-        run_key=f"drift-{materialization.partition}",
-        tags={"routeaq/trigger": "drift", "routeaq/drift_share": f"{share:.3f}"},
-    )
+def with_raw_freshness(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    return assets_def.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=RAW_FRESHNESS))

@@ -209,12 +209,59 @@ def _openmeteo_payload(site: DemoSite, frame: pd.DataFrame, previous: dict[int, 
     }
 
 
-class DemoNetwork:
-    """Writes demo site-year files under ``root`` on demand."""
+SHIFT_COLUMNS = {"no2": "NO2", "o3": "O3", "pm25": "PM2.5", "pm10": "PM10", "nox": "NOXasNO2"}
 
-    def __init__(self, root: Path, sites: list[DemoSite]):
+
+@dataclass(frozen=True)
+class Shift:
+    """A change injected into the simulated measurements from ``start`` on, to watch the
+    monitoring loop react: ``scale`` multiplies a pollutant's values by ``size`` (an emissions
+    change), ``offset`` adds ``size`` ug/m3 (a sensor reading high). ``site`` None is every site.
+
+    Written ``pollutant:kind:size@start[@site]``, e.g. ``no2:scale:2@2025-08-03T00:00Z`` or
+    ``pm25:offset:15@2025-08-03T00:00Z@MY1`` (``ROUTEAQ_DEMO_SHIFT``)."""
+
+    start: datetime
+    pollutant: str = "no2"
+    kind: str = "scale"
+    size: float = 2.0
+    site: str | None = None
+
+    def __post_init__(self):
+        if self.pollutant not in SHIFT_COLUMNS or self.kind not in ("scale", "offset"):
+            raise ValueError(f"shift {self}: pollutant must be one of {sorted(SHIFT_COLUMNS)}, kind 'scale' or 'offset'")
+        if self.start.tzinfo is None:
+            raise ValueError(f"shift start {self.start} needs a time zone")
+
+    @classmethod
+    def parse(cls, text: str) -> "Shift | None":
+        if not text:
+            return None
+        try:
+            spec, start, *site = text.split("@")
+            pollutant, kind, size = spec.split(":")
+            return cls(datetime.fromisoformat(start.replace("Z", "+00:00")), pollutant.lower(), kind.lower(), float(size), site[0].upper() if site else None)
+        except ValueError as exc:
+            raise ValueError(f"ROUTEAQ_DEMO_SHIFT={text!r}: expected pollutant:scale|offset:size@ISO-start[@SITE] ({exc})") from exc
+
+    def __str__(self) -> str:
+        return f"{self.pollutant}:{self.kind}:{self.size:g}@{self.start.isoformat()}" + (f"@{self.site}" if self.site else "")
+
+    def apply(self, site_id: str, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.site not in (None, site_id):
+            return frame
+        column, after = SHIFT_COLUMNS[self.pollutant], frame["date"] >= pd.Timestamp(self.start)
+        shifted = frame[column] * self.size if self.kind == "scale" else frame[column] + self.size
+        return frame.assign(**{column: frame[column].where(~after, shifted.round(5))})
+
+
+class DemoNetwork:
+    """Writes demo site-year files under ``root`` on demand (with ``shift`` applied, if any)."""
+
+    def __init__(self, root: Path, sites: list[DemoSite], shift: Shift | None = None):
         self.root = Path(root)
         self.sites = {s.site_id: s for s in sites}
+        self.shift = shift
 
     def openair_path(self, site_id: str, year: int) -> Path:
         return self.root / "openair" / site_year_filename(site_id, year)
@@ -251,10 +298,14 @@ class DemoNetwork:
         now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
         cutoff = min(datetime(year + 1, 1, 1, tzinfo=timezone.utc), now)
         marker = self.root / "openair" / f".{site_id}_{year}.until"
+        stamp = f"{cutoff.isoformat()} {self.shift or ''}".strip()
         if self.openair_path(site_id, year).exists() and marker.exists():
-            if datetime.fromisoformat(marker.read_text()) >= cutoff:
+            until, _, shift = marker.read_text().partition(" ")
+            if datetime.fromisoformat(until) >= cutoff and shift == str(self.shift or ""):
                 return
         full = simulate_site_year(self.sites[site_id], year)
+        if self.shift is not None:
+            full = self.shift.apply(site_id, full)
         frame = full[full["date"] < pd.Timestamp(cutoff)].reset_index(drop=True)
         write_rdata(self.openair_path(site_id, year), f"{site_id}_{year}", frame[OPENAIR_COLUMNS])
         weather = self.weather_path(site_id, year)
@@ -273,7 +324,7 @@ class DemoNetwork:
         partial = runs.with_suffix(".partial")
         partial.write_text(json.dumps(_openmeteo_payload(self.sites[site_id], frame, previous)))
         partial.replace(runs)
-        marker.write_text(cutoff.isoformat())
+        marker.write_text(stamp)
 
 
 def year_span(start: datetime, end: datetime) -> range:

@@ -1,0 +1,226 @@
+"""Monitoring assets, hour by hour: ``forecast_performance`` (every forecast made for an hour
+scored against the observation that arrived later) and ``{p}_drift_report`` per pollutant.
+
+Per hour, each writes a small JSON record to the lake (``reports/performance/``,
+``reports/drift/{p}/``): the retraining policy reads those, so a range run (a backfill) gives the
+policy each hour's own figures."""
+
+
+import json
+from datetime import datetime, timedelta
+
+import dagster as dg
+import polars as pl
+
+from routeaq_assets.core import drift, scoring
+from routeaq_assets.core.backtest import forecast_plot
+from routeaq_assets.core.environment import load_settings, model_name
+from routeaq_assets.core.features import MAX_HORIZON
+from routeaq_assets.core.predictions import read_prediction_log
+from routeaq_assets.core.schema import FORECAST_POLLUTANTS
+from routeaq_assets.defs.features import silver_features, stored_features
+from routeaq_assets.defs.ingest import raw_aurn
+from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
+from routeaq_assets.resources import Lake, ModelStore, Warehouse
+
+PERFORMANCE = "reports/performance"
+# What accumulates in the lake: a JSON record per hour (a few kB) for RETAIN_DAYS, and the
+# Evidently page (several MB) only for hours that drifted or were asked for, the newest MAX_HTML.
+RETAIN_DAYS = 90
+MAX_HTML = 24
+
+
+def drift_folder(pollutant: str) -> str:
+    return f"reports/drift/{pollutant}"
+
+
+def hour_stamp(hour: datetime) -> str:
+    return f"{hour:%Y-%m-%dT%H}"
+
+
+def hours_of(context: dg.AssetExecutionContext) -> list[datetime]:
+    window = context.partition_time_window
+    count = int((window.end - window.start) / timedelta(hours=1))
+    return [window.start + timedelta(hours=k) for k in range(count)]
+
+
+def prune(lake: Lake, folder: str, suffix: str, newest: datetime, keep: int | None = None, days: int | None = None) -> int:
+    """Delete the oldest files of a folder: beyond ``keep`` files, or older than ``days``."""
+    keys = lake.list_keys(folder, suffix)
+    doomed = keys[:-keep] if keep is not None and len(keys) > keep else []
+    if days is not None:
+        cutoff = hour_stamp(newest - timedelta(days=days))
+        doomed += [k for k in keys if k.rsplit("/", 1)[-1][:13] < cutoff and k not in doomed and not k.endswith(("latest" + suffix,))]
+    for key in doomed:
+        lake.delete(key)
+    return len(doomed)
+
+
+def _champions(model_store: ModelStore) -> dict[tuple[str, int], str]:
+    """(pollutant, hours ahead) -> champion version, for every champion in the registry."""
+    names = {model_name(p, model_store.prefix, h): (p, h) for p in FORECAST_POLLUTANTS for h in range(1, MAX_HORIZON + 1)}
+    return {names[n]: v for n, v in model_store.registry().champions(model_store.prefix).items() if n in names}
+
+
+def _as_of(warehouse: Warehouse, model_store: ModelStore, logged: pl.DataFrame, start: datetime, end: datetime) -> list[pl.DataFrame]:
+    """Champion forecasts for the hours of [start, end) that no logged forecast covers, from the
+    stored features. Hours the champion was trained on get none: they would flatter it."""
+    frames = []
+    for (pollutant, hours_ahead), version in sorted(_champions(model_store).items()):
+        champion = model_store.registry().load(model_store.model_name(pollutant, hours_ahead), version)
+        unseen = max(start, datetime.fromisoformat(champion.metadata["holdout_start"]))
+        if unseen >= end:
+            continue
+        features = stored_features(warehouse, pollutant, unseen, end, hours_ahead).with_columns(pl.lit(hours_ahead, pl.Int64).alias("hours_ahead"))
+        features = features.join(scoring.missing_keys(features.select(scoring.KEY), logged), on=list(scoring.KEY), how="semi")
+        if features.is_empty():
+            continue
+        pred, lower, upper = champion.forecaster.predict(features)
+        frames.append(scoring.as_of_forecasts(features, pred, lower, upper, champion.name, champion.version, hours_ahead))
+    return frames
+
+
+def _plot(lake: Lake, scored: pl.DataFrame, pollutant: str) -> str | None:
+    rows = scored.filter((pl.col("pollutant") == pollutant) & (pl.col("hours_ahead") == 1) & pl.col("observed").is_not_null())
+    if rows.is_empty():
+        return None
+    site = rows["site_id"].sort()[0]
+    data = forecast_plot(rows.rename({"observed": "target", "persistence": "target_lag_1"}), site, pollutant, hours=scoring.ROLLING_HOURS)
+    return lake.write_bytes(f"{PERFORMANCE}/forecast_vs_observed_{pollutant}.png", data)
+
+
+@dg.asset(
+    group_name="monitoring",
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    deps=[raw_aurn, silver_features, *(f"{p}_champion" for p in FORECAST_POLLUTANTS)],
+    kinds={"duckdb", "polars"},
+    pool="warehouse",
+)
+def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+    """Every forecast made for the partition's hours (the prediction log; as-of champion forecasts
+    from the stored features where none was served), per site, pollutant and hours ahead, joined
+    with the observation at that hour and at the forecast's origin (persistence); stored in
+    ``forecast_scores``. Rolling RMSE, MAE, bias, 80 % coverage and skill against persistence over
+    the last 72 hours, per pollutant and horizon."""
+    hours = hours_of(context)
+    start, end = hours[0], hours[-1] + timedelta(hours=1)
+    logged = scoring.logged_forecasts(read_prediction_log(load_settings().prediction_log_dir, start, end))
+    forecasts = pl.concat([logged, *_as_of(warehouse, model_store, logged, start, end)])
+    observations = warehouse.query(
+        "SELECT site_id, time, pollutant, value FROM observations WHERE time >= ? AND time < ?", [start - timedelta(hours=MAX_HORIZON), end]
+    )
+    scored = scoring.join_observations(forecasts, observations)
+    warehouse.replace_window("forecast_scores", scored, start, end)
+
+    window_start, _ = scoring.rolling_window(end)
+    history = warehouse.query("SELECT * FROM forecast_scores WHERE time >= ? AND time < ?", [window_start - timedelta(hours=len(hours)), end])
+    for hour in hours:
+        w_start, w_end = scoring.rolling_window(hour + timedelta(hours=1))
+        scores = scoring.rolling_scores(history.filter((pl.col("time") >= w_start) & (pl.col("time") < w_end)))
+        record = {"hour": hour.isoformat(), "rolling_hours": scoring.ROLLING_HOURS, "scores": scores.to_dicts()}
+        lake.write_bytes(f"{PERFORMANCE}/{hour_stamp(hour)}.json", json.dumps(record, default=str).encode())
+    prune(lake, PERFORMANCE, ".json", hours[-1], days=RETAIN_DAYS)
+
+    window = history.filter(pl.col("time") >= window_start)
+    scores = scoring.rolling_scores(window)
+    plots = {p: path for p in FORECAST_POLLUTANTS if (path := _plot(lake, window, p))}
+    figures = {
+        scoring.metadata_key(r["pollutant"], r["hours_ahead"], name): float(r[name]) if r[name] is not None else None
+        for r in scores.iter_rows(named=True)
+        for name in ("rmse", "mae", "bias", "coverage", "persistence_rmse", "skill")
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "forecasts_scored": scored.filter(pl.col("observed").is_not_null()).height,
+            "forecasts_logged": logged.height,
+            "forecasts_as_of_champion": forecasts.height - logged.height,
+            "rolling_hours": scoring.ROLLING_HOURS,
+            "scores": dg.MetadataValue.md(scoring.scores_markdown(scores, window_start, end)),
+            **{k: dg.MetadataValue.float(round(v, 4)) for k, v in figures.items() if v is not None},
+            **{f"plot_{p}": dg.MetadataValue.path(path) for p, path in plots.items()},
+        }
+    )
+
+
+class DriftConfig(dg.Config):
+    html: bool = False  # also write Evidently's page for hours that did not drift
+
+
+def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{pollutant}_drift_report",
+        group_name="monitoring",
+        partitions_def=hourly_partitions,
+        backfill_policy=single_run_backfill,
+        deps=[silver_features, f"{pollutant}_champion"],
+        kinds={"evidently"},
+        pool="warehouse",
+    )
+    def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: Warehouse, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+        """Drift of the pollutant's model inputs over the 24 hours ending with each partition hour
+        against the champion's training rows (see ``core.drift`` for the window, thresholds and
+        method); a JSON record per hour, Evidently's page when the alarm fires."""
+        name = model_store.model_name(pollutant)
+        champion = model_store.registry().load(name)
+        if champion is None:
+            raise dg.Failure(f"{pollutant}_drift_report: {name} has no champion yet; train and promote a model first")
+        train_start, train_end = (datetime.fromisoformat(champion.metadata[k]) for k in ("train_start", "holdout_start"))
+        folder = drift_folder(pollutant)
+        cached = lake.read_bytes(f"{folder}/thresholds-v{champion.version}.json")
+        if cached is None:
+            training = warehouse.query("SELECT * FROM silver_features WHERE pollutant = ? AND time >= ? AND time < ?", [pollutant, train_start, train_end])
+            thresholds = drift.calibrated_thresholds(training, drift.DRIFT_FEATURES)
+            lake.write_bytes(f"{folder}/thresholds-v{champion.version}.json", json.dumps(thresholds).encode())
+        else:
+            thresholds = json.loads(cached)
+        reference = warehouse.query(drift.reference_sample_sql(), [pollutant, train_start, train_end])
+        hours = hours_of(context)
+        current_all = warehouse.query(
+            "SELECT * FROM silver_features WHERE pollutant = ? AND time > ? AND time <= ?",
+            [pollutant, hours[0] - timedelta(hours=drift.CURRENT_WINDOW_HOURS), hours[-1]],
+        )
+        fired, newest_fired = 0, None
+        for hour in hours:
+            current = current_all.filter((pl.col("time") > hour - timedelta(hours=drift.CURRENT_WINDOW_HOURS)) & (pl.col("time") <= hour))
+            try:
+                summary = drift.feature_drift(pollutant, reference, current, thresholds=thresholds)
+            except ValueError as exc:
+                raise dg.Failure(f"{pollutant}_drift_report {hour.isoformat()}: {exc}") from exc
+            record = {"hour": hour.isoformat(), "champion_version": champion.version, "window_hours": drift.CURRENT_WINDOW_HOURS, **json.loads(summary.to_json())}
+            lake.write_bytes(f"{folder}/{hour_stamp(hour)}.json", json.dumps(record).encode())
+            if summary.drifted:
+                fired, newest_fired = fired + 1, (hour, current)
+        # Evidently's page for the newest hour that fired (or the last hour, on request): one per
+        # run, so a backfill over a drifted week writes one page, not 168.
+        html_path = None
+        if newest_fired is not None or config.html:
+            hour, current = newest_fired or (hours[-1], current)
+            html_path = lake.write_bytes(f"{folder}/{hour_stamp(hour)}.html", drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
+        prune(lake, folder, ".html", hours[-1], keep=MAX_HTML)
+        prune(lake, folder, ".json", hours[-1], days=RETAIN_DAYS)
+        top = [{"column": c.column, "distance": c.value, "threshold": c.threshold, "drifted": c.drifted} for c in summary.ranked()[:10]]
+        return dg.MaterializeResult(
+            metadata={
+                "drifted": summary.drifted,
+                "drifted_share": dg.MetadataValue.float(summary.drifted_share),
+                "drifted_columns": summary.drifted_columns,
+                "compared_columns": summary.compared_columns,
+                "share_threshold": summary.share_threshold,
+                "method": summary.method,
+                "threshold_rule": summary.threshold_rule,
+                "window_hours": drift.CURRENT_WINDOW_HOURS,
+                "hours_fired": fired,
+                "champion_version": champion.version,
+                "reference_rows": reference.height,
+                "current_rows": summary.current_rows,
+                "summary": dg.MetadataValue.md(summary.markdown()),
+                "columns": dg.MetadataValue.json(top),
+                **({"report": dg.MetadataValue.path(html_path)} if html_path else {}),
+            }
+        )
+
+    return drift_report
+
+
+drift_reports = [build_drift_report(p) for p in FORECAST_POLLUTANTS]
