@@ -12,7 +12,7 @@ from dagster import DagsterEventType
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.notify import notifier_from_settings
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.defs.ingest import CHECK_FRESHNESS, CHECK_UNIQUE_HOURS, CHECK_VALUE_RANGE
+from routeaq_assets.defs.ingest_checks import CHECK_FRESHNESS, CHECK_UNIQUE_HOURS, CHECK_VALUE_RANGE
 from routeaq_assets.defs.training import CHECK_GATE
 
 BATCH = 500
