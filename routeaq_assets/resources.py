@@ -14,6 +14,7 @@ import duckdb
 import polars as pl
 
 from routeaq_assets.core.environment import MODEL_PREFIX, Settings, load_settings, model_name
+from routeaq_assets.core.files import write_atomically
 from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
@@ -322,12 +323,7 @@ class Lake(dg.ConfigurableResource):
     root: str
 
     def write_bytes(self, key: str, data: bytes) -> str:
-        path = Path(self.root) / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(data)
-        partial.replace(path)
-        return str(path)
+        return str(write_atomically(Path(self.root) / key, data))
 
     def read_bytes(self, key: str) -> bytes | None:
         """The file at ``key``, or None if there is none."""

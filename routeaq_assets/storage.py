@@ -22,9 +22,7 @@ client (keyed by ETag, so only changed days are downloaded); DuckDB's httpfs is 
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 import threading
 import time
 from datetime import datetime, timedelta
@@ -37,6 +35,7 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from routeaq_assets.core.files import write_atomically
 COMMIT_ATTEMPTS = 20
 # A cached version of a day older than this is removed when a newer one is fetched; a query that
 # listed it a moment ago can still read it.
@@ -176,16 +175,16 @@ class LakeWarehouse(dg.ConfigurableResource):
             folder = Path(self.cache_dir) / self.bucket / obj["Key"]
             path = folder / f"{obj['ETag'].strip(chr(34))}.parquet"
             if not path.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                handle, partial = tempfile.mkstemp(dir=folder, suffix=".partial")
-                with os.fdopen(handle, "wb") as out:
-                    client.download_fileobj(self.bucket, obj["Key"], out)
-                os.replace(partial, path)
+                write_atomically(path, lambda partial, key=obj["Key"]: self._download(client, key, partial))
                 for old in folder.glob("*.parquet"):
                     if old != path and time.time() - old.stat().st_mtime > STALE_CACHE_SECONDS:
                         old.unlink(missing_ok=True)
             paths.append(str(path))
         return paths
+
+    def _download(self, client, key: str, dest: Path) -> None:
+        with open(dest, "wb") as out:
+            client.download_fileobj(self.bucket, key, out)
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """Run DuckDB SQL over the lake's tables (each table a view on its cached objects)."""

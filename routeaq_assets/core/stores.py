@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from routeaq_assets.core.redact import redact_uri
+from routeaq_assets.core.files import write_atomically
 
 
 class FileOnlineStore:
@@ -22,10 +23,7 @@ class FileOnlineStore:
         self.path = Path(path)
 
     def publish(self, panel: pl.DataFrame) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        panel.write_parquet(partial)
-        partial.replace(self.path)
+        write_atomically(self.path, panel.write_parquet)
         return str(self.path)
 
     def version(self) -> str | None:
@@ -105,10 +103,7 @@ class HistoryStore:
         return self.folder / f"panel-{year}.parquet"
 
     def write_year(self, year: int, panel: pl.DataFrame) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.path(year).with_name(self.path(year).name + ".partial")
-        panel.sort("site_id", "time").write_parquet(partial)
-        partial.replace(self.path(year))
+        write_atomically(self.path(year), panel.sort("site_id", "time").write_parquet)
 
     def files(self) -> list[Path]:
         return sorted(self.folder.glob("panel-*.parquet"))

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
+from routeaq_assets.core.files import write_atomically
 from routeaq_assets.sources.openair import site_year_filename
 from routeaq_assets.sources.rdata_writer import write_rdata
 
@@ -308,22 +309,14 @@ class DemoNetwork:
             full = self.shift.apply(site_id, full)
         frame = full[full["date"] < pd.Timestamp(cutoff)].reset_index(drop=True)
         write_rdata(self.openair_path(site_id, year), f"{site_id}_{year}", frame[OPENAIR_COLUMNS])
-        weather = self.weather_path(site_id, year)
-        weather.parent.mkdir(parents=True, exist_ok=True)
-        partial = weather.with_suffix(".partial")
-        partial.write_text(json.dumps(_openmeteo_payload(self.sites[site_id], frame)))
-        partial.replace(weather)
+        write_atomically(self.weather_path(site_id, year), json.dumps(_openmeteo_payload(self.sites[site_id], frame)).encode())
         errors = forecast_error(self.sites[site_id], year, len(full))
         times = pd.DatetimeIndex(full["date"])
         kept = len(frame)
         previous = {
             day: forecast_weather(full, errors, run_lead(times, day)).iloc[:kept] for day in PREVIOUS_DAYS
         }
-        runs = self.previous_runs_path(site_id, year)
-        runs.parent.mkdir(parents=True, exist_ok=True)
-        partial = runs.with_suffix(".partial")
-        partial.write_text(json.dumps(_openmeteo_payload(self.sites[site_id], frame, previous)))
-        partial.replace(runs)
+        write_atomically(self.previous_runs_path(site_id, year), json.dumps(_openmeteo_payload(self.sites[site_id], frame, previous)).encode())
         marker.write_text(stamp)
 
 

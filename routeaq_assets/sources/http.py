@@ -12,6 +12,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from routeaq_assets.core.files import write_atomically
 USER_AGENT = "RouteAQ/0.1 (+https://github.com/routeaq)"
 NOT_FOUND_TTL_S = 24 * 3600  # a missing site-year is asked for again after a day
 
@@ -75,10 +76,7 @@ def fetch_to_cache(session: requests.Session, url: str, dest: Path, timeout: flo
         return None
     if response.status_code >= 400:
         raise SourceUnavailable(f"{url}: HTTP {response.status_code} after retries")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    partial.write_bytes(response.content)
-    partial.replace(dest)
+    write_atomically(dest, response.content)
     meta_path.write_text(
         json.dumps({"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")})
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from routeaq_assets.core.files import write_atomically
 
 def _dataframe_constructor(data: pd.DataFrame, converter):  # noqa: ANN001, ANN202 - rdata's constructor protocol
     from rdata.conversion import to_r
@@ -46,7 +47,4 @@ def write_rdata(path: Path, name: str, frame: pd.DataFrame) -> None:
 
     constructors = dict(to_r.DEFAULT_CLASS_MAP)
     constructors[pd.DataFrame] = _dataframe_constructor
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    rdata.write_rda(partial, {name: frame}, compression="gzip", format_version=2, constructor_dict=constructors)
-    partial.replace(path)
+    write_atomically(path, lambda partial: rdata.write_rda(partial, {name: frame}, compression="gzip", format_version=2, constructor_dict=constructors))

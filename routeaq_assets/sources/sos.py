@@ -33,6 +33,7 @@ import polars as pl
 import requests
 
 from routeaq_assets.core.schema import OBSERVATIONS, TIME, SourceDataError, conform
+from routeaq_assets.core.files import write_atomically
 from routeaq_assets.sources.http import USER_AGENT, SourceUnavailable
 
 SOS_URL = "https://uk-air.defra.gov.uk/sos-ukair/api/v1/"
@@ -73,10 +74,7 @@ class CircuitBreaker:
 
     def _save(self) -> None:
         if self.state_path is not None:
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.state_path.with_name(self.state_path.name + f".{threading.get_ident()}.partial")
-            partial.write_text(json.dumps({"failed": self._failed, "opened_at": self._opened_at}))
-            partial.replace(self.state_path)
+            write_atomically(self.state_path, json.dumps({"failed": self._failed, "opened_at": self._opened_at}).encode())
 
     def check(self, what: str) -> None:
         with self._lock:
@@ -186,10 +184,7 @@ class SosClient:
                 raise
             if not isinstance(series, list):
                 raise SourceDataError(f"{self.base_url}timeseries?phenomenon={phenomenon}: expected a list of series, got {type(series).__name__}")
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_name(cache.name + ".partial")
-            partial.write_text(json.dumps(series))
-            partial.replace(cache)
+            write_atomically(cache, json.dumps(series).encode())
             return series
 
     def site_series(self, metadata: pl.DataFrame, pollutants: tuple[str, ...]) -> pl.DataFrame:
