@@ -19,6 +19,7 @@ from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
+from routeaq_assets.core.windows import year_span
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite, Shift
 from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, shared_session
@@ -264,7 +265,7 @@ class WeatherSource(dg.ConfigurableResource):
                 payload = network.forecast_ahead(site_id, start - timedelta(hours=1), end)
                 return openmeteo_to_weather(payload, site_id=site_id, kind="forecast", source="demo:forecast")
             frames = []
-            for year in range(start.year, end.year + 1):
+            for year in year_span(start, end):
                 network.ensure_site_year(site_id, year)
                 path = network.weather_path(site_id, year)
                 reanalysis = openmeteo_to_weather(json.loads(path.read_text()), site_id=site_id, kind="reanalysis", source=f"demo:{path.name}")

@@ -201,7 +201,7 @@ def test_a_live_hour_from_sos_is_replaced_by_the_archives_ratified_value_and_cou
 
     from conftest import make_definitions, partition_key
     from routeaq_assets.resources import ObservationSource
-    from routeaq_assets.sources.demo_network import year_span
+    from routeaq_assets.core.windows import year_span
     from routeaq_assets.sources.ukair_csv import format_ukair_csv
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

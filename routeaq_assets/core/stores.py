@@ -12,8 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
-from routeaq_assets.core.redact import redact_uri
 from routeaq_assets.core.files import write_atomically
+from routeaq_assets.core.redact import redact_uri
+from routeaq_assets.core.windows import year_span
 
 
 class FileOnlineStore:
@@ -152,7 +153,7 @@ class HistoryStore:
     def window(self, site_ids: list[str], start: datetime, end: datetime) -> pl.DataFrame:
         """Panel rows of ``site_ids`` in [start, end), read with predicate push-down, one file per
         year; raises ``HistoryUnreadable`` naming the first unreadable year the window needs."""
-        files = [self.path(y) for y in range(start.year, end.year + 1) if self.path(y).exists()]
+        files = [self.path(y) for y in year_span(start, end) if self.path(y).exists()]
         frames = [
             self._read(path, lambda frame: frame.filter(pl.col("site_id").is_in(site_ids) & (pl.col("time") >= start) & (pl.col("time") < end)))
             for path in files

@@ -18,6 +18,7 @@ from routeaq_assets.core.quality import (
 )
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import measures, read_site_metadata, site_attributes
+from routeaq_assets.core.windows import year_span
 from routeaq_assets.defs.ingest_checks import (
     QUARANTINE_TABLE,
     observation_check_specs,
@@ -29,7 +30,6 @@ from routeaq_assets.defs.ingest_checks import (
 )
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
 from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
-from routeaq_assets.sources.demo_network import year_span
 from routeaq_assets.sources.http import SourceUnavailable
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from routeaq_assets.core.files import write_atomically
+from routeaq_assets.core.windows import year_span
 from routeaq_assets.sources.openair import site_year_filename
 from routeaq_assets.sources.rdata_writer import write_rdata
 
@@ -318,8 +319,3 @@ class DemoNetwork:
         }
         write_atomically(self.previous_runs_path(site_id, year), json.dumps(_openmeteo_payload(self.sites[site_id], frame, previous)).encode())
         marker.write_text(stamp)
-
-
-def year_span(start: datetime, end: datetime) -> range:
-    """Calendar years touched by the half-open window [start, end)."""
-    return range(start.year, (end - timedelta(microseconds=1)).year + 1)

@@ -14,7 +14,8 @@ from typing import Any
 
 import polars as pl
 
-from routeaq_assets.sources.demo_network import DemoNetwork, year_span
+from routeaq_assets.core.windows import year_span
+from routeaq_assets.sources.demo_network import DemoNetwork
 from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
 from routeaq_assets.sources.sos import MISSING_MARKER, PHENOMENA
 
