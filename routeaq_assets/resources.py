@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from routeaq_assets.core.environment import MODEL_PREFIX, Settings, load_settings, model_name
+from routeaq_assets.core.environment import MODEL_PREFIX, Settings, load_settings
 from routeaq_assets.core.files import write_atomically
 from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
@@ -313,9 +313,6 @@ class ModelStore(dg.ConfigurableResource):
 
     def registry(self) -> ForecastRegistry:
         return ForecastRegistry(self.tracking_uri, Path(self.artifact_root) if self.artifact_root else None)
-
-    def model_name(self, pollutant: str, horizon: int = 1) -> str:
-        return model_name(pollutant, self.prefix, horizon)
 
 
 class Lake(dg.ConfigurableResource):

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import polars as pl
 
-from routeaq_assets.core.environment import Settings
+from routeaq_assets.core.environment import Settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
 from routeaq_assets.core.models import forecast_base
 from routeaq_assets.core.redact import redact_uri, scrub
@@ -135,7 +135,7 @@ class ServingState:
         known = current.loaded() if current else {}
 
         def champion(pollutant: str, horizon: int = 1) -> RegisteredForecaster | None:
-            name = self.settings.model_name(pollutant, horizon)
+            name = model_name(pollutant, self.settings.model_prefix, horizon)
             version = champions.get(name)
             if version is None:
                 return None

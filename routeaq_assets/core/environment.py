@@ -111,9 +111,6 @@ class Settings:
     def prediction_log_dir(self) -> Path:
         return self.home / "predictions"
 
-    def model_name(self, pollutant: str, horizon: int = 1) -> str:
-        return model_name(pollutant, self.model_prefix, horizon)
-
 
 def load_settings() -> Settings:
     home = Path(os.environ.get("ROUTEAQ_HOME", ".routeaq")).resolve()

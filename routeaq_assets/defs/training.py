@@ -9,6 +9,7 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.core.environment import model_name
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import TrainingSettings, champion_overlap, promotion_decision
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
@@ -83,7 +84,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         metrics, _ = _held_out_scores(held_out, forecaster)
 
         registry = model_store.registry()
-        name = model_store.model_name(pollutant, config.horizon)
+        name = model_name(pollutant, model_store.prefix, config.horizon)
         champion = registry.load(name)
         champion_refused = champion_overlap(champion.metadata, holdout_start) if champion is not None else None
         if champion is not None and champion_refused is None:

@@ -67,7 +67,7 @@ def _as_of(warehouse: Warehouse, model_store: ModelStore, logged: pl.DataFrame, 
     stored features. Hours the champion was trained on get none: they would flatter it."""
     frames = []
     for (pollutant, hours_ahead), version in sorted(_champions(model_store).items()):
-        champion = model_store.registry().load(model_store.model_name(pollutant, hours_ahead), version)
+        champion = model_store.registry().load(model_name(pollutant, model_store.prefix, hours_ahead), version)
         unseen = max(start, datetime.fromisoformat(champion.metadata["holdout_start"]))
         if unseen >= end:
             continue
@@ -161,7 +161,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
         """Drift of the pollutant's model inputs over the 24 hours ending with each partition hour
         against the champion's training rows (see ``core.drift`` for the window, thresholds and
         method); a JSON record per hour, Evidently's page when the alarm fires."""
-        name = model_store.model_name(pollutant)
+        name = model_name(pollutant, model_store.prefix)
         champion = model_store.registry().load(name)
         if champion is None:
             raise dg.Failure(f"{pollutant}_drift_report: {name} has no champion yet; train and promote a model first")

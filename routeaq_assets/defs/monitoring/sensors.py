@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from routeaq_assets.core.environment import load_settings
+from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.notify import notifier_from_settings
 from mlflow.exceptions import MlflowException
 
@@ -57,7 +57,7 @@ def pollutant_state(lake: Lake, model_store: ModelStore, policy: RetrainPolicy, 
             low_since, hour = hour, hour - timedelta(hours=1)
     client = model_store.registry().client
     version, data_end = None, None
-    name = model_store.model_name(pollutant)
+    name = model_name(pollutant, model_store.prefix)
     try:
         mv = client.get_model_version_by_alias(name, CHAMPION)
         version = str(mv.version)
