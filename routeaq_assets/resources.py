@@ -19,6 +19,7 @@ from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
+from routeaq_assets.core.warehouse_reads import WarehouseReads
 from routeaq_assets.core.windows import year_span
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite, Shift
@@ -39,7 +40,7 @@ from routeaq_assets.sources.openmeteo import (
 )
 
 
-class Warehouse(dg.ConfigurableResource):
+class Warehouse(WarehouseReads, dg.ConfigurableResource):
     """The embedded DuckDB warehouse. DuckDB lets one process write the file or many read it,
     never both: every connection takes a lock on ``<path>.lock`` first (shared to read,
     exclusive to write) and waits up to ``lock_timeout_s`` for it, so runs, ``online_features``

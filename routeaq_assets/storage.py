@@ -36,6 +36,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from routeaq_assets.core.files import write_atomically
+from routeaq_assets.core.warehouse_reads import WarehouseReads
 COMMIT_ATTEMPTS = 20
 # A cached version of a day older than this is removed when a newer one is fetched; a query that
 # listed it a moment ago can still read it.
@@ -61,9 +62,9 @@ def _missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404")
 
 
-class LakeWarehouse(dg.ConfigurableResource):
-    """The warehouse interface (``replace_window``, ``replace_table``, ``query``, ``has_table``)
-    on Parquet objects in S3. Any number of runs and pods may read and write at once."""
+class LakeWarehouse(WarehouseReads, dg.ConfigurableResource):
+    """The warehouse interface (``replace_window``, ``replace_table``, ``query``, ``has_table``,
+    and the shared reads of ``WarehouseReads``) on Parquet objects in S3. Any number of runs and pods may read and write at once."""
 
     s3: S3Resource
     bucket: str

@@ -7,7 +7,6 @@ import pytest
 
 from routeaq_assets.core.features import build_features, hourly_panel
 from routeaq_assets.core.schema import OBSERVATIONS, TIME, WEATHER, WEATHER_VARIABLES
-from routeaq_assets.defs.features import stored_panel
 from routeaq_assets.resources import Warehouse
 
 UTC = timezone.utc
@@ -60,7 +59,7 @@ def test_the_late_aurn_hour_gives_one_row_per_site_hour_and_lags_on_the_right_ho
     warehouse.replace_table("sites", _sites())
     forecast = _weather(LATE_HOUR, END, "forecast", 99.0, START)
 
-    panel = stored_panel(warehouse, START, END, weather_ahead=forecast)
+    panel = warehouse.stored_panel(START, END, weather_ahead=forecast)
 
     hours = int((END - START) / timedelta(hours=1))
     assert panel.height == len(SITES) * hours

@@ -109,3 +109,25 @@ def test_concurrent_writers_of_the_same_hours_leave_one_complete_version(lake):
     inside = rows.filter(pl.col("time").is_between(*window, closed="left"))["value"].unique().to_list()
     assert len(inside) == 1 and inside[0] in (1.0, 2.0, 3.0, 4.0)  # one writer's version, whole
     assert rows.filter(~pl.col("time").is_between(*window, closed="left"))["value"].unique().to_list() == [0.0]
+
+
+def test_the_lake_answers_the_shared_warehouse_reads_as_the_embedded_warehouse_does(lake, tmp_path):
+    """Features, training, evaluation, monitoring and serving read the panel and the feature rows
+    through the warehouse resource; the production lake must answer them as the DuckDB file does."""
+    from test_panel import LATE_HOUR, START, _observations, _sites, _weather
+
+    from routeaq_assets.resources import Warehouse
+
+    embedded = Warehouse(path=str(tmp_path / "warehouse.duckdb"))
+    end = LATE_HOUR + timedelta(hours=1)
+    for store in (embedded, lake):
+        store.replace_window("observations", _observations(LATE_HOUR), START, end)
+        store.replace_window("weather", _weather(START, end, "reanalysis", 10.0, START), START, end)
+        store.replace_table("sites", _sites())
+    panel = embedded.stored_panel(START, end)
+    assert panel.height == 2 * 61 and panel["no2"].drop_nulls().len() == 2 * 60
+    assert lake.stored_panel(START, end).equals(panel)
+    first = START + timedelta(hours=36)
+    six_hours = embedded.stored_features("no2", first, end, horizon=6)
+    assert six_hours.height == 2 * 25 and six_hours["time"].min() == first
+    assert lake.stored_features("no2", first, end, horizon=6).equals(six_hours)

@@ -18,7 +18,7 @@ from routeaq_assets.core.backtest import (
 from routeaq_assets.core.features import build_features, hourly_panel, weather_summary
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
-from routeaq_assets.defs.features import require_horizon, silver_features, stored_features
+from routeaq_assets.defs.features import require_horizon, silver_features
 from routeaq_assets.defs.training import ModelConfig
 from routeaq_assets.resources import Lake, ModelStore, ObservationSource, Warehouse
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
@@ -118,7 +118,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehous
     end = newest + timedelta(hours=1)
     if config.weather != "forecast":
         raise dg.Failure("backtest: the stored features use the weather the service has; the reanalysis upper bound is measured on user files (local_data_backtest)")
-    features = {p: stored_features(warehouse, p, start, end, config.horizon) for p in config.pollutants}
+    features = {p: warehouse.stored_features(p, start, end, config.horizon) for p in config.pollutants}
     kinds = warehouse.query("SELECT kind FROM weather WHERE time >= ? AND time < ?", [start, end])["kind"]
     return _report(context, "backtest", _backtest(features, config), config, model_store, lake, weather_summary(kinds))
 

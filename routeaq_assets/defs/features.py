@@ -6,10 +6,9 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, SILVER_COLUMNS, build_features, check_horizon, hourly_panel, lookback_start
+from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, SILVER_COLUMNS, build_features, check_horizon
 from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.core.sites import site_attributes
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
 from routeaq_assets.resources import Warehouse
@@ -18,44 +17,12 @@ from routeaq_assets.resources import Warehouse
 SITES_PER_WRITE = 25
 
 
-def stored_panel(warehouse: Warehouse, start, end, weather_ahead: pl.DataFrame | None = None) -> pl.DataFrame:
-    """The hourly panel of [start, end) from the stored observations and weather (plus
-    ``weather_ahead`` for hours not stored yet)."""
-    observations = warehouse.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, end])
-    weather = warehouse.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [start, end])
-    if weather_ahead is not None:
-        weather = pl.concat([weather, weather_ahead], how="vertical_relaxed")
-    sites = site_attributes(warehouse.query("SELECT * FROM sites"))
-    return hourly_panel(observations, weather, sites, start, end)
-
-
-def load_panel(warehouse: Warehouse, start, end) -> pl.DataFrame:
-    """The hourly panel of [start, end) with the lookback its first rows' features need."""
-    return stored_panel(warehouse, lookback_start(start), end)
-
-
 def require_horizon(asset: str, horizon: int) -> None:
     """Fail an asset's run, before any work, on a horizon the features cannot serve."""
     try:
         check_horizon(horizon)
     except ValueError as exc:
         raise dg.Failure(f"{asset}: {exc}") from exc
-
-
-def stored_features(warehouse: Warehouse, pollutant: str, start, end, horizon: int = 1) -> pl.DataFrame:
-    """Feature rows of [start, end) for ``horizon`` hours ahead, in time order: the stored
-    ``silver_features`` for one hour, built from the stored observations for other horizons."""
-    if horizon == 1:
-        return warehouse.query(
-            "SELECT * FROM silver_features WHERE pollutant = ? AND time >= ? AND time < ? ORDER BY time, site_id",
-            [pollutant, start, end],
-        )
-    return (
-        build_features(load_panel(warehouse, start, end), pollutant, horizon)
-        .filter(pl.col("time") >= start)
-        .select(SILVER_COLUMNS)
-        .sort("time", "site_id")
-    )
 
 
 @dg.asset(
@@ -77,7 +44,7 @@ def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     now. Hours whose features were never built stay unbuilt (their own partition builds them)."""
     window = context.partition_time_window
     end = _dependents_end(warehouse, window.end)
-    panel = load_panel(warehouse, window.start, end)
+    panel = warehouse.panel_with_lookback(window.start, end)
     # Dependent hours after the window are rebuilt only where their features were built before.
     built = (
         warehouse.query("SELECT DISTINCT time FROM silver_features WHERE time >= ? AND time < ?", [window.end, end])["time"].to_list()

@@ -7,7 +7,6 @@ import polars as pl
 
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS
 from routeaq_assets.core.sites import site_attributes
-from routeaq_assets.defs.features import stored_panel
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
 from routeaq_assets.resources import OnlineStore, Warehouse, WeatherSource
 
@@ -29,7 +28,7 @@ def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather:
     sites = site_attributes(warehouse.query("SELECT * FROM sites"))
     end = forecast_hour + timedelta(hours=MAX_HORIZON)
     ahead = pl.concat([weather.window(site, forecast_hour, end, kind="forecast") for site in sites.iter_rows(named=True)])
-    panel = stored_panel(warehouse, start, end, weather_ahead=ahead)
+    panel = warehouse.stored_panel(start, end, weather_ahead=ahead)
     path = online_store.publish(panel)
     rewritten = _refresh_history(warehouse, online_store)
     return dg.MaterializeResult(
@@ -56,6 +55,6 @@ def _refresh_history(warehouse: Warehouse, online_store: OnlineStore) -> list[in
         written = history.written_at(row["year"])
         if written is not None and datetime.fromtimestamp(written, timezone.utc) >= row["ingested"]:
             continue
-        history.write_year(row["year"], stored_panel(warehouse, row["first"], row["last"] + timedelta(hours=1)))
+        history.write_year(row["year"], warehouse.stored_panel(row["first"], row["last"] + timedelta(hours=1)))
         rewritten.append(row["year"])
     return rewritten

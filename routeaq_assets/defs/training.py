@@ -13,11 +13,7 @@ from routeaq_assets.core.environment import model_name
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import TrainingSettings, champion_overlap, promotion_decision
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.defs.features import (
-    require_horizon,
-    silver_features,
-    stored_features,
-)
+from routeaq_assets.defs.features import require_horizon, silver_features
 from routeaq_assets.resources import ModelStore, Warehouse
 
 CHECK_GATE = "beats_persistence"
@@ -76,7 +72,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             raise dg.Failure(f"{candidate_name}: silver_features has no {pollutant} rows; materialize the features first")
         end = newest + timedelta(hours=1)
         holdout_start = end - timedelta(days=config.holdout_days)
-        frame = stored_features(warehouse, pollutant, holdout_start - timedelta(days=settings.train_days), end, config.horizon)
+        frame = warehouse.stored_features(pollutant, holdout_start - timedelta(days=settings.train_days), end, config.horizon)
         train = settings.training_rows(frame, holdout_start)
         start = train["time"].min()
         held_out = scorable(frame.filter(pl.col("time") >= holdout_start))

@@ -18,7 +18,7 @@ from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.defs.features import silver_features, stored_features
+from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
 from routeaq_assets.resources import Lake, ModelStore, Warehouse
@@ -71,7 +71,7 @@ def _as_of(warehouse: Warehouse, model_store: ModelStore, logged: pl.DataFrame, 
         unseen = max(start, datetime.fromisoformat(champion.metadata["holdout_start"]))
         if unseen >= end:
             continue
-        features = stored_features(warehouse, pollutant, unseen, end, hours_ahead).with_columns(pl.lit(hours_ahead, pl.Int64).alias("hours_ahead"))
+        features = warehouse.stored_features(pollutant, unseen, end, hours_ahead).with_columns(pl.lit(hours_ahead, pl.Int64).alias("hours_ahead"))
         features = features.join(scoring.missing_keys(features.select(scoring.KEY), logged), on=list(scoring.KEY), how="semi")
         if features.is_empty():
             continue

@@ -1,0 +1,45 @@
+"""The reads every consumer of the warehouse shares (features, training, evaluation, monitoring,
+serving), written once against the warehouse's query interface (``query(sql, params)``), so the
+embedded DuckDB file and the production lake answer them the same way."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from routeaq_assets.core.features import SILVER_COLUMNS, build_features, hourly_panel, lookback_start
+from routeaq_assets.core.sites import site_attributes
+
+
+class WarehouseReads:
+    """Mixed into a warehouse resource that has ``query(sql, params) -> pl.DataFrame``."""
+
+    def stored_panel(self, start: datetime, end: datetime, weather_ahead: pl.DataFrame | None = None) -> pl.DataFrame:
+        """The hourly panel of [start, end) from the stored observations and weather (plus
+        ``weather_ahead`` for hours not stored yet)."""
+        observations = self.query("SELECT * FROM observations WHERE time >= ? AND time < ?", [start, end])
+        weather = self.query("SELECT * FROM weather WHERE time >= ? AND time < ?", [start, end])
+        if weather_ahead is not None:
+            weather = pl.concat([weather, weather_ahead], how="vertical_relaxed")
+        sites = site_attributes(self.query("SELECT * FROM sites"))
+        return hourly_panel(observations, weather, sites, start, end)
+
+    def panel_with_lookback(self, start: datetime, end: datetime) -> pl.DataFrame:
+        """The hourly panel of [start, end) with the lookback its first rows' features need."""
+        return self.stored_panel(lookback_start(start), end)
+
+    def stored_features(self, pollutant: str, start: datetime, end: datetime, horizon: int = 1) -> pl.DataFrame:
+        """Feature rows of [start, end) for ``horizon`` hours ahead, in time order: the stored
+        ``silver_features`` for one hour, built from the stored observations for other horizons."""
+        if horizon == 1:
+            return self.query(
+                "SELECT * FROM silver_features WHERE pollutant = ? AND time >= ? AND time < ? ORDER BY time, site_id",
+                [pollutant, start, end],
+            )
+        return (
+            build_features(self.panel_with_lookback(start, end), pollutant, horizon)
+            .filter(pl.col("time") >= start)
+            .select(SILVER_COLUMNS)
+            .sort("time", "site_id")
+        )
