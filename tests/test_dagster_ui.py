@@ -20,6 +20,7 @@ import requests
 
 from browser import chromium_page
 from conftest import REPO, home_env, partition_key
+from routeaq_assets.workspace_run import workspace_location
 from service_process import free_port
 
 pytestmark = pytest.mark.e2e
@@ -80,10 +81,12 @@ def tick_sensor_once(instance: dg.DagsterInstance, sensor_name: str):
 
 
 def skip_welcome(page) -> None:
-    skip = page.get_by_role("button", name="Skip")
+    """Dismiss the "Join the Dagster community" dialog a fresh browser profile opens with."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     try:
-        skip.click(timeout=15_000)
-    except Exception:  # no dialog on this version or profile
+        page.get_by_role("button", name="Skip").click(timeout=15_000)
+    except PlaywrightTimeout:  # no dialog on this Dagster version
         pass
 
 
@@ -103,7 +106,6 @@ def test_drift_report_and_sensor_reason_in_the_dagster_ui(trained_home, tmp_path
     try:
         with dg.DagsterInstance.get() as instance:
             (run,) = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": partition_key(HOUR)}))
-            from routeaq_assets.workspace_run import workspace_location
             location = workspace_location()
             # The run's origin is the workspace's code location itself: the UI matches runs to
             # a location by its name and the repository's, and reloads the code from its pointer.
