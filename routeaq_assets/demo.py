@@ -62,10 +62,11 @@ def worth_showing(line: str) -> bool:
     return message.startswith(PROGRESS) or "promoted" in line or ("Asset check" in line and "failed" in line)
 
 
-def dagster(args: list[str], log: Path) -> None:
-    """Run a Dagster CLI command, its full output to ``log``, progress and a summary on screen."""
-    command = [str(BIN / "dagster"), *args, "-m", "routeaq_assets.definitions"]
-    print("    $ dagster " + " ".join(args), flush=True)
+def workspace_run(args: list[str], log: Path) -> None:
+    """Run a job or materialize assets as a run of the workspace's code location (so the UI can
+    re-execute it, see ``workspace_run``), its full output to ``log``, progress and a summary on screen."""
+    command = [sys.executable, "-m", "routeaq_assets.workspace_run", *args]
+    print("    $ python -m routeaq_assets.workspace_run " + " ".join(args), flush=True)
     started = time.monotonic()
     with log.open("a") as out:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO, text=True)
@@ -77,7 +78,7 @@ def dagster(args: list[str], log: Path) -> None:
     took = time.monotonic() - started
     if returncode != 0:
         tail = log.read_text().splitlines()[-40:]
-        raise SystemExit(f"dagster {' '.join(args[:2])} failed (exit {returncode}) after {took:.0f}s; log {log}:\n" + "\n".join(tail))
+        raise SystemExit(f"workspace_run {' '.join(args[:2])} failed (exit {returncode}) after {took:.0f}s; log {log}:\n" + "\n".join(tail))
     print(f"    done in {took:.0f}s", flush=True)
 
 
@@ -154,16 +155,16 @@ def main() -> None:
     print(f"(full logs: {log})")
 
     step("1/5 site registry (packaged AURN metadata)")
-    dagster(["asset", "materialize", "--select", "site_registry"], log)
+    workspace_run(["--select", "site_registry"], log)
     step(f"2/5 backfill raw_aurn, raw_weather, silver_features: {(end - start) // timedelta(hours=1)} hourly partitions in one run")
-    dagster(
-        ["asset", "materialize", "--select", "raw_aurn,raw_weather,silver_features", "--partition-range", f"{partition_key(start)}...{partition_key(last)}"],
+    workspace_run(
+        ["--select", "raw_aurn,raw_weather,silver_features", "--partition-range", f"{partition_key(start)}...{partition_key(last)}"],
         log,
     )
     step("3/5 train PM2.5, NO2 and O3 candidates, gate them, promote champions, publish online features")
-    dagster(["job", "execute", "-j", "train_job"], log)
+    workspace_run(["--job", "train_job"], log)
     step(f"4/5 drift reports (PM2.5, NO2, O3) for {last:%Y-%m-%d %H:00}")
-    dagster(["asset", "materialize", "--select", "pm25_drift_report,no2_drift_report,o3_drift_report", "--partition", partition_key(last)], log)
+    workspace_run(["--select", "pm25_drift_report,no2_drift_report,o3_drift_report", "--partition", partition_key(last)], log)
     step("5/5 serve the champion and ask for one forecast")
     # The reference smoke request when the window holds it; otherwise the next hour ahead.
     hour = SMOKE_HOUR if start + timedelta(days=8) <= SMOKE_HOUR < end else end

@@ -92,7 +92,7 @@ class DriftSummary:
             f"{self.current_rows} current rows vs {self.reference_rows} reference rows\n\n"
         )
         rows = [
-            f"| {c.column} | {'-' if c.value is None else f'{c.value:.3f}'} | {c.threshold} | {'yes' if c.drifted else 'no'} |"
+            f"| {c.column} | {'-' if c.value is None else f'{c.value:.3f}'} | {c.threshold:.3f} | {'yes' if c.drifted else 'no'} |"
             for c in self.ranked()[:top]
         ]
         return head + "| feature | distance | threshold | drifted |\n|---|---|---|---|\n" + "\n".join(rows)

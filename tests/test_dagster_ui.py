@@ -1,0 +1,153 @@
+"""The Dagster UI in a real browser: a drift report materialized the demo's way opens from the
+asset's page with its figures, the run belongs to the UI's code location (re-executable without
+the "different code location" warning), and the retraining_policy sensor's tick history says why
+no retrain was requested. Screenshots go to .routeaq/test-artifacts/."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.scheduler.instigation import InstigatorType
+import requests
+
+from browser import chromium_page
+from conftest import REPO, home_env, partition_key
+from routeaq_assets.workspace_run import workspace_location
+from service_process import free_port
+
+pytestmark = pytest.mark.e2e
+
+HOUR = datetime(2025, 8, 1, 11, tzinfo=timezone.utc)  # the trained home's last hour
+ARTIFACTS = REPO / ".routeaq" / "test-artifacts"
+WORKSPACE = REPO / "workspace.yaml"
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def dagster_webserver(env: dict[str, str], log: Path):
+    """A real dagster-webserver on a free loopback port over the workspace, stopped on exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)],
+                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"dagster-webserver exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/server_info", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"dagster-webserver did not answer within 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def tick_sensor_once(instance: dg.DagsterInstance, sensor_name: str):
+    """Start the sensor and evaluate it once as the daemon does, recording the tick that the UI's
+    tick history lists (the webserver alone never ticks sensors)."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster._daemon.sensor import execute_sensor_iteration
+
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(WORKSPACE)])) as context:
+        (location,) = context.create_request_context().get_code_location_entries().values()
+        (repository,) = location.code_location.get_repositories().values()
+        instance.start_sensor(repository.get_sensor(sensor_name))
+        with ThreadPoolExecutor(1) as pool:
+            list(execute_sensor_iteration(context, dg.get_dagster_logger(), threadpool_executor=None, submit_threadpool_executor=pool))
+    (state,) = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == sensor_name]
+    (tick,) = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+    return tick
+
+
+def skip_welcome(page) -> None:
+    """Dismiss the "Join the Dagster community" dialog a fresh browser profile opens with."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.get_by_role("button", name="Skip").click(timeout=15_000)
+    except PlaywrightTimeout:  # no dialog on this Dagster version
+        pass
+
+
+def test_drift_report_and_sensor_reason_in_the_dagster_ui(trained_home, tmp_path):
+    home = tmp_path / "routeaq"
+    shutil.copytree(trained_home, home, symlinks=True)
+    env = {**os.environ, **home_env(home)}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    # The drift report of one hour, materialized the way the demo does.
+    done = subprocess.run([sys.executable, "-m", "routeaq_assets.workspace_run", "--select", "pm25_drift_report", "--partition", partition_key(HOUR)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    saved = dict(os.environ)
+    os.environ.update(home_env(home))
+    try:
+        with dg.DagsterInstance.get() as instance:
+            (run,) = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": partition_key(HOUR)}))
+            location = workspace_location()
+            # The run's origin is the workspace's code location itself: the UI matches runs to
+            # a location by its name and the repository's, and reloads the code from its pointer.
+            assert run.remote_job_origin is not None, "the run records no code location: the UI warns on re-execution"
+            assert run.remote_job_origin.repository_origin.code_location_origin == location
+            assert run.remote_job_origin.repository_origin.repository_name == "__repository__"
+            assert run.tags["dagster/code_location"] == location.location_name
+            tick = tick_sensor_once(instance, "retraining_policy")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    # One hour of the trained home's (undrifted) data: no retrain, and the tick says why per pollutant.
+    reason = tick.skip_reason
+    assert not tick.run_ids and reason is not None, (tick.status, reason, tick.run_ids)
+    assert all(f"{p}: no rule met: drift alarm 0 consecutive h" in reason for p in ("pm25", "no2", "o3")), reason
+
+    with dagster_webserver(env, tmp_path / "webserver.log") as url, chromium_page() as page:
+        # The run's page: the job is found in the UI's own code location.
+        location_name = run.remote_job_origin.location_name
+        page.goto(f"{url}/runs/{run.run_id}")
+        skip_welcome(page)
+        page.get_by_text("Re-execute").first.wait_for()
+        page.screenshot(path=str(ARTIFACTS / "dagster-ui-run.png"))
+        page.get_by_text("Re-execute").first.hover()
+        page.wait_for_timeout(500)
+        assert page.get_by_text("different code location").count() == 0
+
+        page.goto(f"{url}/assets/pm25_drift_report?partition={partition_key(HOUR)}")
+        summary = page.get_by_text("pm25: not drifted").or_(page.get_by_text("pm25: DRIFTED")).first
+        summary.wait_for()
+        text = summary.inner_text()
+        assert "method wasserstein_distance_norm" in text and "(share 0." in text and "alarm at 0.10" in text, text
+        page.get_by_text("drifted_share").first.wait_for()
+        summary.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "dagster-ui-drift-report.png"))
+
+        # The sensor's tick history: the tick's "0 runs requested" tag shows the reason on hover.
+        page.goto(f"{url}/locations/{location_name}/sensors/retraining_policy")
+        history_tag = page.get_by_role("table").last.get_by_text("0 runs requested").first
+        history_tag.wait_for()
+        history_tag.hover()
+        tooltip = page.locator(".bp5-popover-content, [role=tooltip]").filter(has_text="pm25: no rule met")
+        tooltip.first.wait_for()
+        assert reason in tooltip.first.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "dagster-ui-retraining-policy.png"))
