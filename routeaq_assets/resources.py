@@ -155,6 +155,8 @@ class ObservationSource(dg.ConfigurableResource):
     base_url: str = ""
     timeout_s: float = 30.0
     max_concurrency: int = 4  # site-year files fetched at once: polite to the publisher
+    retries_when_down: int = 3  # a run whose source is down asks again, after retry_wait_s, then doubling
+    retry_wait_s: float = 120.0
     live: str = ""
     live_hours: int = 48
     live_url: str = ""  # empty: the UK-AIR service's published address (sources.sos.SOS_URL)
@@ -241,6 +243,8 @@ class WeatherSource(dg.ConfigurableResource):
     previous_runs_url: str = PREVIOUS_RUNS_URL
     forecast_url: str = FORECAST_URL
     timeout_s: float = 30.0
+    retries_when_down: int = 3  # as ObservationSource: a run whose source is down asks again
+    retry_wait_s: float = 120.0
     demo_shift: str = ""  # the demo network writes weather and measurements together: same shift
 
     def _get(self, url: str, params: dict) -> dict:

@@ -21,6 +21,8 @@ client (keyed by ETag, so only changed days are downloaded); DuckDB's httpfs is 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import io
 import re
 import threading
@@ -91,10 +93,18 @@ class LakeWarehouse(WarehouseReads, dg.ConfigurableResource):
         return f"{self._table_prefix(table)}table.parquet"
 
     # -- writes --------------------------------------------------------------------------------
-    def replace_window(self, table: str, frame: pl.DataFrame, start: datetime, end: datetime, site_ids: list[str] | None = None) -> int:
-        """Replace the rows of [start, end) in ``table`` with ``frame`` (only those of
-        ``site_ids`` when given). Each day is replaced atomically; a failure leaves every day it
-        had not committed as it was. Returns the number of rows that were replaced."""
+    def replace_window(
+        self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], start: datetime, end: datetime, site_ids: list[str] | None = None
+    ) -> int:
+        """Replace the rows of [start, end) in ``table`` with ``frames`` (one frame, or frames
+        produced one at a time, as ``Warehouse.replace_window`` takes them; only the rows of
+        ``site_ids`` when given). Each day is one object, replaced atomically, so the frames are
+        gathered before the first day is written; a failure leaves every day it had not
+        committed as it was. Returns the number of rows that were replaced."""
+        parts = [frames] if isinstance(frames, pl.DataFrame) else [f for f in frames if f.width]
+        if not parts:
+            return 0
+        frame = pl.concat(parts, how="vertical_relaxed")
         outside = frame.filter((pl.col("time") < start) | (pl.col("time") >= end))
         if outside.height:
             raise ValueError(f"{table}: {outside.height} rows fall outside the window {start}..{end}")

@@ -98,7 +98,9 @@ def test_failing_source_mid_backfill_names_site_year_and_cause_and_keeps_earlier
     httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data((FIXTURES / "ABD_2017.RData").read_bytes())
     httpserver.expect_request("/R_data/ABD_2018.RData").respond_with_data("upstream down", status=500)
     httpserver.expect_request("/R_data/AURN_metadata.RData").respond_with_data((FIXTURES / "AURN_metadata.RData").read_bytes())
-    source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"), timeout_s=5)
+    source = ObservationSource(
+        kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"), timeout_s=5, retries_when_down=1, retry_wait_s=0
+    )
     defs = make_definitions(home, observations=source)
     assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config={"ops": {"site_registry": {"config": {"sites": ["ABD"]}}}}).success
     assert materialize_range(defs, ["raw_aurn"], datetime(2017, 12, 30, tzinfo=UTC), datetime(2018, 1, 1, tzinfo=UTC)).success
@@ -107,6 +109,8 @@ def test_failing_source_mid_backfill_names_site_year_and_cause_and_keeps_earlier
     assert not result.success
     message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
     assert "site ABD, year 2018" in message and "HTTP 500" in message
+    # A source that is down is asked again (once here) before the partition fails.
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 1
     assert count(home, "SELECT count(*) FROM observations") == stored
 
 

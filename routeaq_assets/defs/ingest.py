@@ -72,6 +72,17 @@ HOURLY_INGEST = dict(
 )
 
 
+def _retry_when_unavailable(context: dg.AssetExecutionContext, asset: str, unavailable: list[str], source: ObservationSource | WeatherSource) -> None:
+    """Ask Dagster to run the step again, with exponential backoff (the source's
+    ``retries_when_down`` and ``retry_wait_s``: by default after 2, 4 and 8 minutes), while a
+    source is down (HTTP 5xx or timeouts after the HTTP client's own retries). A file that cannot
+    be read as its format is not retried: asking again gives the same file."""
+    if unavailable and context.retry_number < source.retries_when_down:
+        wait = source.retry_wait_s * 2**context.retry_number
+        context.log.warning(f"{asset}: {len(unavailable)} source requests failed ({unavailable[0]}); asking again in {wait:.0f} s")
+        raise dg.RetryRequested(max_retries=source.retries_when_down, seconds_to_wait=wait)
+
+
 def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     window = context.partition_time_window
     return window.start, window.end
@@ -93,8 +104,12 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
     the other site-years are written. Values outside their physical range are kept out of the
     observations and stored with the reason in ``observations_quarantine``."""
     start, end = _window(context)
-    read, sources, errors, planned, progress = _read_site_years(context, observations, _registry(warehouse), start, end)
+    unavailable: list[str] = []
+    read, sources, errors, planned, progress = _read_site_years(context, observations, _registry(warehouse), start, end, unavailable)
     stored = _stored_rows(warehouse, "observations", start, end, sources, "site_id, time, pollutant, value, status, source")
+    # What the write replaces: every stored row of the sites read, from any source (a live hour
+    # replaced by the archive's ratified value counts as changed).
+    previous = _stored_rows(warehouse, "observations", start, end, sources, "site_id, time, pollutant, value, status, source", same_source=False)
     shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
     read = {key: rows for key, rows in read.items() if key[0] not in shrunk}
     if not read and not errors:
@@ -107,6 +122,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
         replaced += warehouse.replace_window("observations", part, lo, hi, site_ids=sites)
     for lo, hi, sites, part in _by_year(quarantined, start, end):
         warehouse.replace_window(QUARANTINE_TABLE, part.with_columns(pl.lit(datetime.now(timezone.utc)).alias("quarantined_at")), lo, hi, site_ids=sites)
+    _retry_when_unavailable(context, "raw_aurn", unavailable, observations)
     if errors:
         raise dg.Failure(
             f"raw_aurn: {len(errors)} of {planned} site-years failed ({len(read)} written, the failed ones keep their stored rows):\n"
@@ -119,7 +135,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
         metadata={
             "rows": frame.height,
             "rows_replaced": replaced,
-            "rows_changed": dg.MetadataValue.int(changed_rows(stored, frame, keys, ["value", "status"])),
+            "rows_changed": dg.MetadataValue.int(changed_rows(previous, frame, keys, ["value", "status"])),
             "rows_quarantined": quarantine.height,
             "sites": frame["site_id"].n_unique(),
             "site_years_read": len(read),
@@ -133,11 +149,11 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observatio
     yield from quality_checks(warehouse, start, end)
 
 
-def _read_site_years(context, observations: ObservationSource, registry: pl.DataFrame, start: datetime, end: datetime):
+def _read_site_years(context, observations: ObservationSource, registry: pl.DataFrame, start: datetime, end: datetime, unavailable: list[str]):
     """Every site-year file of the window, fetched and parsed before anything is written:
     (rows in the window per site-year, the files read, problems named, site-years planned).
     A site-year with no file, or an empty one, is no new data; one that cannot be parsed or
-    repeats an hour is a problem."""
+    repeats an hour is a problem; one whose source is down is also added to ``unavailable``."""
     jobs = {}
     for site_id in sorted(registry["site_id"].unique()):
         for year in year_span(start, end):
@@ -151,7 +167,10 @@ def _read_site_years(context, observations: ObservationSource, registry: pl.Data
         site_id, year = key
         try:
             return observations.hours(site_id, year, start, end, jobs[key])  # the source picks archive or live hours
-        except (SourceDataError, SourceUnavailable, OSError) as exc:
+        except SourceUnavailable as exc:
+            unavailable.append(f"site {site_id}, year {year}: {exc}")
+            return unavailable[-1]
+        except (SourceDataError, OSError) as exc:
             return f"site {site_id}, year {year}: {exc}"
 
     read: dict[tuple[str, int], pl.DataFrame] = {}
@@ -182,14 +201,18 @@ def _year_window(year: int, start: datetime, end: datetime) -> tuple[datetime, d
     return max(start, datetime(year, 1, 1, tzinfo=timezone.utc)), min(end, datetime(year + 1, 1, 1, tzinfo=timezone.utc))
 
 
-def _stored_rows(warehouse: Warehouse, table: str, start: datetime, end: datetime, read_from: pl.DataFrame | None, columns: str) -> pl.DataFrame:
-    """Stored rows of [start, end) that came from the files read again (``site_id``, ``source``)."""
+def _stored_rows(
+    warehouse: Warehouse, table: str, start: datetime, end: datetime, read_from: pl.DataFrame | None, columns: str, same_source: bool = True
+) -> pl.DataFrame:
+    """Stored rows of [start, end) of the sites read again: only those that came from the same
+    files (``site_id``, ``source``), or with ``same_source=False`` every source's (live hours
+    included), which is what a re-ingest replaces."""
     if read_from is None or not warehouse.has_table(table):
         return pl.DataFrame()
     stored = warehouse.query(
         f"SELECT {columns} FROM {table} WHERE time >= ? AND time < ? AND list_contains(?, site_id)", [start, end, read_from["site_id"].unique().to_list()]
     )
-    return stored.join(read_from, on=["site_id", "source"], how="semi")
+    return stored.join(read_from, on=["site_id", "source"], how="semi") if same_source else stored
 
 
 def _shrunk_sites(context, frame: pl.DataFrame, stored: pl.DataFrame, errors: list[str]) -> set[str]:
@@ -220,7 +243,7 @@ def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather
     weather for keeps its stored weather (so a site whose observation file vanished keeps both)."""
     start, end = _window(context)
     sites = site_attributes(_registry(warehouse))
-    read, errors = {}, []
+    read, errors, unavailable = {}, [], []
     progress = Progress("raw_weather", sites.height, "sites read", context.log.info)
     for site in sites.iter_rows(named=True):
         try:
@@ -228,6 +251,8 @@ def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather
             progress.advance(site["site_id"])
         except (SourceDataError, SourceUnavailable, OSError) as exc:
             errors.append(f"site {site['site_id']}, {start}..{end}: {exc}")
+            if isinstance(exc, SourceUnavailable):
+                unavailable.append(errors[-1])
             continue
         if rows.is_empty():
             context.log.info(f"{site['site_id']}: the source has no weather for {start}..{end} (no new data; stored rows kept)")
@@ -239,6 +264,7 @@ def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather
     read = {site: rows for site, rows in read.items() if site not in shrunk}
     frame = pl.concat(read.values()) if read else pl.DataFrame(schema=WEATHER)
     replaced = warehouse.replace_window("weather", frame, start, end, site_ids=sorted(read))
+    _retry_when_unavailable(context, "raw_weather", unavailable, weather)
     if errors:
         raise dg.Failure(f"raw_weather: {len(errors)} sites failed ({len(read)} written, the failed ones keep their stored rows):\n" + "\n".join(errors))
     yield dg.MaterializeResult(

@@ -11,12 +11,8 @@ from routeaq_assets.defs.partitions import hourly_partitions
 from routeaq_assets.defs.serving import online_features
 from routeaq_assets.defs.training import candidates, champions
 
-# A source that fails (an HTTP 5xx after the client's own retries, a file not yet published) is
-# tried again after 2, 4 and 8 minutes before the hour's run fails.
-SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=120, backoff=dg.Backoff.EXPONENTIAL)
-
 ingest_job = dg.define_asset_job(
-    "ingest_job", selection=[raw_aurn, raw_weather, silver_features], partitions_def=hourly_partitions, op_retry_policy=SOURCE_RETRY
+    "ingest_job", selection=[raw_aurn, raw_weather, silver_features], partitions_def=hourly_partitions
 )
 train_job = dg.define_asset_job(
     "train_job", selection=dg.AssetSelection.assets(*candidates, *champions, online_features)
