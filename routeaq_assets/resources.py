@@ -20,7 +20,7 @@ from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, online_store
 from routeaq_assets.core.warehouse_reads import WarehouseReads
-from routeaq_assets.core.windows import year_span
+from routeaq_assets.core.windows import check_rows_for_window, year_span
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite, Shift
 from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, shared_session
@@ -94,13 +94,7 @@ class Warehouse(WarehouseReads, dg.ConfigurableResource):
                 (replaced,) = con.execute(f"SELECT count(*) FROM {table} WHERE {scope}", params).fetchone()
                 con.execute(f"DELETE FROM {table} WHERE {scope}", params)
                 for frame in itertools.chain([first] if first is not None else [], parts):
-                    outside = frame.filter((pl.col("time") < start) | (pl.col("time") >= end))
-                    if outside.height:
-                        raise ValueError(f"{table}: {outside.height} rows fall outside the window {start}..{end}")
-                    if site_ids is not None:
-                        strays = sorted(set(frame["site_id"].unique().to_list()) - set(site_ids))
-                        if strays:
-                            raise ValueError(f"{table}: rows of sites {strays} are not among the sites replaced {sorted(site_ids)}")
+                    check_rows_for_window(table, frame, start, end, site_ids)
                     con.register("incoming", frame.to_arrow())
                     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                 con.execute("COMMIT")

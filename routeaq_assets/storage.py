@@ -39,6 +39,8 @@ from pydantic import PrivateAttr
 
 from routeaq_assets.core.files import write_atomically
 from routeaq_assets.core.warehouse_reads import WarehouseReads
+from routeaq_assets.core.windows import check_rows_for_window
+
 COMMIT_ATTEMPTS = 20
 # A cached version of a day older than this is removed when a newer one is fetched; a query that
 # listed it a moment ago can still read it.
@@ -105,13 +107,7 @@ class LakeWarehouse(WarehouseReads, dg.ConfigurableResource):
         if not parts:
             return 0
         frame = pl.concat(parts, how="vertical_relaxed")
-        outside = frame.filter((pl.col("time") < start) | (pl.col("time") >= end))
-        if outside.height:
-            raise ValueError(f"{table}: {outside.height} rows fall outside the window {start}..{end}")
-        if site_ids is not None:
-            strays = sorted(set(frame["site_id"].unique().to_list()) - set(site_ids))
-            if strays:
-                raise ValueError(f"{table}: rows of sites {strays} are not among the sites being replaced {sorted(site_ids)}")
+        check_rows_for_window(table, frame, start, end, site_ids)
         replaced = 0
         for day in _days(start, end):
             low, high = max(start, day), min(end, day + timedelta(days=1))

@@ -37,37 +37,6 @@ ROLLING_STDS = (6, 24)
 MAX_LOOKBACK_HOURS = max(max(TARGET_LAGS), 24 * TYPICAL_DAYS) + MAX_HORIZON
 SITE_ATTRIBUTES = ("latitude", "longitude", "location_type_code")
 
-FEATURE_COLUMNS: tuple[str, ...] = (
-    *(f"target_lag_{k}" for k in TARGET_LAGS),
-    *(f"target_mean_{w}" for w in ROLLING_MEANS),
-    *(f"target_std_{w}" for w in ROLLING_STDS),
-    "target_change_1",
-    "target_change_2",
-    "target_change_yesterday",
-    "target_change_last_week",
-    "target_typical_change",
-    "target_typical_level",
-    "target_anomaly_1",
-    *(f"{p}_lag_1" for p in PANEL_POLLUTANTS),
-    *(f"{p}_change_1" for p in PANEL_POLLUTANTS),
-    "temperature_2m",
-    "temperature_2m_change_1",
-    "relative_humidity_2m",
-    "wind_speed_10m",
-    "wind_u",
-    "wind_v",
-    "precipitation",
-    "boundary_layer_height",
-    "boundary_layer_height_change_1",
-    "wind_speed_10m_change_1",
-    "hour",
-    "weekday",
-    "month",
-    "is_holiday",
-    *SITE_ATTRIBUTES,
-)
-KEY_COLUMNS = ("site_id", "time", "pollutant")
-SILVER_COLUMNS = (*KEY_COLUMNS, "target", *FEATURE_COLUMNS)
 # The features computed from the weather at the forecast hour: all missing together when the
 # service has no forecast for that hour, so training masks them together too.
 WEATHER_FEATURES = (
@@ -82,6 +51,28 @@ WEATHER_FEATURES = (
     "boundary_layer_height_change_1",
     "wind_speed_10m_change_1",
 )
+FEATURE_COLUMNS: tuple[str, ...] = (
+    *(f"target_lag_{k}" for k in TARGET_LAGS),
+    *(f"target_mean_{w}" for w in ROLLING_MEANS),
+    *(f"target_std_{w}" for w in ROLLING_STDS),
+    "target_change_1",
+    "target_change_2",
+    "target_change_yesterday",
+    "target_change_last_week",
+    "target_typical_change",
+    "target_typical_level",
+    "target_anomaly_1",
+    *(f"{p}_lag_1" for p in PANEL_POLLUTANTS),
+    *(f"{p}_change_1" for p in PANEL_POLLUTANTS),
+    *WEATHER_FEATURES,
+    "hour",
+    "weekday",
+    "month",
+    "is_holiday",
+    *SITE_ATTRIBUTES,
+)
+KEY_COLUMNS = ("site_id", "time", "pollutant")
+SILVER_COLUMNS = (*KEY_COLUMNS, "target", *FEATURE_COLUMNS)
 # Where a forecast starts from: the newest value seen, else a recent mean. Models learn the change
 # from this base, which keeps them right when the level moves outside the training range.
 BASE_COLUMNS = ("target_lag_1", "target_lag_2", "target_mean_3", "target_mean_24", "target_typical_level")
