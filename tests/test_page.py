@@ -165,7 +165,7 @@ def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, se
             # the site view, reached from the keyboard
             page.focus('a[href="#site=MY1"]')
             page.keyboard.press("Enter")
-            page.wait_for_selector("body[data-ready=true]")
+            page.wait_for_selector('body[data-ready=true][data-route="#site=MY1"]')
             detail = requests.get(f"{url}/api/sites/MY1", timeout=30).json()
             assert page.locator("#site-title").inner_text() == "London Marylebone Road (MY1)"
             assert page.evaluate("document.activeElement.id") == "site-title"

@@ -230,6 +230,8 @@ async function route() {
     site.hidden = true;
     grid.hidden = false;
   }
+  // Which view is ready, for scripts and tests that follow a navigation.
+  document.body.dataset.route = location.hash;
   document.body.dataset.ready = "true";
 }
 
