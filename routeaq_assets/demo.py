@@ -62,11 +62,10 @@ def worth_showing(line: str) -> bool:
     return message.startswith(PROGRESS) or "promoted" in line or ("Asset check" in line and "failed" in line)
 
 
-def workspace_run(args: list[str], log: Path) -> None:
-    """Run a job or materialize assets as a run of the workspace's code location (so the UI can
-    re-execute it, see ``workspace_run``), its full output to ``log``, progress and a summary on screen."""
-    command = [sys.executable, "-m", "routeaq_assets.workspace_run", *args]
-    print("    $ python -m routeaq_assets.workspace_run " + " ".join(args), flush=True)
+def run_logged(command: list[str], shown: str, log: Path) -> None:
+    """Run a command, its full output to ``log``, progress, promotions and failed checks on
+    screen as they come, and a summary; exit naming the log's tail if it fails."""
+    print(f"    $ {shown}", flush=True)
     started = time.monotonic()
     with log.open("a") as out:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO, text=True)
@@ -78,8 +77,14 @@ def workspace_run(args: list[str], log: Path) -> None:
     took = time.monotonic() - started
     if returncode != 0:
         tail = log.read_text().splitlines()[-40:]
-        raise SystemExit(f"workspace_run {' '.join(args[:2])} failed (exit {returncode}) after {took:.0f}s; log {log}:\n" + "\n".join(tail))
+        raise SystemExit(f"{shown} failed (exit {returncode}) after {took:.0f}s; log {log}:\n" + "\n".join(tail))
     print(f"    done in {took:.0f}s", flush=True)
+
+
+def workspace_run(args: list[str], log: Path) -> None:
+    """Run a job or materialize assets as a run of the workspace's code location (so the UI can
+    re-execute it, see ``workspace_run``)."""
+    run_logged([sys.executable, "-m", "routeaq_assets.workspace_run", *args], "python -m routeaq_assets.workspace_run " + " ".join(args), log)
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from routeaq_assets.core.features import WEATHER_BASES, check_horizon
-from routeaq_assets.demo import dagster, prepare_instance
+from routeaq_assets.demo import prepare_instance, run_logged
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     config_path = logs / f"evaluate-{stamp}.yaml"
     config_path.write_text(json.dumps(config))  # JSON is valid YAML
     print(f"Evaluating on {args.folder} (log {logs / f'evaluate-{stamp}.log'})", flush=True)
-    dagster(["asset", "materialize", "--select", "local_data_backtest", "-c", str(config_path)], logs / f"evaluate-{stamp}.log")
+    # Run config needs the Dagster CLI (workspace_run takes none); the UI runs the asset with the
+    # same config from its launchpad.
+    cli = ["asset", "materialize", "--select", "local_data_backtest", "-c", str(config_path), "-m", "routeaq_assets.definitions"]
+    run_logged([str(Path(sys.executable).parent / "dagster"), *cli], "dagster " + " ".join(cli[:6]), logs / f"evaluate-{stamp}.log")
     reports = sorted((home / "lake" / "reports" / "local_data_backtest").glob("*/metrics.txt"))
     if not reports:
         sys.exit("the backtest finished but wrote no metrics table")

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import REPO, TRAIN_CONFIG, home_env
+from conftest import FIXTURES, REPO, TRAIN_CONFIG, home_env
 from service_process import bentoml_serve, free_port
 
 BIN = Path(sys.executable).parent
@@ -258,3 +258,21 @@ def test_started_without_its_registry_the_service_is_not_ready_until_an_authoris
         assert reloaded.status_code == 200 and reloaded.json()["reloaded"] and reloaded.json()["status"] == "ok", reloaded.text
         assert requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z"}).status_code == 200
     assert token not in log.read_text()
+
+
+@pytest.mark.e2e
+def test_the_evaluate_command_runs_the_backtest_on_a_folder_and_says_which_weather(tmp_path):
+    """`make evaluate DATA=folder` as a user runs it: the command drives the Dagster CLI and prints
+    the table and the weather the features used."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("ABD_2017.RData", "AH_2017.RData"):
+        shutil.copy(FIXTURES / name, folder / name)
+    home = tmp_path / "routeaq"
+    env = {**os.environ, "ROUTEAQ_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "OMP_WAIT_POLICY": "PASSIVE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "routeaq_assets.evaluate", str(folder), "--pollutants", "no2", "--folds", "1", "--test-days", "10"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Weather:" in result.stdout and "no2       ABD" in result.stdout and "no2       AH" in result.stdout
