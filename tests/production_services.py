@@ -18,7 +18,7 @@ import redis
 import requests
 from moto.server import ThreadedMotoServer
 
-from service_process import free_port
+from service_process import free_port, stop
 
 BIN = Path(sys.executable).parent
 PG = dict(host="127.0.0.1", port=5432, user="postgres")
@@ -119,15 +119,6 @@ def start_mlflow_server(database: str, s3_endpoint: str, bucket: str, log: Path)
             stop(process)
             pytest.fail("mlflow server did not answer /health: " + log.read_text()[-3000:])
         time.sleep(0.5)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def production_env(bucket: str, s3_endpoint: str, tracking_uri: str, online_target: str) -> dict[str, str]:

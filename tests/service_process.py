@@ -31,6 +31,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminate a server a test started, and kill it if it does not end in ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def bentoml_serve(
     home: Path, log: Path, env: dict[str, str] | None = None, ready_status: int = 200, timeout: float = 180, base_env: dict[str, str] | None = None

@@ -21,7 +21,7 @@ import requests
 from browser import chromium_page
 from conftest import REPO, home_env, partition_key
 from routeaq_assets.workspace_run import workspace_location
-from service_process import free_port
+from service_process import free_port, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +54,7 @@ def dagster_webserver(env: dict[str, str], log: Path):
             time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=20)
 
 
 def tick_sensor_once(instance: dg.DagsterInstance, sensor_name: str):

@@ -24,11 +24,10 @@ from production_services import (  # noqa: F401 - fixtures
     s3_client,
     s3_endpoint,
     start_mlflow_server,
-    stop,
 )
 from routeaq_assets.definitions import build_definitions
 from routeaq_assets.resources import get_resources
-from service_process import BIN, bentoml_serve
+from service_process import BIN, bentoml_serve, stop
 
 SITES = ["CLL2", "MY1"]
 START = WINDOW_END - timedelta(days=10)
