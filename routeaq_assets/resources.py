@@ -18,7 +18,7 @@ from routeaq_assets.core.files import write_atomically
 from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
-from routeaq_assets.core.stores import HistoryStore, online_store
+from routeaq_assets.core.stores import HistoryStore, interval_factor_store, online_store
 from routeaq_assets.core.warehouse_reads import WarehouseReads
 from routeaq_assets.core.windows import check_rows_for_window, year_span
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
@@ -89,6 +89,11 @@ class Warehouse(WarehouseReads, dg.ConfigurableResource):
             if first is not None:
                 con.register("incoming", first.head(0).to_arrow())
                 con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming")
+                # A contract that gained a column: the stored table gains it too (older rows null).
+                stored = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+                for column, kind, *_ in con.execute("DESCRIBE incoming").fetchall():
+                    if column not in stored:
+                        con.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}')
             con.execute("BEGIN TRANSACTION")
             try:
                 (replaced,) = con.execute(f"SELECT count(*) FROM {table} WHERE {scope}", params).fetchone()
@@ -345,6 +350,9 @@ class OnlineStore(dg.ConfigurableResource):
 
     def publish(self, panel: pl.DataFrame) -> str:
         return online_store(self.target).publish(panel)
+
+    def publish_interval_factors(self, factors: pl.DataFrame) -> str:
+        return interval_factor_store(self.target).publish(factors)
 
     def history(self) -> HistoryStore:
         return HistoryStore(Path(self.history_folder))

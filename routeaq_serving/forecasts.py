@@ -77,7 +77,7 @@ def _offline(state: State, history: HistoryStore, items: list[ForecastItem]) -> 
         raise StoreUnavailable(f"{exc}: hours before {state.first_hour.isoformat()} that need it cannot be forecast until it is rewritten") from None
     if panel.is_empty():
         raise OutOfRange(f"no stored history for {sites} between {start.isoformat()} and {end.isoformat()}", "timestamp")
-    return {p: prepare(panel, p, state.models[p], start) for p in {item.pollutant for item in items}}
+    return {p: prepare(panel, p, state.models[p], start, 1, state.factors) for p in {item.pollutant for item in items}}
 
 
 def answer(state: State, history: HistoryStore, items: list[ForecastItem]) -> list[dict]:
@@ -118,6 +118,7 @@ def answer(state: State, history: HistoryStore, items: list[ForecastItem]) -> li
                 "lower": round(float(lower[k]), 3),
                 "upper": round(float(upper[k]), 3),
                 "interval": model.forecaster.coverage,
+                "interval_factor": round(float(rows.factor[index[k]]), 4),
                 "hours_ahead": horizon,
                 "origin": (hour - timedelta(hours=horizon)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "model_name": model.name,

@@ -19,11 +19,12 @@ import polars as pl
 
 from routeaq_assets.core.environment import Settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
+from routeaq_assets.core.intervals import empty_factors, factors_for
 from routeaq_assets.core.models import forecast_base
 from routeaq_assets.core.redact import redact_uri, scrub
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.core.stores import HistoryStore, online_store
+from routeaq_assets.core.stores import HistoryStore, interval_factor_store, online_store
 from routeaq_serving.errors import NotReady
 
 log = logging.getLogger("routeaq.serving")
@@ -42,17 +43,25 @@ class Rows:
     base: np.ndarray
     lower_offset: np.ndarray
     upper_offset: np.ndarray
+    factor: np.ndarray  # what the model's interval offsets were multiplied by (core.intervals)
     index: dict[tuple[str, datetime], int]
 
 
-def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime, horizon: int = 1) -> Rows:
+def prepare(
+    panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime, horizon: int = 1, factors: pl.DataFrame | None = None
+) -> Rows:
+    """Model inputs for every site-hour of ``panel`` from ``first``; the interval offsets are the
+    model's times the site's published factor for ``pollutant`` and ``horizon`` (1 without one)."""
     rows = build_features(panel, pollutant, horizon).filter(pl.col("time") >= first)
     lower, upper = model.forecaster.interval_offsets(rows)
+    keys = rows.select("site_id", pl.lit(pollutant).alias("pollutant"), pl.lit(horizon, pl.Int64).alias("hours_ahead"))
+    factor = factors_for(factors if factors is not None else empty_factors(), keys)
     return Rows(
         x=feature_matrix(rows, model.forecaster.feature_names),
         base=forecast_base(rows),
-        lower_offset=lower,
-        upper_offset=upper,
+        lower_offset=lower * factor,
+        upper_offset=upper * factor,
+        factor=factor,
         index={key: i for i, key in enumerate(zip(rows["site_id"].to_list(), rows["time"].to_list()))},
     )
 
@@ -72,6 +81,9 @@ class State:
     # per (site, pollutant), the newest observed hour: the origin its hours ahead count from
     origins: dict[tuple[str, str], datetime]
     online_version: str
+    # the interval factors published by monitoring (core.intervals) and their version (None: none yet)
+    factors: pl.DataFrame
+    factors_version: str | None
     # site_id, time and the forecast pollutants for every stored hour up to the newest observation
     observations: pl.DataFrame
 
@@ -91,6 +103,7 @@ class ServingState:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = online_store(settings.online_store_target)
+        self.factor_store = interval_factor_store(settings.online_store_target)
         self.history = HistoryStore(settings.history_dir)
         self._state: State | None = None
         self._reason = "not loaded yet"
@@ -152,11 +165,17 @@ class ServingState:
         if version is None:
             self._reason = f"no online history in {redact_uri(target)}: materialize online_features"
             return False
+        factors_version = self._read(ONLINE_STORE, target, self.factor_store.version)
         serving = {m.name: m.version for m in [*models.values(), *ahead_models.values()]}
-        if current is not None and {n: m.version for n, m in known.items()} == serving and current.online_version == version:
+        if (
+            current is not None
+            and {n: m.version for n, m in known.items()} == serving
+            and (current.online_version, current.factors_version) == (version, factors_version)
+        ):
             self._reason = ""
             return False
         panel = self._read(ONLINE_STORE, target, self.store.read)
+        factors = self._read(ONLINE_STORE, target, self.factor_store.read) if factors_version else empty_factors()
         first = panel["time"].min() + timedelta(hours=MAX_LOOKBACK_HOURS)
         observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
         data_until = dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows())
@@ -174,11 +193,11 @@ class ServingState:
             own = [t for (_, p), t in origins.items() if p == pollutant] or [origin]
             first_hour, last = min(own) + timedelta(hours=horizon), max(own) + timedelta(hours=horizon)
             window = panel.filter((pl.col("time") >= first_hour - timedelta(hours=MAX_LOOKBACK_HOURS)) & (pl.col("time") <= last))
-            return prepare(window, pollutant, model, first_hour, horizon)
+            return prepare(window, pollutant, model, first_hour, horizon, factors)
 
         self._state = State(
             models=models,
-            online={p: prepare(panel.filter(pl.col("time") <= last_hour), p, m, first) for p, m in models.items()},
+            online={p: prepare(panel.filter(pl.col("time") <= last_hour), p, m, first, 1, factors) for p, m in models.items()},
             ahead={(p, h): (m, rows_ahead(p, h, m)) for (p, h), m in ahead_models.items()},
             sites=frozenset(panel["site_id"].unique().to_list()),
             first_hour=first,
@@ -188,6 +207,8 @@ class ServingState:
             data_until=data_until,
             origins=origins,
             online_version=version,
+            factors=factors,
+            factors_version=factors_version,
             observations=panel.filter(pl.col("time") <= origin).select("site_id", "time", *FORECAST_POLLUTANTS).sort("site_id", "time"),
         )
         self._reason = ""

@@ -40,7 +40,8 @@ def served(site: str, hour: datetime, pollutant: str, pred: float) -> dict:
     """A forecast answer in the service's shape (what routeaq_serving appends to the log)."""
     return {
         "site_id": site, "timestamp": f"{hour:%Y-%m-%dT%H:%M:%SZ}", "pollutant": pollutant, "pred": pred, "lower": pred - 4.0, "upper": pred + 4.0,
-        "interval": 0.8, "hours_ahead": 1, "origin": f"{hour - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}", "model_name": f"routeaq-{pollutant}", "model_version": "1",
+        "interval": 0.8, "interval_factor": 1.0, "hours_ahead": 1, "origin": f"{hour - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}",
+        "model_name": f"routeaq-{pollutant}", "model_version": "1",
     }
 
 
@@ -119,3 +120,42 @@ def test_drift_report_records_each_hour_small_and_readable(monitored_home):
         assert (folder / f"{hour:%Y-%m-%dT%H}.json").stat().st_size < 20_000
     # Evidently's page (MBs) only for an hour that drifted.
     assert len(list(folder.glob("*.html"))) == int(metadata["hours_fired"].value > 0)
+
+
+def test_interval_calibration_publishes_the_factor_that_would_have_covered_the_scored_forecasts(monitored_home):
+    """Scores from forecast_performance, factors beside the online panel: the pooled factor of each
+    pollutant is the 80th percentile of how many half-widths of the served interval each
+    observation fell from its forecast, recomputed here from the stored scores."""
+    from routeaq_assets.core.environment import load_settings
+    from routeaq_assets.core.intervals import ALL_SITES
+    from routeaq_assets.core.stores import interval_factor_store
+
+    hours = [datetime(2025, 7, 30, 0, tzinfo=UTC) + timedelta(hours=k) for k in range(36)]
+    defs = make_definitions(monitored_home)
+    materialize(defs, "forecast_performance", hours)
+    metadata = materialize(defs, "interval_calibration", hours[-1:]).asset_materializations_for_node("interval_calibration")[-1].metadata
+    published = interval_factor_store(load_settings().online_store_target).read()
+    with duckdb.connect(str(monitored_home / "warehouse.duckdb"), read_only=True) as con:
+        scores = con.execute(
+            "SELECT pollutant, hours_ahead, pred, lower, upper, observed FROM forecast_scores WHERE observed IS NOT NULL AND time <= ?", [hours[-1]]
+        ).fetchall()
+    assert metadata["forecasts_in_window"].value >= len(scores) > 0
+    compared = 0
+    for (pollutant, horizon), rows in _group(scores).items():
+        pred, lower, upper, observed = map(np.array, zip(*rows))
+        score = np.maximum((pred - observed) / (pred - lower), (observed - pred) / (upper - pred))
+        pooled = published.filter((published["pollutant"] == pollutant) & (published["hours_ahead"] == horizon) & (published["site_id"] == ALL_SITES))
+        if len(rows) < 100:
+            assert pooled.is_empty()
+            continue
+        assert pooled["factor"].item() == pytest.approx(np.quantile(score, 0.8, method="higher"), rel=1e-9)
+        assert metadata[f"factor_{pollutant}_{horizon}h"].value == pytest.approx(pooled["factor"].item(), abs=1e-4)
+        compared += 1
+    assert compared == 4  # pm25, no2 and o3 at 1 h, no2 at 6 h
+
+
+def _group(rows: list[tuple]) -> dict[tuple[str, int], list[tuple]]:
+    groups: dict[tuple[str, int], list[tuple]] = {}
+    for pollutant, horizon, *values in rows:
+        groups.setdefault((pollutant, horizon), []).append(tuple(values))
+    return groups

@@ -146,7 +146,8 @@ def test_prediction_log_round_trips_the_contract(tmp_path):
 
     answer = {
         "site_id": "MY1", "timestamp": "2025-08-01T10:00:00Z", "pollutant": "no2", "pred": 31.5, "lower": 25.0, "upper": 39.0,
-        "interval": 0.8, "hours_ahead": 6, "origin": "2025-08-01T04:00:00Z", "model_name": "routeaq-no2-6h", "model_version": "3",
+        "interval": 0.8, "interval_factor": 1.3, "hours_ahead": 6, "origin": "2025-08-01T04:00:00Z", "model_name": "routeaq-no2-6h",
+        "model_version": "3",
     }
     log = PredictionLog(tmp_path)
     log.append([answer, {**answer, "site_id": "CLL2"}])
@@ -159,3 +160,31 @@ def test_prediction_log_round_trips_the_contract(tmp_path):
     assert row["hours_ahead"] == 6 and row["model_name"] == "routeaq-no2-6h"
     assert row["time"] - row["origin"] == timedelta(hours=6)
     assert read_prediction_log(tmp_path, start=datetime(2025, 8, 1, 11, tzinfo=timezone.utc)).is_empty()
+
+
+def test_published_interval_factors_stretch_the_served_interval_and_are_logged(forecasts):
+    """Factors from the monitoring loop (``interval_calibration``) reach the service at its next
+    refresh: a site's own factor, else its pollutant's pooled one, else 1; the forecast itself is
+    unchanged and the answer says what the interval was multiplied by."""
+    from routeaq_assets.core.intervals import FACTORS
+    from routeaq_assets.core.stores import interval_factor_store
+
+    hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
+    items = [ForecastItem("MY1", hour, "no2"), ForecastItem("CLL2", hour, "no2"), ForecastItem("MY1", hour, "pm25")]
+    before = forecasts.forecast(items)
+    assert [a["interval_factor"] for a in before] == [1.0, 1.0, 1.0]
+    factors = pl.DataFrame(
+        {"pollutant": ["no2", "no2"], "hours_ahead": [1, 1], "site_id": ["MY1", ""], "factor": [2.0, 1.5], "forecasts": [500, 900], "as_of": [hour, hour]},
+        schema=FACTORS,
+    )
+    store = interval_factor_store(forecasts.settings.online_store_target)
+    try:
+        store.publish(factors)
+        assert forecasts.refresh()
+        after = forecasts.forecast(items)
+    finally:
+        store.path.unlink()  # the trained home is shared with other tests
+    for was, now, factor in zip(before, after, (2.0, 1.5, 1.0)):
+        assert now["pred"] == was["pred"] and now["interval_factor"] == factor
+        assert now["upper"] - now["pred"] == pytest.approx(factor * (was["upper"] - was["pred"]), abs=2e-3)
+        assert now["lower"] == pytest.approx(max(0.0, now["pred"] - factor * (was["pred"] - was["lower"])), abs=2e-3) or was["lower"] == 0.0

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import polars as pl
 
+from routeaq_assets.core.intervals import recalibrated
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import TrainingSettings
 
@@ -21,11 +22,15 @@ def rolling_origin_backtest(
     settings: TrainingSettings = TrainingSettings(),
     folds: int = 4,
     test_days: int = 7,
+    hours_ahead: int = 1,
 ) -> pl.DataFrame:
     """Predictions of ``folds`` consecutive test windows of ``test_days`` ending at the newest
     hour. Fold k is trained as the candidate is (``settings``: the ``train_days`` before its
     window, the same rounds and interval) and scored on the window's hours where the model and
-    both baselines can be scored."""
+    both baselines can be scored. ``features`` are for forecasts ``hours_ahead`` hours ahead; the
+    intervals are those the service serves: the model's, recalibrated each day from the
+    forecasts scored before it (``core.intervals``), the model's own kept as ``model_lower`` and
+    ``model_upper``."""
     if folds < 1 or test_days < 1:
         raise ValueError("a backtest needs at least one fold of at least one day")
     end = features["time"].max() + timedelta(hours=1)
@@ -51,7 +56,7 @@ def rolling_origin_backtest(
         )
     if not results:
         raise ValueError("no fold has an hour with an observation and both baselines")
-    return pl.concat(results)
+    return recalibrated(pl.concat(results), hours_ahead, coverage=settings.coverage)
 
 
 def metrics_table(predictions: pl.DataFrame) -> pl.DataFrame:
@@ -71,27 +76,31 @@ def conditional_coverage(predictions: pl.DataFrame) -> pl.DataFrame:
     """Interval coverage per pollutant, over all sites and per site, on every scored hour and on
     the hours whose observation is in the top decile (the site's own top decile; over all sites,
     the pooled rows of those)."""
-    inside = ((pl.col("target") >= pl.col("lower")) & (pl.col("target") <= pl.col("upper"))).cast(pl.Float64)
+    def inside(lower: str, upper: str) -> pl.Expr:
+        return ((pl.col("target") >= pl.col(lower)) & (pl.col("target") <= pl.col(upper))).cast(pl.Float64)
+
+    own = ("model_lower", "model_upper") if "model_lower" in predictions.columns else ("lower", "upper")
     top = pl.col("target") >= pl.col("target").quantile(1.0 - TOP_SHARE, "higher").over("pollutant", "site_id")
-    marked = predictions.with_columns(inside.alias("inside"), top.alias("top"))
-    by_site = marked.group_by("pollutant", "site_id").agg(
-        pl.len().alias("hours"), pl.col("inside").mean().alias("coverage"),
+    marked = predictions.with_columns(inside("lower", "upper").alias("inside"), inside(*own).alias("inside_model"), top.alias("top"))
+    figures = (
+        pl.len().alias("hours"), pl.col("inside").mean().alias("coverage"), pl.col("inside_model").mean().alias("model_coverage"),
         pl.col("top").sum().alias("top_hours"), pl.col("inside").filter(pl.col("top")).mean().alias("top_decile_coverage"),
     )
-    pooled = marked.group_by("pollutant").agg(
-        pl.lit("ALL").alias("site_id"), pl.len().alias("hours"), pl.col("inside").mean().alias("coverage"),
-        pl.col("top").sum().alias("top_hours"), pl.col("inside").filter(pl.col("top")).mean().alias("top_decile_coverage"),
-    )
+    by_site = marked.group_by("pollutant", "site_id").agg(*figures)
+    pooled = marked.group_by("pollutant").agg(pl.lit("ALL").alias("site_id"), *figures)
     order = pl.when(pl.col("site_id") == "ALL").then(0).otherwise(1)
     return pl.concat([pooled, by_site.select(pooled.columns)], how="vertical_relaxed").sort("pollutant", order, "site_id")
 
 
 def format_coverage(table: pl.DataFrame) -> str:
-    header = f"{'pollutant':<9} {'site':<6} {'hours':>6} {'cover':>6} {'top-10% hours':>13} {'top-10% cover':>13}"
+    """``cover``: the served (recalibrated) interval; ``model``: the model's own, as calibrated at
+    training."""
+    header = f"{'pollutant':<9} {'site':<6} {'hours':>6} {'cover':>6} {'model':>6} {'top-10% hours':>13} {'top-10% cover':>13}"
     lines = [header, "-" * len(header)]
     for r in table.iter_rows(named=True):
         lines.append(
-            f"{r['pollutant']:<9} {r['site_id']:<6} {int(r['hours']):>6} {r['coverage']:>6.1%} {int(r['top_hours']):>13} {r['top_decile_coverage']:>13.1%}"
+            f"{r['pollutant']:<9} {r['site_id']:<6} {int(r['hours']):>6} {r['coverage']:>6.1%} {r['model_coverage']:>6.1%} "
+            f"{int(r['top_hours']):>13} {r['top_decile_coverage']:>13.1%}"
         )
     return "\n".join(lines)
 

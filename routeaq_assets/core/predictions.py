@@ -15,6 +15,10 @@ import polars as pl
 from routeaq_assets.core.schema import PREDICTIONS, TIME
 
 
+# Columns added to the contract later, and what a line written before them meant.
+DEFAULTS = {"interval_factor": 1.0}
+
+
 def prediction_record(result: dict, requested_at: datetime) -> dict:
     """The log record of one served forecast (a forecast answer as the service builds it)."""
     return {
@@ -29,6 +33,7 @@ def prediction_record(result: dict, requested_at: datetime) -> dict:
         "lower": result["lower"],
         "upper": result["upper"],
         "interval": result["interval"],
+        "interval_factor": result["interval_factor"],
         "requested_at": requested_at.isoformat(),
     }
 
@@ -46,7 +51,8 @@ def read_prediction_log(folder: Path, start: datetime | None = None, end: dateti
     """Every logged forecast for hours in [start, end), conformed to ``schema.PREDICTIONS``.
 
     A torn last line (a crash mid-write) is skipped; lines of an older layout without the
-    contract's columns are skipped too, so a reader never guesses a horizon or a model."""
+    contract's columns are skipped too, so a reader never guesses a horizon or a model. Lines
+    written before the interval was recalibrated read ``interval_factor`` 1 (what they served)."""
     rows = []
     for path in sorted(Path(folder).glob("predictions-*.jsonl")):
         for line in path.read_text().splitlines():
@@ -54,6 +60,7 @@ def read_prediction_log(folder: Path, start: datetime | None = None, end: dateti
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            record = {**DEFAULTS, **record}
             if all(k in record for k in PREDICTIONS):
                 rows.append({k: record[k] for k in PREDICTIONS})
     if not rows:

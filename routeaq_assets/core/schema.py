@@ -58,6 +58,8 @@ PREDICTIONS = {
     "lower": pl.Float64,
     "upper": pl.Float64,
     "interval": pl.Float64,
+    # what the model's interval offsets were multiplied by (``core.intervals``); 1 in older lines
+    "interval_factor": pl.Float64,
     "requested_at": TIME,
 }
 

@@ -29,6 +29,7 @@ FORECASTS = {
     "pred": pl.Float64,
     "lower": pl.Float64,
     "upper": pl.Float64,
+    "interval_factor": pl.Float64,  # the recalibration the interval was served with (core.intervals)
 }
 SCORED = {**FORECASTS, "observed": pl.Float64, "persistence": pl.Float64}
 # The rolling window of the scores: three days hold every hour of the day three times and, with
@@ -59,6 +60,7 @@ def as_of_forecasts(features: pl.DataFrame, pred: np.ndarray, lower: np.ndarray,
         pl.Series("pred", np.asarray(pred, float)),
         pl.Series("lower", np.asarray(lower, float)),
         pl.Series("upper", np.asarray(upper, float)),
+        pl.lit(1.0).alias("interval_factor"),
     ).with_columns(pl.col(c).fill_nan(None) for c in ("pred", "lower", "upper"))
 
 

@@ -59,7 +59,7 @@ class RedisOnlineStore:
     def read(self) -> pl.DataFrame:
         data = self.client.get(self.key)
         if data is None:
-            raise FileNotFoundError(f"no online panel under {self.key} at {self.url}")
+            raise FileNotFoundError(f"nothing published under {self.key} at {self.url}")
         return pl.read_parquet(io.BytesIO(data))
 
 
@@ -70,6 +70,17 @@ def online_store(target: str) -> FileOnlineStore | RedisOnlineStore:
         return FileOnlineStore(Path(target))
     url, _, key = target.partition("#")
     return RedisOnlineStore(url, key) if key else RedisOnlineStore(url)
+
+
+def interval_factor_store(target: str) -> FileOnlineStore | RedisOnlineStore:
+    """Where the interval factors (``core.intervals``) are published beside the online panel of
+    ``target``: ``interval_factors.parquet`` next to the panel file, or the panel's Redis key
+    with ``:interval_factors`` appended."""
+    store = online_store(target)
+    if isinstance(store, FileOnlineStore):
+        return FileOnlineStore(store.path.with_name("interval_factors.parquet"))
+    url = target.partition("#")[0]
+    return RedisOnlineStore(url, f"{store.key}:interval_factors")
 
 
 class HistoryUnreadable(Exception):

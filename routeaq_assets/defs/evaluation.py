@@ -52,7 +52,9 @@ def _backtest(features_by_pollutant: dict[str, pl.DataFrame], config: BacktestCo
         if features.is_empty() or features["target"].drop_nulls().is_empty():
             raise dg.Failure(f"backtest: no {pollutant} observations to evaluate")
         frames.append(
-            rolling_origin_backtest(features, settings=config.settings(), folds=config.folds, test_days=_fold_days(config, features))
+            rolling_origin_backtest(
+                features, settings=config.settings(), folds=config.folds, test_days=_fold_days(config, features), hours_ahead=config.horizon
+            )
         )
     return pl.concat(frames)
 

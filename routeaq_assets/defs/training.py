@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.environment import model_name
+from routeaq_assets.core.intervals import recalibrated
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import TrainingSettings, champion_overlap, promotion_decision
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
@@ -48,9 +49,13 @@ def _markdown(metrics: dict[str, float]) -> str:
     return "| forecast | RMSE | MAE | bias |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
-def _held_out_scores(frame: pl.DataFrame, forecaster) -> tuple[dict[str, float], pl.DataFrame]:
+def _held_out_scores(frame: pl.DataFrame, forecaster, hours_ahead: int) -> tuple[dict[str, float], pl.DataFrame]:
+    """Scores on the held-out hours, with the interval as the service would serve it over them
+    (recalibrated each day from the hours already scored, as the backtests do)."""
     pred, lower, upper = forecaster.predict(frame)
-    scored = frame.with_columns(pred=pl.Series(pred), lower=pl.Series(lower), upper=pl.Series(upper))
+    scored = recalibrated(
+        frame.with_columns(pred=pl.Series(pred), lower=pl.Series(lower), upper=pl.Series(upper)), hours_ahead, coverage=forecaster.coverage
+    )
     return evaluate(scored), scored
 
 
@@ -77,14 +82,14 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         start = train["time"].min()
         held_out = scorable(frame.filter(pl.col("time") >= holdout_start))
         forecaster = settings.train(frame, holdout_start)
-        metrics, _ = _held_out_scores(held_out, forecaster)
+        metrics, _ = _held_out_scores(held_out, forecaster, config.horizon)
 
         registry = model_store.registry()
         name = model_name(pollutant, model_store.prefix, config.horizon)
         champion = registry.load(name)
         champion_refused = champion_overlap(champion.metadata, holdout_start) if champion is not None else None
         if champion is not None and champion_refused is None:
-            champion_metrics, _ = _held_out_scores(held_out, champion.forecaster)
+            champion_metrics, _ = _held_out_scores(held_out, champion.forecaster, config.horizon)
             metrics.update({f"champion_{k[len('model_'):]}": v for k, v in champion_metrics.items() if k.startswith("model_")})
         elif champion_refused:
             context.log.warning(f"{name} v{champion.version} is not compared: {champion_refused}")

@@ -1,15 +1,15 @@
-"""Monitoring: forecast scoring, drift per pollutant, the retraining policy's sensor and alerts."""
+"""Monitoring: forecast scoring, interval recalibration, drift per pollutant, the retraining policy's sensor and alerts."""
 
 import dagster as dg
 
 from routeaq_assets.core.retraining import RetrainPolicy
 from routeaq_assets.defs.monitoring.alerts import monitoring_alerts
-from routeaq_assets.defs.monitoring.assets import drift_reports, forecast_performance
+from routeaq_assets.defs.monitoring.assets import drift_reports, forecast_performance, interval_calibration
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
 
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
-    selection=[forecast_performance, *drift_reports],
+    selection=[forecast_performance, interval_calibration, *drift_reports],
     partitions_def=forecast_performance.partitions_def,
 )
 
@@ -20,7 +20,7 @@ monitoring_schedule = dg.build_schedule_from_partitioned_job(monitoring_job, min
 def build_monitoring(policy: RetrainPolicy = RetrainPolicy(), training_run_config: dict | None = None) -> dict:
     """The monitoring stage's definitions, with the retraining policy to apply."""
     return {
-        "assets": [forecast_performance, *drift_reports],
+        "assets": [forecast_performance, interval_calibration, *drift_reports],
         "jobs": [monitoring_job],
         "schedules": [monitoring_schedule],
         "sensors": [build_retraining_sensor(policy, training_run_config), monitoring_alerts],

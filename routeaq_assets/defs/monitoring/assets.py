@@ -1,5 +1,6 @@
 """Monitoring assets, hour by hour: ``forecast_performance`` (every forecast made for an hour
-scored against the observation that arrived later) and ``{p}_drift_report`` per pollutant.
+scored against the observation that arrived later), ``interval_calibration`` (the factors that
+keep the served interval at its coverage) and ``{p}_drift_report`` per pollutant.
 
 Per hour, each writes a small JSON record to the lake (``reports/performance/``,
 ``reports/drift/{p}/``): the retraining policy reads those, so a range run (a backfill) gives the
@@ -12,7 +13,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core import drift, scoring
+from routeaq_assets.core import drift, intervals, scoring
 from routeaq_assets.core.backtest import forecast_plot
 from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON
@@ -21,7 +22,7 @@ from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import Lake, ModelStore, Warehouse
+from routeaq_assets.resources import Lake, ModelStore, OnlineStore, Warehouse
 
 PERFORMANCE = "reports/performance"
 # What accumulates in the lake: a JSON record per hour (a few kB) for RETAIN_DAYS, and the
@@ -139,6 +140,47 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
             "scores": dg.MetadataValue.md(scoring.scores_markdown(scores, window_start, end)),
             **{k: dg.MetadataValue.float(round(v, 4)) for k, v in figures.items() if v is not None},
             **{f"plot_{p}": dg.MetadataValue.path(path) for p, path in plots.items()},
+        }
+    )
+
+
+@dg.asset(
+    group_name="monitoring",
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    deps=[forecast_performance],
+    kinds={"duckdb", "polars"},
+)
+def interval_calibration(context: dg.AssetExecutionContext, warehouse: Warehouse, online_store: OnlineStore) -> dg.MaterializeResult:
+    """Per pollutant, hours ahead and site, the factor the champion's interval offsets are
+    multiplied by so that the interval would have covered its share (80 %) of the forecasts
+    scored in the last 28 days (``core.intervals``), as of the end of the partition's hours;
+    published beside the online panel, where the service reads it at its next refresh. A site
+    with fewer than 100 scored forecasts takes its pollutant and horizon's pooled factor; with
+    none, the service serves the model's interval as calibrated."""
+    end = hours_of(context)[-1] + timedelta(hours=1)
+    start = end - timedelta(days=intervals.WINDOW_DAYS)
+    scored = (
+        warehouse.query("SELECT * FROM forecast_scores WHERE time >= ? AND time < ?", [start, end])
+        if warehouse.has_table("forecast_scores")
+        else pl.DataFrame(schema=scoring.SCORED)
+    )
+    factors = intervals.interval_factors(scored, end)
+    where = online_store.publish_interval_factors(factors)
+    pooled = factors.filter(pl.col("site_id") == intervals.ALL_SITES)
+    table = "\n".join(
+        ["| pollutant | hours ahead | pooled factor | forecasts |", "|---|---|---|---|"]
+        + [f"| {r['pollutant']} | {r['hours_ahead']} | {r['factor']:.3f} | {r['forecasts']} |" for r in pooled.iter_rows(named=True)]
+    )
+    context.log.info(f"interval factors as of {end.isoformat()} from {scored.height} scored forecasts, published to {where}")
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": end.isoformat(),
+            "forecasts_in_window": scored.height,
+            "factors": factors.height,
+            "published_to": where,
+            "pooled_factors": dg.MetadataValue.md(table),
+            **{f"factor_{r['pollutant']}_{r['hours_ahead']}h": dg.MetadataValue.float(round(r["factor"], 4)) for r in pooled.iter_rows(named=True)},
         }
     )
 

@@ -1,0 +1,132 @@
+"""Interval recalibration from scored forecasts: the interval follows the errors the champion is
+making now, not only those of its calibration slice.
+
+A model's interval is calibrated once, on residuals from the weeks before its training ended
+(``core.models``). When the season turns (NO2 in autumn, when errors double), an interval
+calibrated on summer residuals covers far less than it claims. The monitoring loop scores every
+forecast against what happened; from those scores this module computes, per pollutant, hours
+ahead and site, the factor by which the model's own interval must be stretched (or shrunk) to
+have covered ``coverage`` of the last ``WINDOW_DAYS`` of scored forecasts: a split-conformal
+step on the model's interval (its conformity score is how many interval half-widths away the
+observation fell). The service multiplies the interval's offsets by the factor and logs it; the
+backtests apply the same factors as of each day, so they measure what is served.
+
+A scored forecast made with factor ``c`` had offsets ``c`` times the model's, so its score against
+the model's own interval is ``c`` times its score against the served one: factors never feed on
+themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+WINDOW_DAYS = 28  # scored forecasts the factor is computed from: long enough for 100s per site
+MIN_FORECASTS = 100  # fewer scored forecasts at a site: the pooled factor of its pollutant and horizon
+ALL_SITES = ""  # the site_id of the pooled factor
+FACTORS = {
+    "pollutant": pl.Utf8,
+    "hours_ahead": pl.Int64,
+    "site_id": pl.Utf8,
+    "factor": pl.Float64,
+    "forecasts": pl.Int64,
+    "as_of": pl.Datetime("us", "UTC"),
+}
+# Recalibration never shrinks an interval below a fifth nor stretches it beyond five times the
+# model's: a bound against a window of scores that is broken (e.g. an outage of observations).
+FACTOR_BOUNDS = (0.2, 5.0)
+
+
+def conformity(pred: np.ndarray, lower: np.ndarray, upper: np.ndarray, observed: np.ndarray, factor: np.ndarray | float = 1.0) -> np.ndarray:
+    """How far outside the model's own interval each observation fell, in half-widths: <= 1 inside,
+    2 = twice as far from the forecast as the bound on its side. ``lower``/``upper`` are the
+    interval that was served with ``factor``."""
+    below = (pred - observed) / np.maximum(pred - lower, 1e-9)
+    above = (observed - pred) / np.maximum(upper - pred, 1e-9)
+    return np.maximum(below, above) * factor
+
+
+def empty_factors() -> pl.DataFrame:
+    return pl.DataFrame(schema=FACTORS)
+
+
+def interval_factors(
+    scored: pl.DataFrame,
+    as_of: datetime,
+    *,
+    coverage: float = 0.8,
+    window_days: int = WINDOW_DAYS,
+    min_forecasts: int = MIN_FORECASTS,
+) -> pl.DataFrame:
+    """Factors (``FACTORS``) from the scored forecasts for hours in the ``window_days`` before
+    ``as_of``: one per pollutant, hours ahead and site with ``min_forecasts`` or more, and a pooled
+    one per pollutant and hours ahead (``site_id`` ``ALL_SITES``) when all its sites together have
+    that many. ``scored`` has site_id, time, pollutant, hours_ahead, pred, lower, upper, observed and
+    optionally interval_factor (the factor each was served with; 1 when absent)."""
+    window = scored.filter(
+        (pl.col("time") < as_of) & (pl.col("time") >= as_of - timedelta(days=window_days)) & pl.col("observed").is_not_null()
+    )
+    if window.is_empty():
+        return empty_factors()
+    served = window["interval_factor"].fill_null(1.0).to_numpy() if "interval_factor" in window.columns else 1.0
+    window = window.with_columns(
+        score=pl.Series(conformity(*(window[c].to_numpy() for c in ("pred", "lower", "upper", "observed")), served))
+    )
+    low, high = FACTOR_BOUNDS
+
+    def factor(scores: pl.Expr) -> pl.Expr:
+        return scores.quantile(coverage, "higher").clip(low, high)
+
+    per_site = window.group_by("pollutant", "hours_ahead", "site_id").agg(factor(pl.col("score")).alias("factor"), pl.len().alias("forecasts"))
+    pooled = window.group_by("pollutant", "hours_ahead").agg(
+        pl.lit(ALL_SITES).alias("site_id"), factor(pl.col("score")).alias("factor"), pl.len().alias("forecasts")
+    )
+    factors = pl.concat([pooled, per_site.select(pooled.columns)], how="vertical_relaxed").filter(pl.col("forecasts") >= min_forecasts)
+    return factors.with_columns(pl.lit(as_of).cast(FACTORS["as_of"]).alias("as_of")).select(
+        [pl.col(c).cast(t) for c, t in FACTORS.items()]
+    ).sort("pollutant", "hours_ahead", "site_id")
+
+
+def factors_for(factors: pl.DataFrame, keys: pl.DataFrame) -> np.ndarray:
+    """The factor for each row of ``keys`` (pollutant, hours_ahead, site_id): its site's own,
+    else its pollutant and horizon's pooled one, else 1 (the model's interval as calibrated)."""
+    by = ["pollutant", "hours_ahead"]
+    own = factors.filter(pl.col("site_id") != ALL_SITES).select(*by, "site_id", pl.col("factor").alias("own"))
+    pooled = factors.filter(pl.col("site_id") == ALL_SITES).select(*by, pl.col("factor").alias("pooled"))
+    joined = keys.select(pl.col("pollutant").cast(pl.Utf8), pl.col("hours_ahead").cast(pl.Int64), pl.col("site_id").cast(pl.Utf8)).join(
+        own, on=[*by, "site_id"], how="left", maintain_order="left"
+    ).join(pooled, on=by, how="left", maintain_order="left")
+    return joined.select(pl.coalesce("own", "pooled", pl.lit(1.0)))["own"].to_numpy().astype(float)
+
+
+def recalibrated(predictions: pl.DataFrame, hours_ahead: int, *, coverage: float = 0.8, window_days: int = WINDOW_DAYS) -> pl.DataFrame:
+    """Backtest predictions (site_id, time, pollutant, target, pred, lower, upper from the model)
+    with the interval the service would have served: each UTC day's forecasts stretched by the
+    factors computed from the forecasts already scored at the day's first origin (its first hour
+    minus ``hours_ahead``). Adds ``interval_factor``; the model's own bounds are kept as
+    ``model_lower``/``model_upper``."""
+    frame = predictions.sort("time", "site_id").with_columns(
+        pl.lit(hours_ahead, pl.Int64).alias("hours_ahead"), pl.col("target").alias("observed")
+    )
+    days = frame["time"].dt.truncate("1d")
+    factor = np.ones(frame.height)
+    for day in days.unique().sort().to_list():
+        rows = (days == day).to_numpy()
+        known = interval_factors(frame, day - timedelta(hours=hours_ahead), coverage=coverage, window_days=window_days)
+        if not known.is_empty():
+            factor[rows] = factors_for(known, frame.filter(pl.Series(rows)))
+    pred, lower, upper = (frame[c].to_numpy() for c in ("pred", "lower", "upper"))
+    return frame.drop("hours_ahead", "observed").with_columns(
+        pl.col("lower").alias("model_lower"),
+        pl.col("upper").alias("model_upper"),
+        pl.Series("lower", widen(pred, lower, factor)),
+        pl.Series("upper", widen(pred, upper, factor)),
+        pl.Series("interval_factor", factor),
+    )
+
+
+def widen(pred: np.ndarray, bound: np.ndarray, factor: np.ndarray | float) -> np.ndarray:
+    """A bound moved ``factor`` times as far from the forecast; never below zero."""
+    return np.clip(pred + (bound - pred) * factor, 0.0, None)

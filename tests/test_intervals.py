@@ -1,0 +1,123 @@
+"""Interval recalibration from scored forecasts (core.intervals): the factor, its fallbacks, no
+feedback through served factors, no look-ahead in backtests, and coverage that comes back after
+the errors grow."""
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from routeaq_assets.core.intervals import ALL_SITES, conformity, factors_for, interval_factors, recalibrated, widen
+
+START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def scored(sites: dict[str, int], sigma: float, served_factor: float = 1.0, seed: int = 0, pollutant: str = "no2") -> pl.DataFrame:
+    """Forecasts of 50 with a model interval of +/- 10, observations 50 + N(0, sigma), served with
+    the model's interval stretched by ``served_factor``."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for site, n in sites.items():
+        observed = 50.0 + rng.normal(0.0, sigma, n)
+        frames.append(pl.DataFrame({
+            "site_id": site, "pollutant": pollutant, "hours_ahead": 1,
+            "time": [START + timedelta(hours=k) for k in range(n)],
+            "pred": 50.0, "lower": 50.0 - 10.0 * served_factor, "upper": 50.0 + 10.0 * served_factor,
+            "observed": observed, "interval_factor": served_factor,
+        }))
+    return pl.concat(frames)
+
+
+def inside(frame: pl.DataFrame, factor: float) -> float:
+    pred = frame["pred"].to_numpy()
+    lower, upper = widen(pred, pred - 10.0, factor), widen(pred, pred + 10.0, factor)
+    observed = frame["observed"].to_numpy()
+    return float(((observed >= lower) & (observed <= upper)).mean())
+
+
+def test_the_factor_stretches_the_interval_to_cover_its_share_of_recent_errors():
+    # errors with sigma 15.6: the model's +/- 10 covers about 48 %; +/- 20 covers 80 %
+    frame = scored({"A": 600, "B": 600}, sigma=15.6)
+    factors = interval_factors(frame, START + timedelta(days=30))
+    by_site = dict(zip(factors["site_id"], factors["factor"]))
+    assert set(by_site) == {ALL_SITES, "A", "B"}
+    assert by_site[ALL_SITES] == pytest.approx(2.0, abs=0.15)
+    assert inside(frame, 1.0) < 0.55
+    assert inside(frame, by_site[ALL_SITES]) == pytest.approx(0.8, abs=0.01)
+
+
+def test_a_site_with_few_scored_forecasts_takes_the_pooled_factor_and_none_means_one():
+    frame = pl.concat([scored({"A": 600}, sigma=15.6), scored({"B": 40}, sigma=40.0, seed=1)])
+    factors = interval_factors(frame, START + timedelta(days=30))
+    assert "B" not in factors["site_id"].to_list()  # 40 forecasts: too few for a factor of its own
+    keys = pl.DataFrame({"pollutant": ["no2", "no2", "o3"], "hours_ahead": [1, 1, 1], "site_id": ["A", "B", "A"]})
+    own_a, pooled, nothing = factors_for(factors, keys)
+    assert own_a == dict(zip(factors["site_id"], factors["factor"]))["A"]
+    assert pooled == dict(zip(factors["site_id"], factors["factor"]))[ALL_SITES]
+    assert nothing == 1.0  # no scored o3 forecast: the model's interval as calibrated
+
+
+def test_factors_do_not_feed_on_themselves():
+    """The same errors served with the interval already stretched twice: the factor stays 2. Read
+    against the served interval alone, it would say 1 and the next hour would undercover again."""
+    plain = interval_factors(scored({"A": 600}, sigma=15.6), START + timedelta(days=30))
+    served = interval_factors(scored({"A": 600}, sigma=15.6, served_factor=2.0), START + timedelta(days=30))
+    assert served["factor"].to_list() == pytest.approx(plain["factor"].to_list())
+
+
+def test_only_scored_hours_before_as_of_and_inside_the_window_count():
+    frame = scored({"A": 2000}, sigma=15.6)
+    as_of = START + timedelta(hours=1000)
+    factors = interval_factors(frame, as_of, window_days=28)
+    counted = frame.filter((pl.col("time") < as_of) & (pl.col("time") >= as_of - timedelta(days=28))).height
+    assert factors.filter(pl.col("site_id") == "A")["forecasts"].item() == counted == 672
+    unobserved = frame.with_columns(pl.when(pl.col("time") >= as_of - timedelta(hours=100)).then(None).otherwise(pl.col("observed")).alias("observed"))
+    assert interval_factors(unobserved, as_of, window_days=28).filter(pl.col("site_id") == "A")["forecasts"].item() == 572
+
+
+def test_conformity_is_in_half_widths_on_each_side():
+    score = conformity(np.array([10.0, 10.0, 10.0]), np.array([8.0, 8.0, 8.0]), np.array([14.0, 14.0, 14.0]), np.array([6.0, 12.0, 22.0]))
+    assert score.tolist() == [2.0, 0.5, 3.0]
+
+
+def backtest_predictions(days: int = 120, change_day: int = 60) -> pl.DataFrame:
+    """Hourly forecasts at two sites of a model whose interval (+/- 10) covers 80 % of the errors
+    of the first ``change_day`` days (sigma 7.8); then the errors double."""
+    rng = np.random.default_rng(5)
+    hours = days * 24
+    frames = []
+    for site in ("A", "B"):
+        sigma = np.where(np.arange(hours) < change_day * 24, 7.8, 15.6)
+        pred = 50.0 + rng.normal(0, 5, hours)
+        frames.append(pl.DataFrame({
+            "site_id": site, "pollutant": "no2", "time": [START + timedelta(hours=k) for k in range(hours)],
+            "pred": pred, "lower": pred - 10.0, "upper": pred + 10.0, "target": pred + rng.normal(0, 1, hours) * sigma,
+        }))
+    return pl.concat(frames)
+
+
+def coverage(frame: pl.DataFrame, lower: str = "lower", upper: str = "upper") -> float:
+    return frame.select(((pl.col("target") >= pl.col(lower)) & (pl.col("target") <= pl.col(upper))).mean()).item()
+
+
+def test_a_recalibrated_backtest_recovers_coverage_after_the_errors_double():
+    result = recalibrated(backtest_predictions(), hours_ahead=6)
+    before = result.filter(pl.col("time") < START + timedelta(days=60))
+    settled = result.filter(pl.col("time") >= START + timedelta(days=60 + 28))
+    assert coverage(before) == pytest.approx(0.8, abs=0.02)
+    assert coverage(settled, "model_lower", "model_upper") < 0.6  # the model's own interval after the change
+    assert coverage(settled) == pytest.approx(0.8, abs=0.02)  # what is served, recalibrated
+    assert settled["interval_factor"].mean() == pytest.approx(2.0, abs=0.15)
+
+
+def test_a_recalibrated_backtest_never_reads_an_hour_not_yet_observed_at_the_forecasts_origin():
+    predictions = backtest_predictions()
+    day = START + timedelta(days=70)
+    changed = predictions.with_columns(
+        pl.when(pl.col("time") >= day - timedelta(hours=6)).then(pl.col("target") * 5).otherwise(pl.col("target")).alias("target")
+    )
+    a, b = (recalibrated(p, hours_ahead=6).filter(pl.col("time") >= day).filter(pl.col("time") < day + timedelta(days=1)) for p in (predictions, changed))
+    assert a["interval_factor"].to_list() == b["interval_factor"].to_list()
+    later = (recalibrated(p, hours_ahead=6).filter(pl.col("time") >= day + timedelta(days=1)) for p in (predictions, changed))
+    assert next(later)["interval_factor"].to_list() != next(later)["interval_factor"].to_list()
