@@ -55,6 +55,9 @@ class PredictResponse(BaseModel):
     lower: float
     upper: float
     interval: float
+    interval_factor: float = Field(
+        description="What the model's interval was stretched by so that it covers its share of the champion's recent scored forecasts (1: as calibrated at training)."
+    )
     hours_ahead: int = Field(description="Hours between the newest observation the forecast starts from and the hour forecast.")
     origin: str = Field(description="The newest observed hour the forecast starts from (UTC): timestamp minus hours_ahead.")
     model_name: str

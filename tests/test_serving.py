@@ -2,6 +2,7 @@
 the Redis online store."""
 
 import dataclasses
+import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -131,7 +132,17 @@ def test_online_history_through_the_real_redis(trained_home, monkeypatch):
     service = Forecasts(load_settings())
     assert service.refresh(), service._reason
     answer = service.forecast([ForecastItem("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0]
-    assert answer["source"] == ONLINE and answer["pred"] >= 0
+    assert answer["source"] == ONLINE and answer["pred"] >= 0 and answer["interval_factor"] == 1.0
+    # The monitoring loop's interval factors travel through the same Redis, beside the panel.
+    from routeaq_assets.core.intervals import FACTORS
+
+    factors = pl.DataFrame({"pollutant": ["no2"], "hours_ahead": [1], "site_id": ["MAN3"], "factor": [2.0], "forecasts": [300], "as_of": [datetime(2025, 8, 1, tzinfo=UTC)]}, schema=FACTORS)
+    assert "routeaq:online:panel:interval_factors" in defs.resources["online_store"].publish_interval_factors(factors)
+    assert service.refresh(), service._reason
+    stretched = service.forecast([ForecastItem("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0]
+    assert (stretched["pred"], stretched["interval_factor"]) == (answer["pred"], 2.0)
+    assert stretched["upper"] - stretched["pred"] == pytest.approx(2 * (answer["upper"] - answer["pred"]), abs=2e-3)
+    answer = stretched
     client.flushdb()
     assert not service.refresh()  # the store emptied: the last good history keeps serving
     assert service.forecast([ForecastItem("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0] == answer
@@ -140,7 +151,7 @@ def test_online_history_through_the_real_redis(trained_home, monkeypatch):
 def test_prediction_log_round_trips_the_contract(tmp_path):
     """What the service appends is what monitoring reads: every contract column, typed, and a
     torn last line (a crash mid-write) is skipped, not guessed."""
-    from routeaq_assets.core.predictions import read_prediction_log
+    from routeaq_assets.core.predictions import prediction_record, read_prediction_log
     from routeaq_assets.core.schema import PREDICTIONS
     from routeaq_serving.prediction_log import PredictionLog
 
@@ -151,11 +162,14 @@ def test_prediction_log_round_trips_the_contract(tmp_path):
     }
     log = PredictionLog(tmp_path)
     log.append([answer, {**answer, "site_id": "CLL2"}])
+    older = {k: v for k, v in prediction_record({**answer, "site_id": "LEED"}, datetime.now(timezone.utc)).items() if k != "interval_factor"}
     with open(next(tmp_path.glob("*.jsonl")), "a") as f:
+        f.write(json.dumps(older) + "\n")  # written before intervals were recalibrated
         f.write('{"site_id": "MY1", "time": "2025-08-01T1')
     frame = read_prediction_log(tmp_path)
     assert frame.schema == PREDICTIONS
-    assert frame.height == 2 and sorted(frame["site_id"]) == ["CLL2", "MY1"]
+    assert frame.height == 3 and sorted(frame["site_id"]) == ["CLL2", "LEED", "MY1"]
+    assert dict(zip(frame["site_id"], frame["interval_factor"])) == {"MY1": 1.3, "CLL2": 1.3, "LEED": 1.0}
     row = frame.row(0, named=True)
     assert row["hours_ahead"] == 6 and row["model_name"] == "routeaq-no2-6h"
     assert row["time"] - row["origin"] == timedelta(hours=6)
