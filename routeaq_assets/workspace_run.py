@@ -14,6 +14,7 @@ location": re-executing them warns, and the job's own Runs tab lists none of the
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -25,8 +26,21 @@ from dagster._core.workspace.load import location_origins_from_yaml_paths
 from dagster._utils.hosted_user_process import recon_repository_from_origin
 from dagster_shared.cli import PythonPointerOpts
 
+from routeaq_assets.core.locks import file_lock
+
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 REPOSITORY_NAME = "__repository__"  # the name Dagster gives the repository of a module's ``Definitions``
+
+
+def open_instance() -> dg.DagsterInstance:
+    """The Dagster instance of ``DAGSTER_HOME``, opened by one process at a time. The first open
+    of a new home creates Dagster's SQLite storage, and two processes creating it at once crash
+    ("table secondary_indexes already exists"); later opens only check it."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home or not Path(home).is_dir():
+        return dg.DagsterInstance.get()  # Dagster's own error, naming DAGSTER_HOME
+    with file_lock(Path(home) / ".instance.lock", exclusive=True, timeout_s=300.0, what=f"Dagster instance {home}"):
+        return dg.DagsterInstance.get()
 
 
 def workspace_location(workspace: Path = WORKSPACE) -> CodeLocationOrigin:
@@ -93,7 +107,7 @@ def main() -> None:
     if bounds is not None and len(bounds) != 2:
         parser.error(f"--partition-range {args.partition_range!r}: expected START...END")
     try:
-        with dg.DagsterInstance.get() as instance:
+        with open_instance() as instance:
             run = execute_in_workspace(instance, args.job, args.select.split(",") if args.select else None, args.partition, bounds)
     except (ValueError, RuntimeError) as exc:
         raise SystemExit(f"workspace_run: {exc}") from exc

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from werkzeug import Response
 
-from conftest import FIXTURES, REPO, WINDOW_END, make_definitions, partition_key
+from conftest import FIXTURES, REPO, WINDOW_END, home_env, make_definitions, partition_key
 from routeaq_assets.core.locks import LockTimeout
 from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
 from routeaq_assets.sources.openair import read_rdata_table
@@ -387,3 +387,103 @@ def test_a_backfill_beside_a_polling_reader_and_online_features_during_a_long_wr
     assert writer.returncode == 0 and out.strip() == "done", err[-2000:]
     assert published.success, failure_message(published)
     assert waited >= hold_s - 1.0  # it queued behind the writer rather than failing
+
+
+# -- item 4: two writing runs at once, on the embedded default ------------------------------
+
+DAY_A, DAY_B = WINDOW_END - timedelta(days=2, hours=12), WINDOW_END - timedelta(days=1, hours=12)  # 2025-07-30, 2025-07-31
+BACKFILLED = ("raw_aurn", "raw_weather", "silver_features")
+# What DuckDB says when a second process opens the file (and SQLite, Dagster's embedded storage).
+LOCK_ERRORS = ("Could not set lock", "Conflicting lock", "LockTimeout", "database is locked")
+KEYS = {"observations": ["site_id", "time", "pollutant"], "weather": ["site_id", "time"], "silver_features": ["site_id", "time", "pollutant"]}
+
+
+def backfill_days_at_once(home: Path, days: list[datetime], logs: Path) -> list[str]:
+    """One backfill run per day, as the demo runs them (``workspace_run --partition-range``),
+    each its own OS process, all started together; the logs of the runs, after all have ended."""
+    logs.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for number, day in enumerate(days):
+        command = [sys.executable, "-m", "routeaq_assets.workspace_run", "--select", ",".join(BACKFILLED),
+                   "--partition-range", f"{partition_key(day)}...{partition_key(day + timedelta(hours=23))}"]
+        with (logs / f"run{number}.log").open("w") as out:
+            runs.append(subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT))
+    for run in runs:
+        run.wait(timeout=300)
+    texts = [(logs / f"run{number}.log").read_text() for number in range(len(days))]
+    for run, text in zip(runs, texts):
+        assert run.returncode == 0, text[-4000:]
+        assert "succeeded" in text.splitlines()[-1]
+    for text in texts:
+        assert not [e for e in LOCK_ERRORS if e in text], text[-4000:]
+    return texts
+
+
+def one_after_the_other(home: Path, clean_home: Path, days: list[datetime]) -> dict[str, pl.DataFrame]:
+    """The same days backfilled one at a time in a clean home (reading the same demo network
+    files, so the rows name the same sources)."""
+    demo = str(home / "demo_network")
+    clean = make_definitions(clean_home, observations=ObservationSource(kind="demo", folder=demo), weather=WeatherSource(kind="demo", folder=demo))
+    register(clean, ["CLL2", "MY1"])
+    for day in days:
+        assert ingest(clean, BACKFILLED, day, day + timedelta(days=1)).success
+    return warehouse_tables(clean_home)
+
+
+def assert_complete(tables: dict[str, pl.DataFrame], days: list[datetime]) -> None:
+    """One row per key, and every hour of the days for both sites in every table."""
+    hours = sorted({day + timedelta(hours=h) for day in set(days) for h in range(24)})
+    for table, rows in tables.items():
+        assert rows.select(KEYS[table]).n_unique() == rows.height, f"{table}: repeated keys"
+        for site in ("CLL2", "MY1"):
+            assert sorted(rows.filter(pl.col("site_id") == site)["time"].unique().to_list()) == hours, f"{table}: hours of {site}"
+
+
+@pytest.mark.parametrize("days", [[DAY_A, DAY_B], [DAY_A, DAY_A]], ids=["different-days", "same-day"])
+def test_two_backfills_started_together_both_succeed_and_store_what_one_after_the_other_stores(days, home, tmp_path):
+    """Two runs of the demo's backfill command, separate processes started at the same moment:
+    their warehouse steps queue on the `warehouse` pool (and every connection on the file lock),
+    so both succeed with no lock error, and the stored observations, weather and features equal
+    those of the same runs one after the other: nothing lost, nothing twice."""
+    register(make_definitions(home), ["CLL2", "MY1"])
+    backfill_days_at_once(home, days, tmp_path / "logs")
+    together = warehouse_tables(home)
+    assert_complete(together, days)
+    warehouse = Warehouse(path=str(home / "warehouse.duckdb"))
+    for table in ("observations", "weather"):  # each site's day written whole by one run: no mixture of two
+        writes = warehouse.query(f"SELECT count(DISTINCT ingested_at) AS n FROM {table} GROUP BY site_id, time::DATE")["n"]
+        assert writes.to_list() == [1] * writes.len(), table
+    expected = one_after_the_other(home, tmp_path / "clean", sorted(set(days)))
+    for table, rows in expected.items():
+        assert together[table].equals(rows), table
+
+
+OPENER = """
+import os, sys, time
+from pathlib import Path
+from routeaq_assets.workspace_run import open_instance
+go, homes = Path(sys.argv[1]), sys.argv[2:]
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+for home in homes:
+    os.environ["DAGSTER_HOME"] = home
+    with open_instance() as instance:
+        instance.get_runs(limit=1)
+"""
+
+
+def test_the_first_commands_of_a_new_home_open_its_dagster_instance_one_at_a_time(tmp_path):
+    """Four processes open the Dagster instances of new homes (no storage yet) as `workspace_run`
+    does, released at the same moment, home after home: in each home the first creates the
+    SQLite storage while the others wait. (Opened all at once, Dagster's creation of the storage
+    crashes: "table ... already exists".)"""
+    homes = [str(Path(home_env(tmp_path / f"home{n}")["DAGSTER_HOME"])) for n in range(8)]
+    go = tmp_path / "go"
+    openers = [subprocess.Popen([sys.executable, "-c", OPENER, str(go), *homes], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for opener in openers:
+        assert opener.stdout.readline().strip() == "ready"
+    go.touch()
+    for opener in openers:
+        _, err = opener.communicate(timeout=120)
+        assert opener.returncode == 0, err[-3000:]

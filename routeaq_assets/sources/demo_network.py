@@ -318,4 +318,4 @@ class DemoNetwork:
             day: forecast_weather(full, errors, run_lead(times, day)).iloc[:kept] for day in PREVIOUS_DAYS
         }
         write_atomically(self.previous_runs_path(site_id, year), json.dumps(_openmeteo_payload(self.sites[site_id], frame, previous)).encode())
-        marker.write_text(stamp)
+        write_atomically(marker, stamp.encode())  # a run reading it at the same moment sees the old stamp or the new, never an empty file
