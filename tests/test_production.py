@@ -127,12 +127,13 @@ def test_a_small_run_in_production_mode_ends_in_a_served_prediction(home, tmp_pa
         history = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/history/")["Contents"]
         assert [o["Key"] for o in history] == ["routeaq/history/panel-2025.parquet"]  # the service's history files, for every pod
 
+        assert not (home / "offline").exists()  # the run wrote them to S3 only: its disk goes with its pod
         # The model comes through the MLflow server; the service reads S3 for its history files
         # and ships its prediction log there (here only at shutdown: the timer waits an hour).
         with bentoml_serve(home / "service-pod", tmp_path / "serve.log", env={"ROUTEAQ_PREDICTION_FLUSH_SECONDS": "3600"}) as url:
             health = requests.get(f"{url}/health", timeout=10).json()
             assert health["models"] == {"pm25": champion.version}
-            assert health["forecast_hours"][0] == (START + timedelta(hours=1)).isoformat()  # the history files reached the pod
+            assert (home / "service-pod" / "offline" / "panel-2025.parquet").exists()  # the history files reached the pod
             answer = requests.post(f"{url}/predict", json={"site_id": "MY1", "timestamp": "2025-08-01T12:00:00Z"}, timeout=10)
             assert answer.status_code == 200, answer.text
             assert answer.json()["model_version"] == champion.version and answer.json()["pm25_pred"] >= 0
