@@ -1,6 +1,7 @@
 """The production resources (``ROUTEAQ_ENV=production``): the lake on S3 through dagster-aws,
 the model registry on an MLflow tracking server through dagster-mlflow, the online store on
-Redis. Dagster's own storage is PostgreSQL, set by the instance (``deploy/dagster.yaml``).
+Redis and the service's yearly history files in the lake's bucket. Dagster's own storage is
+PostgreSQL, set by the instance (``deploy/dagster.yaml``).
 
 Building them checks that every service answers: a deployment with a missing variable or an
 unreachable service fails when the code location loads, with an error that names the service."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import dagster as dg
@@ -17,6 +19,8 @@ from pydantic import PrivateAttr
 
 from routeaq_assets.core.environment import ConfigurationError, Settings
 from routeaq_assets.core.registry import EXPERIMENT
+from routeaq_assets.core.shared import HISTORY, SharedFolder
+from routeaq_assets.core.stores import HistoryStore
 from routeaq_assets.resources import ModelStore, OnlineStore, source_resources
 from routeaq_assets.storage import LakeWarehouse, S3Lake
 
@@ -74,6 +78,18 @@ class TrackedModelStore(ModelStore):
             next(self._tracking, None)
 
 
+class SharedOnlineStore(OnlineStore):
+    """The online store, with the yearly history files written to the lake's bucket
+    (``{prefix}/history/``), where every service pod finds them, instead of a local folder."""
+
+    s3: S3Resource
+    bucket: str
+    prefix: str = "routeaq"
+
+    def history(self) -> HistoryStore:
+        return HistoryStore(Path(self.history_folder), SharedFolder(self.s3.get_client(), self.bucket, f"{self.prefix}/{HISTORY}"))
+
+
 def s3_resource(settings: Settings) -> S3Resource:
     """dagster-aws's S3 resource. Credentials come from the environment as ``dg.EnvVar`` (never
     written into the definitions); absent, boto3's default chain (an IAM role) supplies them."""
@@ -129,5 +145,7 @@ def production_resources(settings: Settings) -> dict[str, dg.ConfigurableResourc
         "warehouse": LakeWarehouse(s3=s3, bucket=settings.s3_bucket, prefix=settings.s3_prefix, cache_dir=str(settings.home / "cache" / "lake")),
         "lake": S3Lake(s3=s3, bucket=settings.s3_bucket, prefix=settings.s3_prefix),
         "model_store": TrackedModelStore(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), prefix=settings.model_prefix),
-        "online_store": OnlineStore(target=dg.EnvVar("ROUTEAQ_ONLINE_STORE"), history_folder=str(settings.history_dir)),
+        "online_store": SharedOnlineStore(
+            target=dg.EnvVar("ROUTEAQ_ONLINE_STORE"), history_folder=str(settings.history_dir), s3=s3, bucket=settings.s3_bucket, prefix=settings.s3_prefix
+        ),
     }

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from routeaq_assets.core.daqi import daqi
-from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.sites import load_packaged_registry, measures
 from routeaq_serving.errors import ForecastError, UnknownSite
@@ -163,7 +162,7 @@ def overview(serving: Forecasts, now: datetime) -> dict:
 def _served(serving: Forecasts, site_id: str, start: datetime, end: datetime) -> pl.DataFrame:
     """Logged forecasts of the site for hours in [start, end): per pollutant and hour the one made
     the fewest hours ahead, the latest request first among equals."""
-    log = read_prediction_log(serving.settings.prediction_log_dir, start, end).filter(pl.col("site_id") == site_id)
+    log = serving.logged(start, end).filter(pl.col("site_id") == site_id)
     return log.sort("hours_ahead", pl.col("requested_at"), descending=[False, True]).unique(["pollutant", "time"], keep="first")
 
 

@@ -1,32 +1,104 @@
-"""Append-only prediction log: one JSON line per prediction (the predictions contract, built by ``core.predictions``), one file per
-UTC day. Each line is written with a single ``write`` on an ``O_APPEND`` descriptor, so it is on
-disk in the kernel's hands the moment the response is sent and survives a crash of the service."""
+"""Append-only prediction log: one JSON line per prediction (the predictions contract, built by
+``core.predictions``). Each line is written with a single ``write`` on an ``O_APPEND``
+descriptor, so it is on disk in the kernel's hands the moment the response is sent and survives
+a crash of the service.
+
+Embedded (no ``shared`` folder): one file per UTC day, ``predictions-YYYY-MM-DD.jsonl``.
+
+Production (``shared``: the S3 folder of ``core.shared``): a request still costs one local
+``write``, never an S3 call. Lines go to a local chunk, ``chunks/<name>-<opened>.jsonl``, held
+under an exclusive ``flock`` while it is open; ``flush`` (on a timer in the service, and at
+shutdown) closes it and ships every chunk nobody holds, the pod's own and any that a crashed
+process left, as immutable objects (``core.predictions``: one per forecast day). A chunk is
+deleted only once all its objects are stored; one that fails to upload stays and the next
+flush ships it again, under the same names, so nothing is lost or doubled."""
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+import socket
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from routeaq_assets.core.predictions import prediction_lines
+from routeaq_assets.core.predictions import chunk_by_day, prediction_lines
+from routeaq_assets.core.shared import SharedFolder
+
+log = logging.getLogger("routeaq.serving")
+CHUNKS = "chunks"
 
 
 class PredictionLog:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, shared: SharedFolder | None = None, name: str | None = None):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._day: str | None = None
+        self.shared = shared
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"  # unique per pod and process
+        (self.folder / CHUNKS if shared else self.folder).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # appends (event loop and thread pool) and the flushing timer
+        self._path: Path | None = None
         self._fd: int | None = None
 
-    def _descriptor(self, now: datetime) -> int:
-        day = now.strftime("%Y-%m-%d")
-        if day != self._day:
-            if self._fd is not None:
-                os.close(self._fd)
-            self._fd = os.open(self.folder / f"predictions-{day}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._day = day
-        return self._fd
+    def _target(self, now: datetime) -> Path:
+        if self.shared is None:
+            return self.folder / f"predictions-{now:%Y-%m-%d}.jsonl"
+        return self._path or self.folder / CHUNKS / f"{self.name}-{now:%Y%m%dT%H%M%S%fZ}.jsonl"
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the chunk's lock: it can be shipped
+        self._fd, self._path = None, None
 
     def append(self, records: list[dict]) -> None:
         now = datetime.now(timezone.utc)
-        os.write(self._descriptor(now), prediction_lines(records, now))
+        data = prediction_lines(records, now)
+        with self._lock:
+            path = self._target(now)
+            if path != self._path:
+                self._close()
+                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                if self.shared is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)  # an open chunk is never shipped
+                self._path = path
+            os.write(self._fd, data)
+
+    def flush(self) -> int:
+        """Production: close the open chunk and ship every chunk not held by a writer. Returns how
+        many chunks are still waiting (S3 did not take them; a later flush tries again)."""
+        if self.shared is None:
+            return 0
+        with self._lock:
+            self._close()
+        waiting = sorted((self.folder / CHUNKS).glob("*.jsonl"))
+        for i, path in enumerate(waiting):
+            try:
+                self._ship(path)
+            except Exception as exc:  # S3 down or refusing: the chunks stay for the next flush
+                log.warning("prediction log: %d chunks wait for %s: %s: %s", len(waiting) - i, self.shared.uri, type(exc).__name__, exc)
+                return len(waiting) - i
+        return 0
+
+    def _ship(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # shipped by another process since the listing
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live writer's open chunk
+                return
+            if os.fstat(fd).st_nlink == 0:  # shipped and deleted while this waited for the lock
+                return
+            for day, lines in chunk_by_day(path.read_bytes()).items():
+                self.shared.put(f"day={day}/{path.name}", lines)
+            path.unlink()
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close the open file; in production ship what is waiting (at shutdown)."""
+        self.flush()
+        with self._lock:
+            self._close()

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from routeaq_assets.core.environment import load_settings
+from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, shared_folder
 from routeaq_serving import admin, page
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
 from routeaq_serving.prediction_log import PredictionLog
@@ -103,13 +104,25 @@ class RouteAQ:
         settings = load_settings()
         self.refresh_seconds = settings.refresh_seconds
         self.forecasts = Forecasts(settings)
-        self.prediction_log = PredictionLog(settings.prediction_log_dir)
+        self.prediction_log = PredictionLog(settings.prediction_log_dir, shared_folder(settings, PREDICTION_LOG))
         self.admin_token = admin.admin_token()
         self.forecasts.refresh()
         self._stop = threading.Event()
         threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
+        if self.prediction_log.shared is not None:
+            threading.Thread(target=self._ship, args=(settings.prediction_flush_seconds,), name="prediction-shipper", daemon=True).start()
 
     def _poll(self) -> None:
         """Pick up a new champion or snapshot without a restart."""
         while not self._stop.wait(self.refresh_seconds):
             self.forecasts.refresh()
+
+    def _ship(self, seconds: float) -> None:
+        """Production: ship the prediction log's closed chunks to S3 every ``seconds``."""
+        while not self._stop.wait(seconds):
+            self.prediction_log.flush()
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self.prediction_log.close()  # production: ship the last chunk

@@ -21,14 +21,16 @@ from routeaq_assets.core.environment import Settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
 from routeaq_assets.core.intervals import empty_factors, factors_for
 from routeaq_assets.core.models import forecast_base
+from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.redact import redact_uri, scrub
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
+from routeaq_assets.core.shared import HISTORY, PREDICTIONS, shared_folder
 from routeaq_assets.core.stores import HistoryStore, interval_factor_store, online_store
 from routeaq_serving.errors import NotReady
 
 log = logging.getLogger("routeaq.serving")
-REGISTRY, ONLINE_STORE = "registry", "online_store"
+REGISTRY, ONLINE_STORE, SHARED_HISTORY = "registry", "online_store", "shared_history"
 
 
 class StoreFault(Exception):
@@ -104,7 +106,9 @@ class ServingState:
         self.settings = settings
         self.store = online_store(settings.online_store_target)
         self.factor_store = interval_factor_store(settings.online_store_target)
-        self.history = HistoryStore(settings.history_dir)
+        # production: the yearly files are copied from S3 at each refresh; the log is read there
+        self.history = HistoryStore(settings.history_dir, shared_folder(settings, HISTORY))
+        self.shared_log = shared_folder(settings, PREDICTIONS)
         self._state: State | None = None
         self._reason = "not loaded yet"
         self._problems: dict[str, str] = {}  # store -> why it could not be read at the last refresh
@@ -112,6 +116,11 @@ class ServingState:
 
     def _addresses(self) -> tuple[str, str]:
         return self.settings.mlflow_tracking_uri, self.settings.online_store_target
+
+    def logged(self, start: datetime, end: datetime) -> pl.DataFrame:
+        """The prediction log for hours in [start, end): this pod's files, or in production what
+        every pod shipped to S3."""
+        return read_prediction_log(self.settings.prediction_log_dir, start, end, self.shared_log)
 
     def _read(self, store: str, address: str, call):  # noqa: ANN001, ANN202 - any store call
         """``call()``; a failure is recorded against ``store`` (named by its address without
@@ -141,6 +150,8 @@ class ServingState:
 
     def _refresh(self) -> bool:
         uri = self.settings.mlflow_tracking_uri
+        shared = self.history.shared
+        history_changed = self._read(SHARED_HISTORY, shared.uri if shared else str(self.history.folder), self.history.sync)
         # A reader never creates a registry: a missing store is a fault, not an empty registry.
         registry = self._read(REGISTRY, uri, lambda: ForecastRegistry(uri, read_only=True))
         current = self._state
@@ -167,11 +178,12 @@ class ServingState:
             return False
         factors_version = self._read(ONLINE_STORE, target, self.factor_store.version)
         serving = {m.name: m.version for m in [*models.values(), *ahead_models.values()]}
-        if (
+        unchanged = (
             current is not None
             and {n: m.version for n, m in known.items()} == serving
             and (current.online_version, current.factors_version) == (version, factors_version)
-        ):
+        )
+        if unchanged and not history_changed:
             self._reason = ""
             return False
         panel = self._read(ONLINE_STORE, target, self.store.read)

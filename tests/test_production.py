@@ -25,6 +25,8 @@ from production_services import (  # noqa: F401 - fixtures
     s3_endpoint,
     start_mlflow_server,
 )
+from routeaq_assets.core.predictions import read_prediction_log
+from routeaq_assets.core.shared import SharedFolder
 from routeaq_assets.definitions import build_definitions
 from routeaq_assets.resources import get_resources
 from service_process import BIN, bentoml_serve, stop
@@ -122,13 +124,21 @@ def test_a_small_run_in_production_mode_ends_in_a_served_prediction(home, tmp_pa
         assert any(k.startswith("routeaq/tables/silver_features/day=") for k in objects)
         assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in objects)
 
-        # The service gets no S3 credentials: the model comes through the MLflow server.
-        service_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        with bentoml_serve(home, tmp_path / "serve.log", base_env=service_env) as url:
+        history = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/history/")["Contents"]
+        assert [o["Key"] for o in history] == ["routeaq/history/panel-2025.parquet"]  # the service's history files, for every pod
+
+        assert not (home / "offline").exists()  # the run wrote them to S3 only: its disk goes with its pod
+        # The model comes through the MLflow server; the service reads S3 for its history files
+        # and ships its prediction log there (here only at shutdown: the timer waits an hour).
+        with bentoml_serve(home / "service-pod", tmp_path / "serve.log", env={"ROUTEAQ_PREDICTION_FLUSH_SECONDS": "3600"}) as url:
             health = requests.get(f"{url}/health", timeout=10).json()
             assert health["models"] == {"pm25": champion.version}
+            assert (home / "service-pod" / "offline" / "panel-2025.parquet").exists()  # the history files reached the pod
             answer = requests.post(f"{url}/predict", json={"site_id": "MY1", "timestamp": "2025-08-01T12:00:00Z"}, timeout=10)
             assert answer.status_code == 200, answer.text
             assert answer.json()["model_version"] == champion.version and answer.json()["pm25_pred"] >= 0
+        shared = SharedFolder(s3_client(s3_endpoint), bucket, "routeaq/predictions")
+        logged = read_prediction_log(tmp_path / "monitoring", WINDOW_END, WINDOW_END + timedelta(hours=1), shared)
+        assert logged.select("site_id", "model_version", "pred").rows() == [("MY1", champion.version, answer.json()["pred"])]
     finally:
         stop(mlflow_server)

@@ -1,8 +1,8 @@
 """The one place that reads deployment settings from the environment.
 
 With no variable set, everything is embedded under ``ROUTEAQ_HOME`` (default ``./.routeaq``):
-a DuckDB warehouse, a local lake folder, a SQLite MLflow store, the online feature file and
-the prediction log. ``ROUTEAQ_ENV=production`` switches to the production parts, whose
+a DuckDB warehouse, a local lake folder, a SQLite MLflow store, the online feature file, the
+yearly history files and the prediction log. ``ROUTEAQ_ENV=production`` switches to the production parts, whose
 addresses come from their own variables (``PRODUCTION_VARIABLES``). Settings are read when a
 process starts its work (``load_settings()``), never when a module is imported.
 """
@@ -60,6 +60,8 @@ class Settings:
     live_url: str = ""  # empty: the UK-AIR service's published address
     environment: str = "local"
     refresh_seconds: float = 30.0  # how often the service looks for a new champion or history
+    # production: how often the service closes its prediction-log chunk and ships it to S3
+    prediction_flush_seconds: float = 60.0
     s3_bucket: str = ""
     s3_prefix: str = "routeaq"
     s3_endpoint_url: str = ""  # an S3-compatible server (MinIO, moto); empty for AWS itself
@@ -127,6 +129,13 @@ def load_settings() -> Settings:
         refresh_seconds = float(refresh)
     except ValueError:
         raise ConfigurationError(f"ROUTEAQ_REFRESH_SECONDS must be a number of seconds, got {refresh!r}") from None
+    flush = os.environ.get("ROUTEAQ_PREDICTION_FLUSH_SECONDS", "60").strip()
+    try:
+        flush_seconds = float(flush)
+    except ValueError:
+        flush_seconds = 0.0
+    if not flush_seconds > 0:
+        raise ConfigurationError(f"ROUTEAQ_PREDICTION_FLUSH_SECONDS must be a positive number of seconds, got {flush!r}")
     live = os.environ.get("ROUTEAQ_LIVE", "").strip().lower()
     if live not in LIVE_SOURCES:
         raise ConfigurationError(f"ROUTEAQ_LIVE must be 'sos' or empty, got {live!r}")
@@ -146,6 +155,7 @@ def load_settings() -> Settings:
         live_url=os.environ.get("ROUTEAQ_SOS_URL", "").strip(),
         environment=get_environment(),
         refresh_seconds=refresh_seconds,
+        prediction_flush_seconds=flush_seconds,
         s3_bucket=os.environ.get("ROUTEAQ_S3_BUCKET", "").strip(),
         s3_prefix=os.environ.get("ROUTEAQ_S3_PREFIX", "routeaq").strip().strip("/") or "routeaq",
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "").strip(),

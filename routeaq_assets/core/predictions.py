@@ -1,18 +1,30 @@
 """The prediction-log contract (``schema.PREDICTIONS``): the one way a served forecast becomes a
 log record, and the one way monitoring reads the log back.
 
-The log is one JSON line per forecast, one file per UTC day of the request
-(``predictions-YYYY-MM-DD.jsonl``); times are ISO 8601 UTC strings in the file."""
+The log is one JSON line per forecast; times are ISO 8601 UTC strings. Embedded, the service
+writes one file per UTC day of the request (``predictions-YYYY-MM-DD.jsonl`` in its folder). In
+production every service pod writes local chunks and ships each closed chunk to the shared
+folder (``core.shared``) as immutable objects, one per UTC day of the forecast hour:
+``day=YYYY-MM-DD/<hostname>-<pid>-<opened>.jsonl``. A name of its own per pod and chunk means
+pods never write the same object, and a re-shipped chunk replaces itself with the same lines, so
+readers see no loss and no duplicate. Partitioned by the forecast hour (what readers select on),
+not the request, because a request may ask for any stored hour: a window's forecasts are exactly
+the objects under its days. JSON lines rather than Parquet: a chunk is shipped as the bytes the
+service appended, with no conversion in the service, and both layouts are read by one parser."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 
 from routeaq_assets.core.schema import PREDICTIONS, TIME
+from routeaq_assets.core.shared import SharedFolder
+
+SHIPPED = "shipped"  # the reader's local copies of shipped chunks, in the log folder
 
 
 # Columns added to the contract later, and what a line written before them meant.
@@ -47,14 +59,51 @@ def empty_predictions() -> pl.DataFrame:
     return pl.DataFrame(schema=PREDICTIONS)
 
 
-def read_prediction_log(folder: Path, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
-    """Every logged forecast for hours in [start, end), conformed to ``schema.PREDICTIONS``.
+def chunk_by_day(chunk: bytes) -> dict[str, bytes]:
+    """The lines of a chunk grouped by the UTC day of their forecast hour: what is shipped under
+    ``day=YYYY-MM-DD/``. A torn line (a crash mid-write) is left out, as the reader would skip it."""
+    days: dict[str, list[bytes]] = defaultdict(list)
+    for line in chunk.splitlines(keepends=True):
+        try:
+            days[json.loads(line)["time"][:10]].append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return {day: b"".join(lines) for day, lines in sorted(days.items())}
+
+
+def _days(start: datetime, end: datetime) -> list[str]:
+    day = start.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = []
+    while day < end:
+        days.append(f"{day:%Y-%m-%d}")
+        day += timedelta(days=1)
+    return days
+
+
+def _shipped_files(shared: SharedFolder, cache: Path, start: datetime | None, end: datetime | None) -> list[Path]:
+    """Local copies of the chunks shipped under the days of [start, end) (every day when either
+    bound is missing). Shipped chunks never change, so each is downloaded once."""
+    names = [n for prefix in ([f"day={d}/" for d in _days(start, end)] if start and end else ["day="]) for n in shared.objects(prefix)]
+    for name in names:
+        if not (cache / name).exists():
+            shared.download(name, cache / name)
+    return [cache / name for name in sorted(names)]
+
+
+def read_prediction_log(
+    folder: Path, start: datetime | None = None, end: datetime | None = None, shared: SharedFolder | None = None
+) -> pl.DataFrame:
+    """Every logged forecast for hours in [start, end), conformed to ``schema.PREDICTIONS``: the
+    day files in ``folder``, or in production (``shared``, from ``core.shared.shared_folder``)
+    the chunks every service pod shipped there, cached under ``folder/shipped``.
 
     A torn last line (a crash mid-write) is skipped; lines of an older layout without the
     contract's columns are skipped too, so a reader never guesses a horizon or a model. Lines
     written before the interval was recalibrated read ``interval_factor`` 1 (what they served)."""
+    folder = Path(folder)
+    paths = sorted(folder.glob("predictions-*.jsonl")) if shared is None else _shipped_files(shared, folder / SHIPPED, start, end)
     rows = []
-    for path in sorted(Path(folder).glob("predictions-*.jsonl")):
+    for path in paths:
         for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)

@@ -1,6 +1,8 @@
 """Where the service reads site history: the online store (recent hours, one small table) and
 the offline history (every stored hour, one Parquet file per year). Both are written by Dagster
-assets and read by the service, which never opens the warehouse."""
+assets and read by the service, which never opens the warehouse. In production the yearly files
+are written to the shared folder (``core.shared``, ``{prefix}/history/`` in the lake's bucket)
+and every service pod downloads the changed ones into its own folder (``HistoryStore.sync``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import polars as pl
 
 from routeaq_assets.core.files import write_atomically
 from routeaq_assets.core.redact import redact_uri
+from routeaq_assets.core.shared import SharedFolder
 from routeaq_assets.core.windows import year_span
 
 
@@ -103,10 +106,15 @@ class HistoryStore:
 
     Each file is read on its own, so that one corrupt or unreadable year fails only the hours
     that need it (``HistoryUnreadable``); ``problems`` lists the files found unreadable, until
-    the file is replaced."""
+    the file is replaced.
 
-    def __init__(self, folder: Path):
+    With ``shared`` (production), the writer's files go to the shared folder and ``folder`` is
+    the reader's local copy, brought up to date by ``sync``; reads are always local files."""
+
+    def __init__(self, folder: Path, shared: SharedFolder | None = None):
         self.folder = Path(folder)
+        self.shared = shared
+        self._etags: dict[str, str] = {}  # file name -> the ETag of the shared object copied to it
         # file name -> (its mtime when the read failed, the reason)
         self._failed: dict[str, tuple[int, str]] = {}
         self._failed_lock = threading.Lock()
@@ -115,13 +123,33 @@ class HistoryStore:
         return self.folder / f"panel-{year}.parquet"
 
     def write_year(self, year: int, panel: pl.DataFrame) -> None:
-        write_atomically(self.path(year), panel.sort("site_id", "time").write_parquet)
+        if self.shared is None:
+            write_atomically(self.path(year), panel.sort("site_id", "time").write_parquet)
+            return
+        buffer = io.BytesIO()
+        panel.sort("site_id", "time").write_parquet(buffer)
+        self.shared.put(self.path(year).name, buffer.getvalue())
 
     def files(self) -> list[Path]:
         return sorted(self.folder.glob("panel-*.parquet"))
 
     def written_at(self, year: int) -> float | None:
+        if self.shared is not None:
+            return self.shared.modified(self.path(year).name)
         return self.path(year).stat().st_mtime if self.path(year).exists() else None
+
+    def sync(self) -> bool:
+        """Copy the yearly files that changed in the shared folder since the last sync (by ETag,
+        each replaced atomically); True if any did. Embedded there is nothing to copy."""
+        if self.shared is None:
+            return False
+        changed = False
+        for name, etag in self.shared.objects("panel-").items():
+            if name.endswith(".parquet") and (self._etags.get(name) != etag or not (self.folder / name).exists()):
+                self.shared.download(name, self.folder / name)
+                self._etags[name] = etag
+                changed = True
+        return changed
 
     def _read(self, path: Path, query: Callable[[pl.LazyFrame], pl.LazyFrame]) -> pl.DataFrame:
         """``query`` over one file; a failure is recorded and raised as ``HistoryUnreadable``."""

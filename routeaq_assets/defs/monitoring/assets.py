@@ -19,6 +19,7 @@ from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
+from routeaq_assets.core.shared import PREDICTIONS, shared_folder
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
@@ -106,7 +107,8 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
     the last 72 hours, per pollutant and horizon."""
     hours = hours_of(context)
     start, end = hours[0], hours[-1] + timedelta(hours=1)
-    logged = scoring.logged_forecasts(read_prediction_log(load_settings().prediction_log_dir, start, end))
+    settings = load_settings()  # the service's log: its folder, or in production its S3 prefix
+    logged = scoring.logged_forecasts(read_prediction_log(settings.prediction_log_dir, start, end, shared_folder(settings, PREDICTIONS)))
     forecasts = pl.concat([logged, *_as_of(warehouse, model_store, logged, start, end)])
     observations = warehouse.query(
         "SELECT site_id, time, pollutant, value FROM observations WHERE time >= ? AND time < ?", [start - timedelta(hours=MAX_HORIZON), end]
