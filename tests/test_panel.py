@@ -152,3 +152,60 @@ def test_re_ingesting_one_hour_rebuilds_the_stored_features_that_read_it(home, t
     assert stored("no2", CHANGED_HOUR + timedelta(hours=2), "target_lag_1") == [float((CHANGED_HOUR - START) / timedelta(hours=1)) + 1]
     rows = warehouse.query("SELECT count(*) AS n, count(DISTINCT (site_id, time, pollutant)) AS keys FROM silver_features").row(0)
     assert rows == (72 * 3, 72 * 3)
+
+
+SLIPPED_IN = {"writes": 0}
+
+
+class RacedWarehouse(Warehouse):
+    """The embedded warehouse with another run's write slipped in once, between this run's read of
+    the panel and its write of the features: CHANGED_HOUR's NO2 at MY1 restated as 500. It is the
+    interleaving of runs that write neighbouring partitions at once (production's lake lets them)."""
+
+    def panel_with_lookback(self, start: datetime, end: datetime) -> pl.DataFrame:
+        panel = super().panel_with_lookback(start, end)
+        if SLIPPED_IN["writes"] == 0:
+            SLIPPED_IN["writes"] += 1
+            hour = self.query("SELECT * FROM observations WHERE site_id = 'MY1' AND time = ?", [CHANGED_HOUR])
+            restated = hour.with_columns(
+                pl.when(pl.col("pollutant") == "no2").then(500.0).otherwise(pl.col("value")).alias("value"),
+                pl.lit(datetime.now(UTC)).cast(TIME).alias("ingested_at"),
+            )
+            self.replace_window("observations", restated, CHANGED_HOUR, CHANGED_HOUR + timedelta(hours=1), site_ids=["MY1"])
+        return panel
+
+
+def test_features_built_while_another_run_replaces_their_observations_are_built_again(home, tmp_path):
+    import dagster as dg
+
+    from conftest import make_definitions, partition_key
+    from routeaq_assets.resources import ObservationSource, WeatherSource
+
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    _write_site_table(folder, no2_at_changed_hour=36.0)
+    defs = make_definitions(home, observations=ObservationSource(kind="local", folder=str(folder)), weather=WeatherSource(kind="local", folder=str(folder)))
+    instance = dg.DagsterInstance.ephemeral()
+
+    def materialize(selection, first: datetime, last: datetime, resources: dict):
+        tags = {"dagster/asset_partition_range_start": partition_key(first), "dagster/asset_partition_range_end": partition_key(last)}
+        result = dg.materialize([defs.get_assets_def(k) for k in selection], resources=resources, instance=instance, tags=tags, selection=selection)
+        assert result.success
+        return result
+
+    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, instance=instance,
+                          run_config={"ops": {"site_registry": {"config": {"sites": ["MY1"]}}}}).success
+    materialize(["raw_aurn", "raw_weather", "silver_features"], START, START + timedelta(hours=71), defs.resources)
+
+    # The last day's features are built again; CHANGED_HOUR (in their lookback) is restated mid-build.
+    SLIPPED_IN["writes"] = 0
+    raced = {**defs.resources, "warehouse": RacedWarehouse(path=str(home / "warehouse.duckdb"))}
+    result = materialize(["silver_features"], START + timedelta(hours=48), START + timedelta(hours=71), raced)
+    assert SLIPPED_IN["writes"] == 1
+
+    warehouse = Warehouse(path=str(home / "warehouse.duckdb"))
+    lag_24 = warehouse.query(
+        "SELECT target_lag_24 FROM silver_features WHERE site_id = 'MY1' AND pollutant = 'no2' AND time = ?", [CHANGED_HOUR + timedelta(hours=24)]
+    )["target_lag_24"].to_list()
+    assert lag_24 == [500.0]  # built from the observation as stored now, not as read before the other write
+    assert result.asset_materializations_for_node("silver_features")[-1].metadata["builds"].value == 2

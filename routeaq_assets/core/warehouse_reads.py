@@ -25,6 +25,15 @@ class WarehouseReads:
         sites = site_attributes(self.query("SELECT * FROM sites"))
         return hourly_panel(observations, weather, sites, start, end)
 
+    def inputs_version(self, start: datetime, end: datetime) -> tuple:
+        """What ``stored_panel(start, end)`` reads, in brief: the rows of observations and weather
+        in [start, end) and the newest time any of them was ingested. Another run that replaced
+        any of those rows since changes it (a replacement is ingested later)."""
+        return tuple(
+            self.query(f"SELECT count(*) AS n, max(ingested_at) AS newest FROM {table} WHERE time >= ? AND time < ?", [start, end]).row(0)
+            for table in ("observations", "weather")
+        )
+
     def panel_with_lookback(self, start: datetime, end: datetime) -> pl.DataFrame:
         """The hourly panel of [start, end) with the lookback its first rows' features need."""
         return self.stored_panel(lookback_start(start), end)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, SILVER_COLUMNS, build_features, check_horizon
+from routeaq_assets.core.features import MAX_LOOKBACK_HOURS, SILVER_COLUMNS, build_features, check_horizon, lookback_start
 from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
@@ -15,6 +15,7 @@ from routeaq_assets.resources import Warehouse
 
 
 SITES_PER_WRITE = 25
+REBUILD_ATTEMPTS = 5  # builds of one window whose inputs another run keeps replacing, before failing
 
 
 def require_horizon(asset: str, horizon: int) -> None:
@@ -44,14 +45,39 @@ def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     now. Hours whose features were never built stay unbuilt (their own partition builds them)."""
     window = context.partition_time_window
     end = _dependents_end(warehouse, window.end)
-    panel = warehouse.panel_with_lookback(window.start, end)
+    # Another run may replace observations this window reads while it is built (neighbouring
+    # partitions in production, where runs write the lake at once): the features are built again
+    # until the inputs they were built from are still the stored ones after the write.
+    for attempt in range(1, REBUILD_ATTEMPTS + 1):
+        read_from = warehouse.inputs_version(lookback_start(window.start), end)
+        counts, replaced = _build_and_write(context, warehouse, window.start, window.end, end)
+        if warehouse.inputs_version(lookback_start(window.start), end) == read_from:
+            break
+        context.log.warning(f"silver_features: observations or weather read by this window changed while it was built (attempt {attempt}); building again")
+    else:
+        raise dg.Failure(f"silver_features: the inputs of {window.start.isoformat()}..{end.isoformat()} kept changing over {REBUILD_ATTEMPTS} builds")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": counts["rows"],
+            "rows_replaced": replaced,
+            "dependent_hours_rebuilt": int((end - window.end) / timedelta(hours=1)),
+            "target_missing_share": round(counts["missing"] / max(counts["rows"], 1), 4),
+            "builds": attempt,
+        }
+    )
+
+
+def _build_and_write(context: dg.AssetExecutionContext, warehouse: Warehouse, start: datetime, window_end: datetime, end: datetime) -> tuple[dict, int]:
+    """Build the feature rows of [start, window_end) and the stored ones of [window_end, end) from
+    the stored observations and replace them; the counts and the number of rows replaced."""
+    panel = warehouse.panel_with_lookback(start, end)
     # Dependent hours after the window are rebuilt only where their features were built before.
     built = (
-        warehouse.query("SELECT DISTINCT time FROM silver_features WHERE time >= ? AND time < ?", [window.end, end])["time"].to_list()
-        if end > window.end
+        warehouse.query("SELECT DISTINCT time FROM silver_features WHERE time >= ? AND time < ?", [window_end, end])["time"].to_list()
+        if end > window_end
         else []
     )
-    keep = (pl.col("time") >= window.start) & ((pl.col("time") < window.end) | pl.col("time").is_in(built))
+    keep = (pl.col("time") >= start) & ((pl.col("time") < window_end) | pl.col("time").is_in(built))
     # Features are per site: built and written a group of sites and a pollutant at a time, so the
     # memory a window needs stays bounded as sites and years grow.
     site_ids = panel["site_id"].unique().sort().to_list()
@@ -70,16 +96,9 @@ def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
                 progress.advance(f"{pollutant}, {sites[0]}..{sites[-1]}")
                 yield frame
 
-    replaced = warehouse.replace_window("silver_features", frames(), window.start, end)
+    replaced = warehouse.replace_window("silver_features", frames(), start, end)
     progress.note(f"{counts['rows']:,} rows written")
-    return dg.MaterializeResult(
-        metadata={
-            "rows": counts["rows"],
-            "rows_replaced": replaced,
-            "dependent_hours_rebuilt": int((end - window.end) / timedelta(hours=1)),
-            "target_missing_share": round(counts["missing"] / max(counts["rows"], 1), 4),
-        }
-    )
+    return counts, replaced
 
 
 def _dependents_end(warehouse: Warehouse, window_end: datetime) -> datetime:
