@@ -40,7 +40,27 @@ from routeaq_assets.sources.openmeteo import (
 )
 
 
-class Warehouse(WarehouseReads, dg.ConfigurableResource):
+class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
+    """What every asset that reads or writes the warehouse is given: the embedded DuckDB file
+    (``Warehouse``, the default) or, in production, the day-partitioned Parquet lake on S3
+    (``storage.LakeWarehouse``). Both answer the shared reads of ``WarehouseReads``."""
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def has_table(self, table: str) -> bool:
+        raise NotImplementedError
+
+    def replace_window(
+        self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], start: datetime, end: datetime, site_ids: list[str] | None = None
+    ) -> int:
+        raise NotImplementedError
+
+    def replace_table(self, table: str, frame: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+
+class Warehouse(WarehouseResource):
     """The embedded DuckDB warehouse. DuckDB lets one process write the file or many read it,
     never both: every connection takes a lock on ``<path>.lock`` first (shared to read,
     exclusive to write) and waits up to ``lock_timeout_s`` for it, so runs, ``online_features``

@@ -38,7 +38,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from routeaq_assets.core.files import write_atomically
-from routeaq_assets.core.warehouse_reads import WarehouseReads
+from routeaq_assets.resources import WarehouseResource
 from routeaq_assets.core.windows import check_rows_for_window
 
 COMMIT_ATTEMPTS = 20
@@ -66,7 +66,7 @@ def _missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404")
 
 
-class LakeWarehouse(WarehouseReads, dg.ConfigurableResource):
+class LakeWarehouse(WarehouseResource):
     """The warehouse interface (``replace_window``, ``replace_table``, ``query``, ``has_table``,
     and the shared reads of ``WarehouseReads``) on Parquet objects in S3. Any number of runs and pods may read and write at once."""
 

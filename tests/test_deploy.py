@@ -56,6 +56,12 @@ def service_files() -> list[Path]:
     return sorted({p for pattern in includes for p in REPO.glob(pattern) if p.suffix == ".py"})
 
 
+def image_variables(dockerfile: Path) -> set[str]:
+    """The variables an image sets itself (its ``ENV`` instructions): set in every pod it runs."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    return {name for line in text.splitlines() if line.startswith("ENV ") for name in re.findall(r"([A-Z_][A-Z0-9_]*)=", line)}
+
+
 def instance_variables() -> set[str]:
     """The variables deploy/dagster.yaml takes its settings from (``{env: NAME}``)."""
     found: set[str] = set()
@@ -206,6 +212,7 @@ def test_variable_scan_finds_what_the_code_reads():
     assert {"ROUTEAQ_ENV", "ROUTEAQ_HOME", "ROUTEAQ_SITES", "MLFLOW_TRACKING_URI"} <= variables_read(user_code_files())
     assert "ROUTEAQ_REFRESH_SECONDS" in variables_read(service_files())
     assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD"} <= instance_variables()
+    assert image_variables(REPO / "deploy" / "user-code.Dockerfile") >= {"DAGSTER_HOME", "OMP_WAIT_POLICY"}
     sample = 'a = os.environ.get("A_1")\nb = os.getenv( "B" )\nc = os.environ["C"]\nd = dg.EnvVar("D")\ne = EnvVar.int("E")\n'
     assert set(ENV_READ.findall(sample)) == {"A_1", "B", "C", "D", "E"}
 
@@ -219,7 +226,8 @@ def _container_env(manifest: Path, kind: str, name: str) -> set[str]:
 def test_helm_user_code_and_its_runs_get_every_variable():
     deployment = yaml.safe_load(HELM_VALUES.read_text())["dagster-user-deployments"]["deployments"][0]
     from_secrets = {key for secret in deployment.get("envSecrets", []) for key in SECRET_KEYS[secret["name"]]}
-    missing = variables_read(user_code_files()) - set(deployment["env"]) - from_secrets
+    from_image = image_variables(REPO / "deploy" / "user-code.Dockerfile")
+    missing = variables_read(user_code_files()) - set(deployment["env"]) - from_secrets - from_image
     assert not missing, f"deploy/helm/values.yaml: the user-code deployment does not set {sorted(missing)}"
     # Run pods start with the code location's environment only when this is on.
     assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True

@@ -20,7 +20,7 @@ from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataE
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import require_horizon, silver_features
 from routeaq_assets.defs.training import ModelConfig
-from routeaq_assets.resources import Lake, ModelStore, ObservationSource, Warehouse
+from routeaq_assets.resources import Lake, ModelStore, ObservationSource, WarehouseResource
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
 
 
@@ -109,7 +109,7 @@ def _report(
 
 
 @dg.asset(group_name="evaluation", deps=[silver_features], kinds={"lightgbm", "mlflow"})
-def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: Warehouse, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: WarehouseResource, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
     """Rolling-origin backtest of every pollutant on the stored features: each fold trains on the
     hours before it, and RMSE, MAE, bias, skill and interval coverage are reported per pollutant
     and site beside persistence and same-hour-yesterday."""

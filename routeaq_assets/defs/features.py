@@ -11,7 +11,7 @@ from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import Warehouse
+from routeaq_assets.resources import WarehouseResource
 
 
 SITES_PER_WRITE = 25
@@ -34,7 +34,7 @@ def require_horizon(asset: str, horizon: int) -> None:
     deps=[raw_aurn, raw_weather],
     pool="warehouse",
 )
-def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def silver_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Model features for every site, hour and target pollutant of the partition window; each
     row sees observations before its hour only.
 
@@ -67,7 +67,7 @@ def silver_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     )
 
 
-def _build_and_write(context: dg.AssetExecutionContext, warehouse: Warehouse, start: datetime, window_end: datetime, end: datetime) -> tuple[dict, int]:
+def _build_and_write(context: dg.AssetExecutionContext, warehouse: WarehouseResource, start: datetime, window_end: datetime, end: datetime) -> tuple[dict, int]:
     """Build the feature rows of [start, window_end) and the stored ones of [window_end, end) from
     the stored observations and replace them; the counts and the number of rows replaced."""
     panel = warehouse.panel_with_lookback(start, end)
@@ -101,7 +101,7 @@ def _build_and_write(context: dg.AssetExecutionContext, warehouse: Warehouse, st
     return counts, replaced
 
 
-def _dependents_end(warehouse: Warehouse, window_end: datetime) -> datetime:
+def _dependents_end(warehouse: WarehouseResource, window_end: datetime) -> datetime:
     """The end of the stored feature rows that read the window's observations: up to
     ``MAX_LOOKBACK_HOURS`` after it, no further than the newest stored feature row."""
     if not warehouse.has_table("silver_features"):

@@ -29,7 +29,7 @@ from routeaq_assets.defs.ingest_checks import (
     weather_check_specs,
 )
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
+from routeaq_assets.resources import ObservationSource, WarehouseResource, WeatherSource
 from routeaq_assets.sources.http import SourceUnavailable
 
 
@@ -39,7 +39,7 @@ class SiteRegistryConfig(dg.Config):
 
 
 @dg.asset(group_name="ingest", kinds={"duckdb"}, pool="warehouse")
-def site_registry(config: SiteRegistryConfig, warehouse: Warehouse, observations: ObservationSource) -> dg.MaterializeResult:
+def site_registry(config: SiteRegistryConfig, warehouse: WarehouseResource, observations: ObservationSource) -> dg.MaterializeResult:
     """The monitoring sites RouteAQ forecasts for: network, coordinates, type, and which
     pollutants each measures from when to when (the network's published metadata)."""
     try:
@@ -88,14 +88,14 @@ def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     return window.start, window.end
 
 
-def _registry(warehouse: Warehouse) -> pl.DataFrame:
+def _registry(warehouse: WarehouseResource) -> pl.DataFrame:
     if not warehouse.has_table("sites"):
         raise dg.Failure("no site registry in the warehouse: materialize site_registry first")
     return warehouse.query("SELECT * FROM sites")
 
 
 @dg.asset(**HOURLY_INGEST, check_specs=observation_check_specs("raw_aurn"))
-def raw_aurn(context: dg.AssetExecutionContext, warehouse: Warehouse, observations: ObservationSource):
+def raw_aurn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, observations: ObservationSource):
     """Hourly observations of every registered site (observations contract), read from the
     configured source. Only what was read is replaced, site-year by site-year: a site-year the
     source does not have (no file, a 404, a site no longer registered) is no new data and keeps
@@ -202,7 +202,7 @@ def _year_window(year: int, start: datetime, end: datetime) -> tuple[datetime, d
 
 
 def _stored_rows(
-    warehouse: Warehouse, table: str, start: datetime, end: datetime, read_from: pl.DataFrame | None, columns: str, same_source: bool = True
+    warehouse: WarehouseResource, table: str, start: datetime, end: datetime, read_from: pl.DataFrame | None, columns: str, same_source: bool = True
 ) -> pl.DataFrame:
     """Stored rows of [start, end) of the sites read again: only those that came from the same
     files (``site_id``, ``source``), or with ``same_source=False`` every source's (live hours
@@ -237,7 +237,7 @@ def _by_year(read: dict[tuple[str, int], pl.DataFrame], start: datetime, end: da
 
 
 @dg.asset(**HOURLY_INGEST, check_specs=weather_check_specs("raw_weather"))
-def raw_weather(context: dg.AssetExecutionContext, warehouse: Warehouse, weather: WeatherSource):
+def raw_weather(context: dg.AssetExecutionContext, warehouse: WarehouseResource, weather: WeatherSource):
     """Hourly weather at every registered site (weather contract), with its kind (reanalysis or
     forecast). As for observations, only the sites read are replaced: a site the source has no
     weather for keeps its stored weather (so a site whose observation file vanished keeps both)."""

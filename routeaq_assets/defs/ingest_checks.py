@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.quality import VALUE_RANGES, daily_completeness, frozen_runs, markdown_table, out_of_range
-from routeaq_assets.resources import Warehouse
+from routeaq_assets.resources import WarehouseResource
 
 CHECK_VALUE_RANGE = "values_in_physical_range"
 CHECK_UNIQUE_HOURS = "one_row_per_site_hour"
@@ -37,7 +37,7 @@ def weather_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(CHECK_UNIQUE_HOURS, asset=asset, blocking=True, description="One stored row per site and hour.")]
 
 
-def range_check(warehouse: Warehouse, start: datetime, end: datetime) -> dg.AssetCheckResult:
+def range_check(warehouse: WarehouseResource, start: datetime, end: datetime) -> dg.AssetCheckResult:
     """The stored window, whatever wrote it (this run quarantines what it reads out of range)."""
     bounds = ", ".join(f"('{p}', {low}, {high})" for p, (low, high) in VALUE_RANGES.items())
     suspects = warehouse.query(  # filtered in DuckDB: a year of a whole network stays out of memory
@@ -70,7 +70,7 @@ def quarantine_check(quarantined: pl.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-def quality_checks(warehouse: Warehouse, start: datetime, end: datetime):
+def quality_checks(warehouse: WarehouseResource, start: datetime, end: datetime):
     """Completeness of the days the window touches, frozen values over the last day, freshness."""
     day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
     recent = warehouse.query(
@@ -108,7 +108,7 @@ def quality_checks(warehouse: Warehouse, start: datetime, end: datetime):
     )
 
 
-def unique_check(warehouse: Warehouse, table: str, keys: list[str], start: datetime, end: datetime) -> dg.AssetCheckResult:
+def unique_check(warehouse: WarehouseResource, table: str, keys: list[str], start: datetime, end: datetime) -> dg.AssetCheckResult:
     repeated = warehouse.query(
         f"SELECT {', '.join(keys)}, count(*) AS copies FROM {table} WHERE time >= ? AND time < ? GROUP BY ALL HAVING count(*) > 1 ORDER BY ALL",
         [start, end],

@@ -8,7 +8,7 @@ import polars as pl
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS
 from routeaq_assets.core.sites import site_attributes
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
-from routeaq_assets.resources import OnlineStore, Warehouse, WeatherSource
+from routeaq_assets.resources import OnlineStore, WarehouseResource, WeatherSource
 
 
 class OnlineFeaturesConfig(dg.Config):
@@ -16,7 +16,7 @@ class OnlineFeaturesConfig(dg.Config):
 
 
 @dg.asset(group_name="serving", deps=[raw_aurn, raw_weather], kinds={"parquet"})
-def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather: WeatherSource, online_store: OnlineStore) -> dg.MaterializeResult:
+def online_features(config: OnlineFeaturesConfig, warehouse: WarehouseResource, weather: WeatherSource, online_store: OnlineStore) -> dg.MaterializeResult:
     """Recent hourly history of every site (pollutants, weather, site attributes) plus the
     weather forecast for the next 24 hours, so the service forecasts without touching the warehouse;
     and the yearly history files for forecasts of older hours, rewritten where data changed."""
@@ -43,7 +43,7 @@ def online_features(config: OnlineFeaturesConfig, warehouse: Warehouse, weather:
     )
 
 
-def _refresh_history(warehouse: Warehouse, online_store: OnlineStore) -> list[int]:
+def _refresh_history(warehouse: WarehouseResource, online_store: OnlineStore) -> list[int]:
     """Rewrite each year's history file that is missing or older than its newest ingested row."""
     history = online_store.history()
     changed = warehouse.query(

@@ -15,7 +15,7 @@ from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import TrainingSettings, champion_overlap, promotion_decision
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import require_horizon, silver_features
-from routeaq_assets.resources import ModelStore, Warehouse
+from routeaq_assets.resources import ModelStore, WarehouseResource
 
 CHECK_GATE = "beats_persistence"
 
@@ -63,7 +63,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
     candidate_name = f"{pollutant}_candidate"
 
     @dg.asset(name=candidate_name, group_name="training", deps=[silver_features], kinds={"lightgbm", "mlflow"})
-    def candidate(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: Warehouse, model_store: ModelStore) -> dg.Output[dict]:
+    def candidate(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource, model_store: ModelStore) -> dg.Output[dict]:
         """A LightGBM forecaster with an 80 % interval, trained on the trailing window before the
         held-out hours and registered in MLflow as a new version (one model per horizon)."""
         require_horizon(candidate_name, config.horizon)

@@ -23,7 +23,7 @@ from routeaq_assets.core.shared import PREDICTIONS, shared_folder
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import Lake, ModelStore, OnlineStore, Warehouse
+from routeaq_assets.resources import Lake, ModelStore, OnlineStore, WarehouseResource
 
 PERFORMANCE = "reports/performance"
 # What accumulates in the lake: a JSON record per hour (a few kB) for RETAIN_DAYS, and the
@@ -64,7 +64,7 @@ def _champions(model_store: ModelStore) -> dict[tuple[str, int], str]:
     return {names[n]: v for n, v in model_store.registry().champions(model_store.prefix).items() if n in names}
 
 
-def _as_of(warehouse: Warehouse, model_store: ModelStore, logged: pl.DataFrame, start: datetime, end: datetime) -> list[pl.DataFrame]:
+def _as_of(warehouse: WarehouseResource, model_store: ModelStore, logged: pl.DataFrame, start: datetime, end: datetime) -> list[pl.DataFrame]:
     """Champion forecasts for the hours of [start, end) that no logged forecast covers, from the
     stored features. Hours the champion was trained on get none: they would flatter it."""
     frames = []
@@ -99,7 +99,7 @@ def _plot(lake: Lake, scored: pl.DataFrame, pollutant: str) -> str | None:
     kinds={"duckdb", "polars"},
     pool="warehouse",
 )
-def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+def forecast_performance(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
     """Every forecast made for the partition's hours (the prediction log; as-of champion forecasts
     from the stored features where none was served), per site, pollutant and hours ahead, joined
     with the observation at that hour and at the forecast's origin (persistence); stored in
@@ -153,7 +153,7 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
     deps=[forecast_performance],
     kinds={"duckdb", "polars"},
 )
-def interval_calibration(context: dg.AssetExecutionContext, warehouse: Warehouse, online_store: OnlineStore) -> dg.MaterializeResult:
+def interval_calibration(context: dg.AssetExecutionContext, warehouse: WarehouseResource, online_store: OnlineStore) -> dg.MaterializeResult:
     """Per pollutant, hours ahead and site, the factor the champion's interval offsets are
     multiplied by so that the interval would have covered its share (80 %) of the forecasts
     scored in the last 28 days (``core.intervals``), as of the end of the partition's hours;
@@ -201,7 +201,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
         kinds={"evidently"},
         pool="warehouse",
     )
-    def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: Warehouse, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+    def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: WarehouseResource, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
         """Drift of the pollutant's model inputs over the 24 hours ending with each partition hour
         against the champion's training rows (see ``core.drift`` for the window, thresholds and
         method); a JSON record per hour, Evidently's page when the alarm fires."""
