@@ -94,6 +94,8 @@ def test_a_chunk_s3_refused_stays_and_a_later_flush_ships_it(tmp_path):
 def test_monitoring_in_production_scores_what_the_service_shipped(monitored_home, production, tmp_path):
     """forecast_performance reads the prediction log from S3 in production: the pod's folder is
     on another machine, so nothing of it is in this home."""
+    for local in (monitored_home / "predictions").glob("predictions-*.jsonl"):
+        local.unlink()  # what other tests served from the shared trained home: not this pod's
     pod = PredictionLog(tmp_path / "pod", shared_folder(production, PREDICTIONS), name="pod-a-1")
     answers = [served(site, hour, "pm25", 20.0) for hour in HOURS[:2] for site in ("MY1", "CLL2")]
     pod.append(answers)
