@@ -117,26 +117,41 @@ def _write_site_table(folder, no2_at_changed_hour: float) -> None:
     ).write_csv(folder / "MY1_2025.csv")
 
 
-def test_re_ingesting_one_hour_rebuilds_the_stored_features_that_read_it(home, tmp_path):
-    import dagster as dg
+class MY1Home:
+    """A home fed three days of MY1 from an openair export (``_write_site_table``), ingested and
+    featurised; ``materialize`` runs assets over a range of hourly partitions."""
 
-    from conftest import make_definitions, partition_key
-    from routeaq_assets.resources import ObservationSource, WeatherSource
+    def __init__(self, home, tmp_path):
+        import dagster as dg
 
-    folder = tmp_path / "tables"
-    folder.mkdir()
-    _write_site_table(folder, no2_at_changed_hour=36.0)
-    defs = make_definitions(home, observations=ObservationSource(kind="local", folder=str(folder)), weather=WeatherSource(kind="local", folder=str(folder)))
-    instance = dg.DagsterInstance.ephemeral()
+        from conftest import make_definitions
+        from routeaq_assets.resources import ObservationSource, WeatherSource
 
-    def materialize(selection, first: datetime, last: datetime):
+        self.folder = tmp_path / "tables"
+        self.folder.mkdir()
+        _write_site_table(self.folder, no2_at_changed_hour=36.0)
+        local = {"observations": ObservationSource(kind="local", folder=str(self.folder)), "weather": WeatherSource(kind="local", folder=str(self.folder))}
+        self.defs = make_definitions(home, **local)
+        self.instance = dg.DagsterInstance.ephemeral()
+        assert dg.materialize([self.defs.get_assets_def("site_registry")], resources=self.defs.resources, instance=self.instance,
+                              run_config={"ops": {"site_registry": {"config": {"sites": ["MY1"]}}}}).success
+        self.materialize(["raw_aurn", "raw_weather", "silver_features"], START, START + timedelta(hours=71))
+
+    def materialize(self, selection: list[str], first: datetime, last: datetime, resources: dict | None = None):
+        import dagster as dg
+
+        from conftest import partition_key
+
         tags = {"dagster/asset_partition_range_start": partition_key(first), "dagster/asset_partition_range_end": partition_key(last)}
-        assets = [defs.get_assets_def(key) for key in selection]
-        assert dg.materialize(assets, resources=defs.resources, instance=instance, tags=tags, selection=selection).success
+        assets = [self.defs.get_assets_def(key) for key in selection]
+        result = dg.materialize(assets, resources=resources or self.defs.resources, instance=self.instance, tags=tags, selection=selection)
+        assert result.success
+        return result
 
-    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, instance=instance,
-                          run_config={"ops": {"site_registry": {"config": {"sites": ["MY1"]}}}}).success
-    materialize(["raw_aurn", "raw_weather", "silver_features"], START, START + timedelta(hours=71))
+
+def test_re_ingesting_one_hour_rebuilds_the_stored_features_that_read_it(home, tmp_path):
+    my1 = MY1Home(home, tmp_path)
+    folder, materialize = my1.folder, my1.materialize
 
     _write_site_table(folder, no2_at_changed_hour=500.0)  # the source restates one hour
     materialize(["raw_aurn", "silver_features"], CHANGED_HOUR, CHANGED_HOUR)  # only that hour is re-ingested
@@ -176,31 +191,11 @@ class RacedWarehouse(Warehouse):
 
 
 def test_features_built_while_another_run_replaces_their_observations_are_built_again(home, tmp_path):
-    import dagster as dg
-
-    from conftest import make_definitions, partition_key
-    from routeaq_assets.resources import ObservationSource, WeatherSource
-
-    folder = tmp_path / "tables"
-    folder.mkdir()
-    _write_site_table(folder, no2_at_changed_hour=36.0)
-    defs = make_definitions(home, observations=ObservationSource(kind="local", folder=str(folder)), weather=WeatherSource(kind="local", folder=str(folder)))
-    instance = dg.DagsterInstance.ephemeral()
-
-    def materialize(selection, first: datetime, last: datetime, resources: dict):
-        tags = {"dagster/asset_partition_range_start": partition_key(first), "dagster/asset_partition_range_end": partition_key(last)}
-        result = dg.materialize([defs.get_assets_def(k) for k in selection], resources=resources, instance=instance, tags=tags, selection=selection)
-        assert result.success
-        return result
-
-    assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, instance=instance,
-                          run_config={"ops": {"site_registry": {"config": {"sites": ["MY1"]}}}}).success
-    materialize(["raw_aurn", "raw_weather", "silver_features"], START, START + timedelta(hours=71), defs.resources)
-
+    my1 = MY1Home(home, tmp_path)
     # The last day's features are built again; CHANGED_HOUR (in their lookback) is restated mid-build.
     SLIPPED_IN["writes"] = 0
-    raced = {**defs.resources, "warehouse": RacedWarehouse(path=str(home / "warehouse.duckdb"))}
-    result = materialize(["silver_features"], START + timedelta(hours=48), START + timedelta(hours=71), raced)
+    raced = {**my1.defs.resources, "warehouse": RacedWarehouse(path=str(home / "warehouse.duckdb"))}
+    result = my1.materialize(["silver_features"], START + timedelta(hours=48), START + timedelta(hours=71), raced)
     assert SLIPPED_IN["writes"] == 1
 
     warehouse = Warehouse(path=str(home / "warehouse.duckdb"))
