@@ -63,6 +63,10 @@ def test_two_service_pods_ship_every_prediction_once(production, tmp_path, bucke
     first_day = read_prediction_log(page, DAY, DAY + timedelta(days=1), shared)
     assert first_day.height == len(appended) // 2 and first_day["time"].max() < DAY + timedelta(days=1)
     assert [p.name for p in (page / "shipped").iterdir()] == ["day=2025-08-01"]  # only the window's day was fetched
+    read_prediction_log(page, DAY + timedelta(days=8), DAY + timedelta(days=9), shared)  # a week later
+    assert [p.name for p in (page / "shipped").iterdir()] == []  # days over a week before the window read are not kept
+    read_prediction_log(page, DAY + timedelta(days=1), DAY + timedelta(days=2), shared)
+    assert [p.name for p in (page / "shipped").iterdir()] == ["day=2025-08-02"]
 
 
 def test_a_chunk_s3_refused_stays_and_a_later_flush_ships_it(tmp_path):

@@ -15,6 +15,7 @@ service appended, with no conversion in the service, and both layouts are read b
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from routeaq_assets.core.schema import PREDICTIONS, TIME
 from routeaq_assets.core.shared import SharedFolder
 
 SHIPPED = "shipped"  # the reader's local copies of shipped chunks, in the log folder
+CACHE_DAYS = 7  # cached days kept before the start of the window read
 
 
 # Columns added to the contract later, and what a line written before them meant.
@@ -82,11 +84,17 @@ def _days(start: datetime, end: datetime) -> list[str]:
 
 def _shipped_files(shared: SharedFolder, cache: Path, start: datetime | None, end: datetime | None) -> list[Path]:
     """Local copies of the chunks shipped under the days of [start, end) (every day when either
-    bound is missing). Shipped chunks never change, so each is downloaded once."""
+    bound is missing). Shipped chunks never change, so each is downloaded once; cached days more
+    than ``CACHE_DAYS`` before ``start`` are removed, so a long-lived reader's cache stays small."""
     names = [n for prefix in ([f"day={d}/" for d in _days(start, end)] if start and end else ["day="]) for n in shared.objects(prefix)]
     for name in names:
         if not (cache / name).exists():
             shared.download(name, cache / name)
+    if start is not None and cache.is_dir():
+        oldest = f"day={start - timedelta(days=CACHE_DAYS):%Y-%m-%d}"
+        for day in cache.glob("day=*"):
+            if day.name < oldest:
+                shutil.rmtree(day, ignore_errors=True)
     return [cache / name for name in sorted(names)]
 
 
