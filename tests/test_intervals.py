@@ -74,6 +74,13 @@ def test_only_scored_hours_before_as_of_and_inside_the_window_count():
     assert factors.filter(pl.col("site_id") == "A")["forecasts"].item() == counted == 672
     unobserved = frame.with_columns(pl.when(pl.col("time") >= as_of - timedelta(hours=100)).then(None).otherwise(pl.col("observed")).alias("observed"))
     assert interval_factors(unobserved, as_of, window_days=28).filter(pl.col("site_id") == "A")["forecasts"].item() == 572
+    # a forecast that could not be made (no recent observation: pred null, or NaN) is not scored
+    unforecast = frame.with_columns(
+        pl.when(pl.col("time") == as_of - timedelta(hours=1)).then(None).when(pl.col("time") == as_of - timedelta(hours=2)).then(float("nan"))
+        .otherwise(pl.col("pred")).alias("pred")
+    )
+    factors = interval_factors(unforecast, as_of, window_days=28).filter(pl.col("site_id") == "A")
+    assert factors["forecasts"].item() == 670 and np.isfinite(factors["factor"].item())
 
 
 def test_conformity_is_in_half_widths_on_each_side():

@@ -65,9 +65,8 @@ def interval_factors(
     one per pollutant and hours ahead (``site_id`` ``ALL_SITES``) when all its sites together have
     that many. ``scored`` has site_id, time, pollutant, hours_ahead, pred, lower, upper, observed and
     optionally interval_factor (the factor each was served with; 1 when absent)."""
-    window = scored.filter(
-        (pl.col("time") < as_of) & (pl.col("time") >= as_of - timedelta(days=window_days)) & pl.col("observed").is_not_null()
-    )
+    scorable = pl.all_horizontal(pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in ("pred", "lower", "upper", "observed"))
+    window = scored.filter((pl.col("time") < as_of) & (pl.col("time") >= as_of - timedelta(days=window_days)) & scorable)
     if window.is_empty():
         return empty_factors()
     served = window["interval_factor"].fill_null(1.0).to_numpy() if "interval_factor" in window.columns else 1.0
