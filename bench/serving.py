@@ -37,20 +37,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
+def wait_for(port: int, process: subprocess.Popen, path: str = "/health", seconds: float = 120) -> bytes:
+    """The body of the server's first 200 answer to ``GET path``; exits when the server process
+    ends or has not answered 200 within ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"server exited with {process.returncode}")
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            if response.status == 200:
+                return body
         except OSError:
             pass
         time.sleep(0.5)
-    raise SystemExit("server did not become healthy")
+    raise SystemExit(f"server did not answer 200 on {path} within {seconds:.0f} s")
 
 
 def bodies(newest: datetime) -> list[bytes]:
@@ -139,7 +143,7 @@ def main() -> None:
         port = free_port()
         process = subprocess.Popen([str(BIN / command[0]), *command[1:], str(port)], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_healthy(port, process)
+            wait_for(port, process)
             closed_loop(port, payloads, 2, args.concurrency)  # warm-up
             results[name] = closed_loop(port, payloads, args.seconds, args.concurrency)
             if name.startswith("routeaq"):

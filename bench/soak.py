@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psutil
+from serving import free_port, wait_for  # bench/serving.py: the same servers' start-up
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -45,12 +45,6 @@ MALFORMED = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mib(process: psutil.Process) -> float:
     family = [process, *process.children(recursive=True)]
     total = 0
@@ -64,24 +58,6 @@ def rss_mib(process: psutil.Process) -> float:
 
 def log_lines(folder: Path) -> int:
     return sum(len(f.read_bytes().splitlines()) for f in folder.glob("predictions-*.jsonl"))
-
-
-def wait_ready(port: int, process: subprocess.Popen, seconds: float = 180) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"bentoml serve exited with {process.returncode}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/ready")
-            response = connection.getresponse()
-            body = json.loads(response.read())
-            if response.status == 200:
-                return body
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("bentoml serve did not become ready")
 
 
 def valid_requests(ready: dict, rng: random.Random) -> tuple[list[bytes], list[bytes]]:
@@ -113,7 +89,7 @@ def main() -> None:
     answered = reconnects = 0
     samples: list[tuple[float, float]] = []
     try:
-        ready = wait_ready(port, process)
+        ready = json.loads(wait_for(port, process, "/ready", 180))
         singles, batches = valid_requests(ready, rng)
         lines_before = log_lines(home / "predictions")
         server = psutil.Process(process.pid)
