@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import polars as pl
@@ -92,30 +93,37 @@ def conditional_coverage(predictions: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([pooled, by_site.select(pooled.columns)], how="vertical_relaxed").sort("pollutant", order, "site_id")
 
 
+ALIGNMENT = re.compile(r"[<>]\d+")  # a format spec's alignment and width, e.g. ">8" of ">8.3f"
+
+
+def text_table(table: pl.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> str:
+    """A plain-text table: a header, a rule, then a line a row; ``columns`` are (title, column,
+    format spec), the title aligned as the spec's leading alignment and width say."""
+    header = " ".join(f"{title:{ALIGNMENT.match(spec).group()}}" for title, _, spec in columns)
+    lines = [header, "-" * len(header)]
+    lines += [" ".join(f"{r[column]:{spec}}" for _, column, spec in columns) for r in table.iter_rows(named=True)]
+    return "\n".join(lines)
+
+
+ROW_LABELS = (("pollutant", "pollutant", "<9"), ("site", "site_id", "<6"), ("hours", "hours", ">6.0f"))
+
+
 def format_coverage(table: pl.DataFrame) -> str:
     """``cover``: the served (recalibrated) interval; ``model``: the model's own, as calibrated at
     training."""
-    header = f"{'pollutant':<9} {'site':<6} {'hours':>6} {'cover':>6} {'model':>6} {'top-10% hours':>13} {'top-10% cover':>13}"
-    lines = [header, "-" * len(header)]
-    for r in table.iter_rows(named=True):
-        lines.append(
-            f"{r['pollutant']:<9} {r['site_id']:<6} {int(r['hours']):>6} {r['coverage']:>6.1%} {r['model_coverage']:>6.1%} "
-            f"{int(r['top_hours']):>13} {r['top_decile_coverage']:>13.1%}"
-        )
-    return "\n".join(lines)
+    return text_table(table, (
+        *ROW_LABELS, ("cover", "coverage", ">6.1%"), ("model", "model_coverage", ">6.1%"),
+        ("top-10% hours", "top_hours", ">13.0f"), ("top-10% cover", "top_decile_coverage", ">13.1%"),
+    ))
 
 
 def format_table(table: pl.DataFrame) -> str:
     """A plain-text metrics table, persistence beside every model figure."""
-    header = f"{'pollutant':<9} {'site':<6} {'hours':>6} {'RMSE':>8} {'persist':>8} {'yesterday':>9} {'skill':>7} {'MAE':>7} {'bias':>7} {'cover':>6} {'width':>7}"
-    lines = [header, "-" * len(header)]
-    for r in table.iter_rows(named=True):
-        lines.append(
-            f"{r['pollutant']:<9} {r['site_id']:<6} {int(r['hours']):>6} {r['model_rmse']:>8.3f} {r['persistence_rmse']:>8.3f} "
-            f"{r['yesterday_rmse']:>9.3f} {r['skill_vs_persistence']:>7.1%} {r['model_mae']:>7.3f} {r['model_bias']:>7.3f} "
-            f"{r['interval_coverage']:>6.1%} {r['interval_width']:>7.2f}"
-        )
-    return "\n".join(lines)
+    return text_table(table, (
+        *ROW_LABELS, ("RMSE", "model_rmse", ">8.3f"), ("persist", "persistence_rmse", ">8.3f"), ("yesterday", "yesterday_rmse", ">9.3f"),
+        ("skill", "skill_vs_persistence", ">7.1%"), ("MAE", "model_mae", ">7.3f"), ("bias", "model_bias", ">7.3f"),
+        ("cover", "interval_coverage", ">6.1%"), ("width", "interval_width", ">7.2f"),
+    ))
 
 
 def forecast_plot(predictions: pl.DataFrame, site_id: str, pollutant: str, hours: int = 168, horizon: int = 1) -> bytes:
