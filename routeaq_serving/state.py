@@ -49,15 +49,13 @@ class Rows:
     index: dict[tuple[str, datetime], int]
 
 
-def prepare(
-    panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime, horizon: int = 1, factors: pl.DataFrame | None = None
-) -> Rows:
+def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime, horizon: int, factors: pl.DataFrame) -> Rows:
     """Model inputs for every site-hour of ``panel`` from ``first``; the interval offsets are the
     model's times the site's published factor for ``pollutant`` and ``horizon`` (1 without one)."""
     rows = build_features(panel, pollutant, horizon).filter(pl.col("time") >= first)
     lower, upper = model.forecaster.interval_offsets(rows)
     keys = rows.select("site_id", pl.lit(pollutant).alias("pollutant"), pl.lit(horizon, pl.Int64).alias("hours_ahead"))
-    factor = factors_for(factors if factors is not None else empty_factors(), keys)
+    factor = factors_for(factors, keys)
     return Rows(
         x=feature_matrix(rows, model.forecaster.feature_names),
         base=forecast_base(rows),
