@@ -340,22 +340,54 @@ class ModelStore(dg.ConfigurableResource):
 
 
 class Lake(dg.ConfigurableResource):
-    """Files that are not tables: reports and snapshots. A local folder when embedded."""
+    """The lake's contract for files that are not tables (reports, plots, monitoring records).
+
+    Keys are relative, ``/``-separated names (``reports/drift/no2/2025-08-01T12.json``); every
+    method takes and returns keys, and ``uri`` turns one into an address a person or tool can
+    open. Two implementations, chosen by the environment mapping: ``LocalLake`` (a folder) and
+    ``storage.S3Lake`` (objects under a bucket prefix). ``tests/test_lake_contract.py`` runs the
+    same tests against both."""
+
+    def uri(self, key: str = "") -> str:
+        """Where ``key`` lives (a folder path, or ``s3://bucket/prefix/key``); '' for the root."""
+        raise NotImplementedError
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        """Store ``data`` at ``key`` atomically (a reader sees the old or the new file); returns its URI."""
+        raise NotImplementedError
+
+    def read_bytes(self, key: str) -> bytes | None:
+        """The file at ``key``, or None if there is none."""
+        raise NotImplementedError
+
+    def list_keys(self, prefix: str, suffix: str = "") -> list[str]:
+        """Keys directly under the folder ``prefix`` (not in its sub-folders) ending with
+        ``suffix``, in name order."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a key that is not there is not an error."""
+        raise NotImplementedError
+
+
+class LocalLake(Lake):
+    """The lake as a local folder (the embedded default)."""
 
     root: str
+
+    def uri(self, key: str = "") -> str:
+        return str(Path(self.root) / key) if key else str(Path(self.root))
 
     def write_bytes(self, key: str, data: bytes) -> str:
         return str(write_atomically(Path(self.root) / key, data))
 
     def read_bytes(self, key: str) -> bytes | None:
-        """The file at ``key``, or None if there is none."""
         path = Path(self.root) / key
-        return path.read_bytes() if path.exists() else None
+        return path.read_bytes() if path.is_file() else None
 
     def list_keys(self, prefix: str, suffix: str = "") -> list[str]:
-        """Keys under the folder ``prefix`` ending with ``suffix``, in name order."""
         folder = Path(self.root) / prefix
-        return sorted(f"{prefix}/{p.name}" for p in folder.glob(f"*{suffix}")) if folder.exists() else []
+        return sorted(f"{prefix}/{p.name}" for p in folder.glob(f"*{suffix}") if p.is_file()) if folder.exists() else []
 
     def delete(self, key: str) -> None:
         (Path(self.root) / key).unlink(missing_ok=True)
@@ -412,7 +444,7 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "model_store": ModelStore(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.home / "mlflow" / "artifacts"), prefix=settings.model_prefix
         ),
-        "lake": Lake(root=str(settings.lake_root)),
+        "lake": LocalLake(root=str(settings.lake_root)),
         "online_store": OnlineStore(target=settings.online_store_target, history_folder=str(settings.history_dir)),
     }
 

@@ -38,7 +38,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from routeaq_assets.core.files import write_atomically
-from routeaq_assets.resources import WarehouseResource
+from routeaq_assets.resources import Lake, WarehouseResource
 from routeaq_assets.core.windows import check_rows_for_window
 
 COMMIT_ATTEMPTS = 20
@@ -208,17 +208,50 @@ class LakeWarehouse(WarehouseResource):
             con.close()
 
 
-class S3Lake(dg.ConfigurableResource):
-    """Files that are not tables (reports, plots) as S3 objects: one PUT each, so atomic."""
+class S3Lake(Lake):
+    """The lake's files as S3 objects under ``s3://{bucket}/{prefix}/``: one PUT each, so a reader
+    sees the old object or the new one. One boto3 client per resource (a new client costs a new
+    session, about as long as the request itself)."""
 
     s3: S3Resource
     bucket: str
     prefix: str = "routeaq"
+    _client: object = PrivateAttr(default=None)
+    _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
-    @property
-    def root(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
+    def client(self):  # noqa: ANN201 - a boto3 S3 client
+        with self._client_lock:
+            if self._client is None:
+                self._client = self.s3.get_client()
+            return self._client
+
+    def _object_key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if key else self.prefix
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self._object_key(key)}"
 
     def write_bytes(self, key: str, data: bytes) -> str:
-        self.s3.get_client().put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=data)
-        return f"{self.root}/{key}"
+        self.client().put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data)
+        return self.uri(key)
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.client().get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"].read()
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def list_keys(self, prefix: str, suffix: str = "") -> list[str]:
+        folder = f"{self._object_key(prefix.rstrip('/'))}/"
+        paginator = self.client().get_paginator("list_objects_v2")
+        names = [
+            o["Key"][len(folder):]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/")
+            for o in page.get("Contents", [])
+        ]
+        return sorted(f"{prefix.rstrip('/')}/{name}" for name in names if name and name.endswith(suffix))
+
+    def delete(self, key: str) -> None:
+        self.client().delete_object(Bucket=self.bucket, Key=self._object_key(key))  # S3 answers 204 for a missing key too

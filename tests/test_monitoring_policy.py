@@ -10,7 +10,7 @@ import pytest
 from routeaq_assets.core.retraining import PollutantState, RetrainPolicy, decide
 from routeaq_assets.defs.monitoring.assets import PERFORMANCE, drift_folder, hour_stamp
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
-from routeaq_assets.resources import Lake, ModelStore
+from routeaq_assets.resources import LocalLake, ModelStore
 
 UTC = timezone.utc
 T0 = datetime(2025, 8, 1, tzinfo=UTC)
@@ -47,11 +47,11 @@ def test_a_missing_hour_ends_a_drift_episode():
 
 
 @pytest.fixture
-def lake(tmp_path) -> Lake:
-    return Lake(root=str(tmp_path / "lake"))
+def lake(tmp_path) -> LocalLake:
+    return LocalLake(root=str(tmp_path / "lake"))
 
 
-def write_hour(lake: Lake, hour: datetime, drifted: dict[str, bool], skill: dict[str, float] | None = None) -> None:
+def write_hour(lake: LocalLake, hour: datetime, drifted: dict[str, bool], skill: dict[str, float] | None = None) -> None:
     """The monitoring records of one hour, in the shape the drift and performance assets write."""
     for pollutant in ("pm25", "no2", "o3"):
         record = {"hour": hour.isoformat(), "pollutant": pollutant, "drifted": drifted.get(pollutant, False), "drifted_share": 0.5 if drifted.get(pollutant) else 0.0}

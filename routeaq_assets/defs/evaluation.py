@@ -101,7 +101,7 @@ def _report(
             "num_boost_round": config.num_boost_round,
             "weather": weather,
             "mlflow_run_id": run_id,
-            "report_folder": dg.MetadataValue.path(str(Path(paths["metrics.csv"]).parent)),
+            "report_folder": dg.MetadataValue.path(lake.uri(folder)),
             **{f"plot_{p}": dg.MetadataValue.path(v) for p, v in paths.items() if p.endswith(".png")},
             **{k: float(v) for k, v in headline.items()},
         }
