@@ -106,7 +106,8 @@ def test_ukair_csv_round_trip_and_truncation_is_an_error():
 
 
 def test_openmeteo_json_is_read_with_nulls_and_refuses_local_time():
-    payload = {"utc_offset_seconds": 0, "hourly": {"time": ["2025-06-01T00:00", "2025-06-01T01:00"], "temperature_2m": [12.5, None], "wind_speed_10m": [3.0, 4.0]}}
+    payload = {"utc_offset_seconds": 0, "hourly_units": {"time": "iso8601", "temperature_2m": "°C", "wind_speed_10m": "m/s"},
+               "hourly": {"time": ["2025-06-01T00:00", "2025-06-01T01:00"], "temperature_2m": [12.5, None], "wind_speed_10m": [3.0, 4.0]}}
     weather = openmeteo_to_weather(payload, site_id="CLL2", kind="forecast", source="t")
     assert weather["time"].to_list() == [datetime(2025, 6, 1, 0, tzinfo=UTC), datetime(2025, 6, 1, 1, tzinfo=UTC)]
     assert weather["temperature_2m"].to_list() == [12.5, None]
@@ -182,7 +183,8 @@ def test_ukair_source_over_http(httpserver, tmp_path):
 
 
 def test_open_meteo_weather_source_asks_for_gmt_and_metres_per_second(httpserver, tmp_path):
-    payload = {"utc_offset_seconds": 0, "hourly": {"time": [f"2025-06-01T{h:02d}:00" for h in range(24)], "temperature_2m": list(range(24))}}
+    payload = {"utc_offset_seconds": 0, "hourly_units": {"time": "iso8601", "temperature_2m": "°C"},
+               "hourly": {"time": [f"2025-06-01T{h:02d}:00" for h in range(24)], "temperature_2m": list(range(24))}}
     httpserver.expect_request(
         "/v1/archive", query_string={"latitude": "51.52229", "longitude": "-0.125889", "start_date": "2025-06-01", "end_date": "2025-06-01",
                                       "hourly": "temperature_2m,relative_humidity_2m,wind_speed_10m,wind_direction_10m,precipitation,boundary_layer_height",

@@ -2,6 +2,7 @@
 backtest and gate that measure what is promoted."""
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -15,13 +16,13 @@ from routeaq_assets.core.features import WEATHER_FEATURES, build_features, hourl
 from routeaq_assets.core.metrics import scorable
 from routeaq_assets.core.models import champion_overlap, promotion_decision, train_forecaster
 from routeaq_assets.defs.training import TrainingConfig
-from routeaq_assets.core.schema import TIME, WEATHER_VARIABLES
+from routeaq_assets.core.schema import TIME, WEATHER_VARIABLES, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.resources import WeatherSource
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
 from routeaq_assets.sources.http import SourceUnavailable
 from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
-from routeaq_assets.sources.openmeteo import openmeteo_to_weather
+from routeaq_assets.sources.openmeteo import UNITS, forecast_where_archived, openmeteo_to_weather
 
 UTC = timezone.utc
 SITES = ("CLL2", "MY1")
@@ -84,7 +85,8 @@ def test_demo_forecast_error_grows_with_lead_time_and_the_archive_serves_the_day
     for day in (0, 1):
         forecast = openmeteo_to_weather(runs, site_id="CLL2", kind="forecast", source="t", days_before=day)
         joined = forecast.join(truth.filter(pl.col("site_id") == "CLL2"), on=["site_id", "time"], suffix="_true")
-        errors[day] = {v: _rmse(joined[v], joined[f"{v}_true"]) for v in ("temperature_2m", "wind_speed_10m", "boundary_layer_height")}
+        errors[day] = {v: _rmse(joined[v], joined[f"{v}_true"]) for v in ("temperature_2m", "wind_speed_10m")}
+    assert set(runs["hourly"]["boundary_layer_height_previous_day1"]) == {None}  # as the real Previous Runs API answers
     for variable, day_ahead in errors[1].items():
         assert day_ahead > 1.5 * errors[0][variable] > 0
     assert 0.8 < errors[1]["temperature_2m"] < 2.5  # a day-ahead temperature forecast: about 1.5 degC off
@@ -105,23 +107,79 @@ def test_open_meteo_past_weather_is_the_forecast_issued_the_day_before_with_rean
     before the archive of runs starts)."""
     common = {"latitude": "51.52229", "longitude": "-0.125889", "start_date": "2024-01-01", "end_date": "2024-01-01", "timezone": "GMT", "wind_speed_unit": "ms"}
     variables = ("temperature_2m", "relative_humidity_2m", "wind_speed_10m", "wind_direction_10m", "precipitation", "boundary_layer_height")
-    archive = {"latitude": 51.52, "longitude": -0.12, "utc_offset_seconds": 0, "timezone": "GMT", "hourly_units": {"time": "iso8601", "temperature_2m": "°C"},
+    archive = {"latitude": 51.52, "longitude": -0.12, "utc_offset_seconds": 0, "timezone": "GMT", "hourly_units": {"time": "iso8601", **UNITS},
                "hourly": {"time": _hours(6), **{v: [10.0 + h for h in range(6)] for v in variables}}}
     previous = {"latitude": 51.52, "longitude": -0.12, "utc_offset_seconds": 0, "timezone": "GMT",
-                "hourly_units": {"time": "iso8601", "temperature_2m_previous_day1": "°C"},
+                "hourly_units": {"time": "iso8601", **{f"{v}_previous_day1": u for v, u in UNITS.items()}},
                 "hourly": {"time": _hours(6), **{f"{v}_previous_day1": [None, None, 20.0, 21.0, 22.0, 23.0] for v in variables}}}
     httpserver.expect_request("/v1/archive", query_string={**common, "hourly": ",".join(variables)}).respond_with_json(archive)
     httpserver.expect_request("/previous/v1/forecast", query_string={**common, "hourly": ",".join(f"{v}_previous_day1" for v in variables)}).respond_with_json(previous)
     source = WeatherSource(kind="open-meteo", folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"), previous_runs_url=httpserver.url_for("/previous/v1/forecast"))
     weather = source.window({"site_id": "CLL2", "latitude": 51.52229, "longitude": -0.125889}, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 6, tzinfo=UTC))
-    assert weather["kind"].to_list() == ["reanalysis", "reanalysis", "forecast", "forecast", "forecast", "forecast"]
+    # Precipitation stamped 02:00 fell from 01:00: the archive holds a forecast of 01:00, whose other
+    # variables the reanalysis stands in for.
+    assert weather["kind"].to_list() == ["reanalysis", "forecast", "forecast", "forecast", "forecast", "forecast"]
     assert weather["temperature_2m"].to_list() == [10.0, 11.0, 20.0, 21.0, 22.0, 23.0]
+    assert weather["precipitation"].to_list() == [11.0, 20.0, 21.0, 22.0, 23.0, None]  # 05:00 is summed at 06:00
     assert weather.select("site_id", "time").is_unique().all()
 
     httpserver.expect_request("/broken/v1/forecast").respond_with_json({"error": True, "reason": "Cannot initialize WeatherVariable from invalid String value"}, status=400)
     broken = WeatherSource(kind="open-meteo", folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"), previous_runs_url=httpserver.url_for("/broken/v1/forecast"))
     with pytest.raises(SourceUnavailable, match="HTTP 400.*invalid String"):
         broken.window({"site_id": "CLL2", "latitude": 51.52229, "longitude": -0.125889}, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 6, tzinfo=UTC))
+
+
+def _answer(hourly: dict, units: dict | None = None, days: int = 1) -> dict:
+    """An Open-Meteo answer in its real shape: ``hourly_units`` declares each variable's unit."""
+    times = [f"2024-06-{1 + h // 24:02d}T{h % 24:02d}:00" for h in range(24 * days)]
+    return {"latitude": 51.52, "longitude": -0.12, "generationtime_ms": 0.2, "utc_offset_seconds": 0, "timezone": "GMT", "timezone_abbreviation": "GMT",
+            "elevation": 24.0, "hourly_units": {"time": "iso8601", **(units or {v: UNITS[v.split("_previous_day")[0]] for v in hourly})},
+            "hourly": {"time": times, **hourly}}
+
+
+def test_precipitation_is_stored_on_the_hour_it_fell_not_the_hour_its_sum_is_stamped():
+    """Open-Meteo documents precipitation as the sum over the preceding hour: the 1.5 mm stamped
+    10:00 fell from 09:00 to 10:00, which the hour-beginning contract stamps 09:00. Temperature is
+    the value at its stamp and stays on it."""
+    rain = [0.0] * 24
+    rain[10] = 1.5
+    weather = openmeteo_to_weather(_answer({"temperature_2m": [float(h) for h in range(24)], "precipitation": rain}), site_id="CLL2", kind="reanalysis", source="t")
+    by_hour = {t.hour: (temp, p) for t, temp, p in weather.select("time", "temperature_2m", "precipitation").iter_rows()}
+    assert by_hour[9] == (9.0, 1.5) and by_hour[10] == (10.0, 0.0)
+    assert by_hour[23][1] is None  # its sum is stamped 00:00 of the next day, not in this answer
+
+
+def test_each_weather_variable_takes_the_archived_forecast_else_the_reanalysis_never_a_missing_value():
+    """The Previous Runs API answers boundary_layer_height_previous_day1 all null (HTTP 200), and
+    wind only from 2024: a forecast hour still carries every variable, as the service's forecast
+    does, with the archived forecast first and the reanalysis for what the archive does not keep."""
+    n = 24
+    archived = openmeteo_to_weather(
+        _answer({"temperature_2m_previous_day1": [20.0] * n, "wind_speed_10m_previous_day1": [None] * 12 + [5.0] * 12,
+                 "boundary_layer_height_previous_day1": [None] * n}),
+        site_id="CLL2", kind="forecast", source="t", days_before=1,
+    )
+    reanalysis = openmeteo_to_weather(
+        _answer({v: [1.0] * n for v in WEATHER_VARIABLES}), site_id="CLL2", kind="reanalysis", source="t",
+    )
+    weather = forecast_where_archived(archived, reanalysis)
+    assert weather.height == n and weather["kind"].unique().to_list() == ["forecast"]
+    assert weather["temperature_2m"].unique().to_list() == [20.0]
+    assert weather["boundary_layer_height"].to_list() == [1.0] * n
+    assert weather["wind_speed_10m"].to_list() == [1.0] * 12 + [5.0] * 12
+    assert weather.select(v for v in WEATHER_VARIABLES if v != "precipitation").null_count().sum_horizontal().item() == 0
+
+
+@pytest.mark.parametrize(("variable", "unit"), [("wind_speed_10m", "km/h"), ("temperature_2m", "°F"), ("precipitation", "inch"), ("wind_speed_10m", None)])
+def test_an_answer_declaring_another_unit_is_refused_and_names_the_variable(variable, unit):
+    hourly = {v: [1.0] * 24 for v in WEATHER_VARIABLES}
+    units = {v: UNITS[v] for v in WEATHER_VARIABLES}
+    units.pop(variable) if unit is None else units.update({variable: unit})
+    with pytest.raises(SourceDataError, match=rf"t: hourly_units\.{variable} is {re.escape(repr(unit))}, expected"):
+        openmeteo_to_weather(_answer(hourly, units), site_id="CLL2", kind="reanalysis", source="t")
+    previous = {f"{v}_previous_day1": values for v, values in hourly.items()}
+    with pytest.raises(SourceDataError, match=f"hourly_units.{variable}_previous_day1"):
+        openmeteo_to_weather(_answer(previous, {f"{v}_previous_day1": u for v, u in units.items()}), site_id="CLL2", kind="forecast", source="t", days_before=1)
 
 
 def test_features_use_a_forecast_where_there_is_one_and_the_weather_at_the_origin_elsewhere():

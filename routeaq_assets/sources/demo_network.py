@@ -35,6 +35,7 @@ from scipy.signal import lfilter
 from routeaq_assets.core.files import write_atomically
 from routeaq_assets.core.windows import year_span
 from routeaq_assets.sources.openair import site_year_filename
+from routeaq_assets.sources.openmeteo import NOT_KEPT_BY_PREVIOUS_RUNS, PRECEDING_HOUR_VARIABLES, UNITS
 from routeaq_assets.sources.rdata_writer import write_rdata
 
 
@@ -190,15 +191,22 @@ def _openmeteo_payload(site: DemoSite, frame: pd.DataFrame, previous: dict[int, 
         return [None if v != v else v for v in series.tolist()]
 
     names = {"temperature_2m": "temp", "relative_humidity_2m": "rh", "wind_speed_10m": "ws", "wind_direction_10m": "wd", "precipitation": "precip", "boundary_layer_height": "blh"}
+
+    def stamped(name: str, column: str, table: pd.DataFrame) -> list:
+        """Open-Meteo stamps precipitation at the end of the hour it sums (the value at 10:00
+        fell from 09:00 to 10:00); the simulated frame holds it on the hour it began."""
+        series = values(column, table)
+        return [None, *series[:-1]] if name in PRECEDING_HOUR_VARIABLES else series
+
     if previous is None:
-        hourly = {name: values(column) for name, column in names.items()}
+        hourly = {name: stamped(name, column, frame) for name, column in names.items()}
     else:
+        # As the real Previous Runs API: boundary_layer_height_previous_dayN answers all null.
         hourly = {
-            f"{name}{f'_previous_day{day}' if day else ''}": values(column, table)
+            f"{name}{f'_previous_day{day}' if day else ''}": [None] * len(table) if day and name in NOT_KEPT_BY_PREVIOUS_RUNS else stamped(name, column, table)
             for day, table in previous.items()
             for name, column in names.items()
         }
-    units = {"temperature_2m": "°C", "relative_humidity_2m": "%", "wind_speed_10m": "m/s", "wind_direction_10m": "°", "precipitation": "mm", "boundary_layer_height": "m"}
     return {
         "latitude": round(site.latitude, 4),
         "longitude": round(site.longitude, 4),
@@ -206,7 +214,7 @@ def _openmeteo_payload(site: DemoSite, frame: pd.DataFrame, previous: dict[int, 
         "utc_offset_seconds": 0,
         "timezone": "GMT",
         "timezone_abbreviation": "GMT",
-        "hourly_units": {"time": "iso8601", **{name: units[name.split("_previous_day")[0]] for name in hourly}},
+        "hourly_units": {"time": "iso8601", **{name: UNITS[name.split("_previous_day")[0]] for name in hourly}},
         "hourly": {"time": frame["date"].dt.strftime("%Y-%m-%dT%H:%M").tolist(), **hourly},
     }
 
