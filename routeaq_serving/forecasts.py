@@ -3,9 +3,9 @@
 A request for a recent hour costs a dictionary lookup in the state's prepared rows and one
 ``Booster.predict`` on the rows asked for. An older hour (still within the stored history) is
 answered from the yearly history files: slower, and the same features. An hour further ahead than
-the next one is answered by the champion trained for that many hours after the site's own newest
-observation of that pollutant (``routeaq-{p}-{h}h``), where one has been trained and promoted; the
-answer's ``hours_ahead``, ``origin`` and ``data_until`` say how old its inputs were. Loading the state lives in
+the next one is answered by the same champion (it is trained for every lead up to 48 h) with the
+features of a forecast that many hours after the site's own newest observation of that pollutant;
+the answer's ``hours_ahead``, ``origin`` and ``data_until`` say how old its inputs were. Loading the state lives in
 ``routeaq_serving.state``.
 """
 
@@ -42,13 +42,12 @@ def _check(state: State, item: ForecastItem, horizon: int) -> None:
     if pollutant not in state.models:
         raise NotReady(f"no champion model for {pollutant}: train and promote one", "pollutant")
     if horizon > 1 and (pollutant, horizon) not in state.ahead:
-        trained = sorted(h for p, h in state.ahead if p == pollutant)
-        further = f"; {pollutant} is also forecast {trained} hours after it" if trained else ""
+        furthest = max([1, *(h for p, h in state.ahead if p == pollutant)])
         origin = state.origins[(site_id, pollutant)]
         raise OutOfRange(
-            f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {(origin + timedelta(hours=1)).isoformat()}"
-            f" (the newest {pollutant} observation at {site_id} is {origin.isoformat()}, {horizon} hours before it{further};"
-            f" hours ahead served for {pollutant}: {[1, *trained]})",
+            f"timestamp {hour.isoformat()} is beyond the forecast horizon: the latest hour available is {(origin + timedelta(hours=furthest)).isoformat()}"
+            f" (the newest {pollutant} observation at {site_id} is {origin.isoformat()}, {horizon} hours before it;"
+            f" {pollutant} is forecast 1 to {furthest} hours after it)",
             "timestamp",
         )
     if hour < state.earliest_hour:

@@ -70,7 +70,8 @@ def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, fi
 class State:
     models: dict[str, RegisteredForecaster]
     online: dict[str, Rows]
-    # (pollutant, hours ahead) -> the champion for that horizon and its rows for origin + hours
+    # (pollutant, hours ahead) -> the champion (it serves every lead up to its max_hours_ahead)
+    # and its rows for each site's origin + hours
     ahead: dict[tuple[str, int], tuple[RegisteredForecaster, Rows]]
     sites: frozenset[str]
     first_hour: datetime  # the oldest hour the online store answers
@@ -88,7 +89,7 @@ class State:
     observations: pl.DataFrame
 
     def loaded(self) -> dict[str, RegisteredForecaster]:
-        return {m.name: m for m in [*self.models.values(), *(m for m, _ in self.ahead.values())]}
+        return {m.name: m for m in self.models.values()}
 
 
 def _earliest_hour(history_start: datetime | None, online_first: datetime) -> datetime:
@@ -156,8 +157,8 @@ class ServingState:
         champions = self._read(REGISTRY, uri, lambda: registry.champions(self.settings.model_prefix))
         known = current.loaded() if current else {}
 
-        def champion(pollutant: str, horizon: int = 1) -> RegisteredForecaster | None:
-            name = model_name(pollutant, self.settings.model_prefix, horizon)
+        def champion(pollutant: str) -> RegisteredForecaster | None:
+            name = model_name(pollutant, self.settings.model_prefix)
             version = champions.get(name)
             if version is None:
                 return None
@@ -165,7 +166,7 @@ class ServingState:
             return loaded if loaded and loaded.version == version else registry.load(name, version)
 
         models = {p: m for p in FORECAST_POLLUTANTS if (m := champion(p))}
-        ahead_models = {(p, h): m for p in FORECAST_POLLUTANTS for h in range(2, MAX_HORIZON + 1) if (m := champion(p, h))}
+        ahead_models = {(p, h): m for p, m in models.items() for h in range(2, min(m.forecaster.max_hours_ahead, MAX_HORIZON) + 1)}
         if not models:
             self._reason = "no champion model in the registry: run the training job"
             return False
@@ -175,7 +176,7 @@ class ServingState:
             self._reason = f"no online history in {redact_uri(target)}: materialize online_features"
             return False
         factors_version = self._read(ONLINE_STORE, target, self.factor_store.version)
-        serving = {m.name: m.version for m in [*models.values(), *ahead_models.values()]}
+        serving = {m.name: m.version for m in models.values()}
         unchanged = (
             current is not None
             and {n: m.version for n, m in known.items()} == serving
@@ -256,9 +257,9 @@ class ServingState:
         }
 
     def model_info(self) -> dict:
-        """Per pollutant, the one-hour champion (and under ``f"{p}_{h}h"`` those further ahead)."""
+        """Per pollutant, the champion and the hours ahead it serves."""
         state = self.current()
-        served = {**state.models, **{f"{p}_{h}h": m for (p, h), (m, _) in sorted(state.ahead.items())}}
+        served = state.models
         return {
             key: {
                 "model_name": m.name,
@@ -268,6 +269,7 @@ class ServingState:
                 "holdout_end": m.metadata.get("holdout_end"),
                 "holdout_metrics": m.metadata.get("holdout_metrics"),
                 "interval": m.forecaster.coverage,
+                "max_hours_ahead": m.forecaster.max_hours_ahead,
             }
             for key, m in served.items()
         }

@@ -70,17 +70,6 @@ def run_pipeline(home: Path, start: datetime = WINDOW_START, end: datetime = WIN
     return defs
 
 
-def train_hours_ahead(defs: dg.Definitions, pollutant: str, hours: int) -> dg.ExecuteInProcessResult:
-    """Train, gate and promote the ``hours``-ahead model of a pollutant (``routeaq-{p}-{h}h``)."""
-    config = {"ops": {f"{pollutant}_candidate": {"config": {"horizon": hours, "coverage_tolerance": 0.1}}}}
-    return dg.materialize(
-        [defs.get_assets_def(f"{pollutant}_{stage}") for stage in ("candidate", "champion")] + [*defs.asset_checks],
-        selection=[f"{pollutant}_candidate", f"{pollutant}_champion"],
-        resources=defs.resources,
-        run_config=config,
-    )
-
-
 @pytest.fixture(autouse=True)
 def no_inherited_tracking_uri(monkeypatch):
     """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in the process environment; without
@@ -97,13 +86,13 @@ def home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory) -> Path:
-    """One home with ingested data and promoted champions (and a 6-hours-ahead NO2 model), shared
-    by read-only tests."""
+    """One home with ingested data and promoted champions (each forecasting 1 to 48 hours ahead),
+    shared by read-only tests."""
     saved = dict(os.environ)
     home = tmp_path_factory.mktemp("trained") / "routeaq"
     try:
         os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by whichever test logged before this one
-        train_hours_ahead(run_pipeline(home), "no2", 6)
+        run_pipeline(home)
     finally:
         os.environ.clear()
         os.environ.update(saved)

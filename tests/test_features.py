@@ -76,10 +76,11 @@ def test_contract_schemas_name_the_design_columns():
     assert {"temperature_2m", "boundary_layer_height", "kind"} <= set(WEATHER)
 
 
-@pytest.mark.parametrize("horizon", [3, 24])
+@pytest.mark.parametrize("horizon", [3, 24, 25, 48])
 def test_a_forecast_h_hours_ahead_sees_nothing_after_its_origin(horizon):
     """Change the hours after the origin t-h: no feature of row t moves. The newest value seen is
-    hour t-h; the same-hour lags stay on hour t."""
+    hour t-h; the same-hour lags stay on the clock hour of t, on the newest day seen (yesterday
+    up to 24 h ahead, the day before from 25 h)."""
     values = {p: np.arange(HOURS, dtype=float) for p in FORECAST_POLLUTANTS}
     panel = _panel(values)
     t = START + timedelta(hours=200)
@@ -90,12 +91,13 @@ def test_a_forecast_h_hours_ahead_sees_nothing_after_its_origin(horizon):
     assert before.select(FEATURE_COLUMNS).equals(after.select(FEATURE_COLUMNS))
     assert before["target_lag_1"][0] == 200 - horizon
     assert before["target_lag_2"][0] == 200 - horizon - 1
-    assert (before["target_lag_24"][0], before["target_lag_168"][0]) == (176.0, 32.0)
-    assert before["target_change_yesterday"][0] == pytest.approx(horizon)  # the same h hours, one day earlier
+    assert (before["target_lag_24"][0], before["target_lag_168"][0]) == (176.0 if horizon <= 24 else 152.0, 32.0)
+    assert before["target_change_yesterday"][0] == pytest.approx(horizon)  # the same h hours, on the newest day seen
+    assert before["hours_ahead"][0] == horizon
 
 
-def test_one_hour_ahead_is_the_default_and_longer_than_a_day_is_refused():
+def test_one_hour_ahead_is_the_default_and_longer_than_two_days_is_refused():
     panel = _panel(hours=30)
     assert build_features(panel, "pm25").equals(build_features(panel, "pm25", 1))
-    with pytest.raises(ValueError, match="horizon 25 h is outside 1 to 24 h"):
-        build_features(panel, "pm25", 25)
+    with pytest.raises(ValueError, match="horizon 49 h is outside 1 to 48 h"):
+        build_features(panel, "pm25", 49)

@@ -9,7 +9,7 @@ import polars as pl
 
 from routeaq_assets.core.intervals import recalibrated
 from routeaq_assets.core.metrics import evaluate, scorable
-from routeaq_assets.core.models import TrainingSettings
+from routeaq_assets.core.models import TRAINING_LEADS, TrainingSettings
 
 METRIC_COLUMNS = (
     "hours", "model_rmse", "persistence_rmse", "yesterday_rmse", "skill_vs_persistence", "skill_vs_yesterday",
@@ -24,16 +24,22 @@ def rolling_origin_backtest(
     folds: int = 4,
     test_days: int = 7,
     hours_ahead: int = 1,
+    training_leads: tuple[int, ...] = TRAINING_LEADS,
 ) -> pl.DataFrame:
     """Predictions of ``folds`` consecutive test windows of ``test_days`` ending at the newest
-    hour. Fold k is trained as the candidate is (``settings``: the ``train_days`` before its
-    window, the same rounds and interval) and scored on the window's hours where the model and
-    both baselines can be scored. ``features`` are for forecasts ``hours_ahead`` hours ahead; the
-    intervals are those the service serves: the model's, recalibrated each day from the
-    forecasts scored before it (``core.intervals``), the model's own kept as ``model_lower`` and
-    ``model_upper``."""
+    hour, ``hours_ahead`` hours ahead. Fold k is trained as the candidate is (``settings``: the
+    ``train_days`` before its window, the same rounds and interval) on the rows of
+    ``training_leads`` (the served model: every lead; a direct model: ``(hours_ahead,)``), and
+    scored on the window's rows of ``hours_ahead`` where the model and both baselines can be
+    scored. ``features`` holds rows of those leads, told apart by ``hours_ahead``. The intervals
+    are those the service serves: the model's, recalibrated each day from the forecasts scored
+    before it (``core.intervals``), the model's own kept as ``model_lower`` and ``model_upper``."""
     if folds < 1 or test_days < 1:
         raise ValueError("a backtest needs at least one fold of at least one day")
+    training = features.filter(pl.col("hours_ahead").is_in(list(training_leads)))
+    features = features.filter(pl.col("hours_ahead") == hours_ahead)
+    if features.is_empty():
+        raise ValueError(f"no feature rows for {hours_ahead} h ahead")
     end = features["time"].max() + timedelta(hours=1)
     first_test = end - timedelta(days=folds * test_days)
     if features["time"].min() >= first_test - timedelta(days=2):
@@ -48,7 +54,7 @@ def rolling_origin_backtest(
         test = scorable(features.filter((pl.col("time") >= test_start) & (pl.col("time") < test_end)))
         if test.is_empty():
             continue
-        forecaster = settings.train(features, test_start)
+        forecaster = settings.train(training, test_start)
         pred, lower, upper = forecaster.predict(test)
         results.append(
             test.select("site_id", "time", "pollutant", "target", "target_lag_1", "target_lag_24").with_columns(

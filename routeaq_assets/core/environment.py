@@ -33,10 +33,10 @@ class ConfigurationError(ValueError):
     """A deployment setting that is missing or malformed; the message names the variable."""
 
 
-def model_name(pollutant: str, prefix: str = MODEL_PREFIX, horizon: int = 1) -> str:
-    """The registered MLflow model of a pollutant and horizon: ``routeaq-pm25`` for the served
-    one-hour model, ``routeaq-pm25-6h`` for six hours ahead."""
-    return f"{prefix}-{pollutant}" if horizon == 1 else f"{prefix}-{pollutant}-{horizon}h"
+def model_name(pollutant: str, prefix: str = MODEL_PREFIX) -> str:
+    """The registered MLflow model of a pollutant (``routeaq-pm25``): one model serves every hour
+    ahead."""
+    return f"{prefix}-{pollutant}"
 
 
 def get_environment() -> str:

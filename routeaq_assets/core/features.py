@@ -1,10 +1,13 @@
-"""Features for forecasts ``horizon`` hours ahead (1 by default), used by training and serving alike.
+"""Features for forecasts ``horizon`` hours ahead (1 to 48), used by training and serving alike.
 
 A forecast for hour ``t`` at horizon ``h`` is made when hour ``t - h`` is the newest observation,
 so a feature row for ``t`` sees observations up to ``t - h`` only. The recent features count back
-from that hour (``target_lag_1`` is hour ``t - h``, the persistence forecast); the same-hour
-features stay on hour ``t`` (``target_lag_24`` is the same hour yesterday, ``target_lag_168`` last
-week, so ``h`` is at most 24). Missing hours stay null and LightGBM handles them.
+from that hour (``target_lag_1`` is hour ``t - h``, the persistence forecast). The same-hour
+features stay on the clock hour of ``t`` and count back from the newest day whose same hour was
+seen: ``target_lag_24`` is the same hour yesterday up to 24 h ahead and the same hour two days
+before from 25 to 48 h (``same_hour_days(h)`` days back), ``target_lag_168`` last week. Every row
+carries ``hours_ahead`` = ``h``, so one model can learn every lead time. Missing hours stay null
+and LightGBM handles them.
 
 Weather at ``t`` is what the service would have known at ``t - h`` (``weather="forecast"``, the
 default): the panel's weather for ``t`` where it is a forecast (``weather_kind`` "forecast": an
@@ -27,14 +30,22 @@ from routeaq_assets.core.schema import FORECAST_POLLUTANTS, TIME, WEATHER_VARIAB
 RECENT_LAGS = (1, 2, 3, 6, 12)  # the newest value seen, the one before it ...
 SAME_HOUR_LAGS = (24, 168)  # the same hour yesterday and last week
 TARGET_LAGS = (*RECENT_LAGS, *SAME_HOUR_LAGS)
-MAX_HORIZON = min(SAME_HOUR_LAGS)
+MAX_HORIZON = 48  # today and tomorrow from any hour of today
 TYPICAL_DAYS = 7  # days averaged for the typical level and change at the same hour
 PANEL_POLLUTANTS = (*FORECAST_POLLUTANTS, "nox")
 ROLLING_MEANS = (3, 6, 24)
 WEATHER_BASES = ("forecast", "reanalysis")
 FORECAST_KIND = "forecast"  # the weather contract's ``kind`` of a forecast known before its hour
 ROLLING_STDS = (6, 24)
-MAX_LOOKBACK_HOURS = max(max(TARGET_LAGS), 24 * TYPICAL_DAYS) + MAX_HORIZON
+
+
+def same_hour_days(horizon: int) -> int:
+    """How many days back the newest same clock hour is that a forecast ``horizon`` hours ahead
+    has seen: 1 (yesterday) up to 24 h, 2 from 25 to 48 h."""
+    return -(-horizon // 24)
+
+
+MAX_LOOKBACK_HOURS = 24 * (same_hour_days(MAX_HORIZON) + TYPICAL_DAYS - 1) + MAX_HORIZON
 SITE_ATTRIBUTES = ("latitude", "longitude", "location_type_code")
 
 # The features computed from the weather at the forecast hour: all missing together when the
@@ -70,6 +81,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "month",
     "is_holiday",
     *SITE_ATTRIBUTES,
+    "hours_ahead",
 )
 KEY_COLUMNS = ("site_id", "time", "pollutant")
 SILVER_COLUMNS = (*KEY_COLUMNS, "target", *FEATURE_COLUMNS)
@@ -196,7 +208,7 @@ def _is_holiday(times: pl.Series) -> pl.Series:
 
 
 def check_horizon(horizon: int) -> None:
-    """Refuse a horizon the same-hour features cannot serve (they need hour t-24 to be seen)."""
+    """Refuse a horizon outside the product's 1 to ``MAX_HORIZON`` hours."""
     if not 1 <= horizon <= MAX_HORIZON:
         raise ValueError(f"horizon {horizon} h is outside 1 to {MAX_HORIZON} h")
 
@@ -230,9 +242,10 @@ def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1, weathe
         """The change over the ``horizon`` hours that ended ``hours_before`` hours before t."""
         return lag(target, hours_before) - lag(target, hours_before + horizon)
 
+    days = same_hour_days(horizon)
     newest = seen(target)
-    same_hour = [lag(target, 24 * d) for d in range(1, TYPICAL_DAYS + 1)]
-    newest_hour = [lag(target, 24 * d + horizon) for d in range(1, TYPICAL_DAYS + 1)]
+    same_hour = [lag(target, 24 * d) for d in range(days, days + TYPICAL_DAYS)]
+    newest_hour = [lag(target, 24 * d + horizon) for d in range(days, days + TYPICAL_DAYS)]
     direction = pl.col("wind_direction_10m").radians()
     panel = weather_as_known(panel.sort(by_site, "time"), horizon, weather)
     return panel.select(
@@ -241,12 +254,12 @@ def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1, weathe
         pl.lit(pollutant).alias("pollutant"),
         target.alias("target"),
         *(seen(target, k).alias(f"target_lag_{k}") for k in RECENT_LAGS),
-        *(lag(target, k).alias(f"target_lag_{k}") for k in SAME_HOUR_LAGS),
+        *(lag(target, max(k, 24 * days)).alias(f"target_lag_{k}") for k in SAME_HOUR_LAGS),
         *(newest.rolling_mean(w, min_samples=1).over(by_site).alias(f"target_mean_{w}") for w in ROLLING_MEANS),
         *(newest.rolling_std(w, min_samples=2).over(by_site).alias(f"target_std_{w}") for w in ROLLING_STDS),
         change(target, 1).alias("target_change_1"),
         change(target, 2).alias("target_change_2"),
-        change_to(24).alias("target_change_yesterday"),  # how the same hours went yesterday
+        change_to(24 * days).alias("target_change_yesterday"),  # how the same hours went on the newest day seen
         change_to(168).alias("target_change_last_week"),
         (pl.mean_horizontal(same_hour) - pl.mean_horizontal(newest_hour)).alias("target_typical_change"),
         pl.mean_horizontal(same_hour).alias("target_typical_level"),
@@ -268,7 +281,8 @@ def build_features(panel: pl.DataFrame, pollutant: str, horizon: int = 1, weathe
         pl.col("time").dt.month().cast(pl.Int8).alias("month"),
         _is_holiday(panel["time"]).alias("is_holiday"),
         *(pl.col(a) for a in SITE_ATTRIBUTES),
-    ).with_columns(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS)
+        pl.lit(horizon, pl.Int64).alias("hours_ahead"),  # a key of scored forecasts too: kept whole
+    ).with_columns(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS if c != "hours_ahead")
 
 
 def feature_matrix(features: pl.DataFrame, columns: tuple[str, ...] | list[str] = FEATURE_COLUMNS) -> np.ndarray:

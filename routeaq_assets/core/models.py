@@ -31,6 +31,14 @@ NUM_BOOST_ROUND = 300
 WEATHER_MASK_SHARE = 0.1
 WEATHER_MASK_SEED = 11
 MIN_SITE_CALIBRATION_ROWS = 100  # fewer residuals than this: the site uses the pooled quantiles
+# The lead times one forecaster is trained on, as rows with ``hours_ahead`` set: the leads between
+# them share the trees' splits on ``hours_ahead`` with their neighbours (bench/RESULTS.md measures
+# this against direct models trained for one lead each).
+TRAINING_LEADS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 30, 36, 42, 48)
+# Each site-hour appears at about this many of the training leads (a seeded draw): the training
+# set is this many times the rows of a one-lead model, not len(TRAINING_LEADS) times.
+LEADS_PER_ROW = 4
+LEAD_SAMPLE_SEED = 5
 # What the booster predicts; recorded with every registered model and checked when one is loaded.
 TARGET_KIND = "change_from_base"
 
@@ -51,8 +59,26 @@ class TrainingSettings:
 
     def train(self, features: pl.DataFrame, held_out_start: datetime, num_threads: int = 0) -> Forecaster:
         return train_forecaster(
-            self.training_rows(features, held_out_start), coverage=self.coverage, num_boost_round=self.num_boost_round, num_threads=num_threads
+            thin_leads(self.training_rows(features, held_out_start)), coverage=self.coverage, num_boost_round=self.num_boost_round, num_threads=num_threads
         )
+
+
+def thin_leads(features: pl.DataFrame, per_row: int = LEADS_PER_ROW, seed: int = LEAD_SAMPLE_SEED) -> pl.DataFrame:
+    """Rows of several lead times (``hours_ahead``), each kept with probability ``per_row`` over the
+    number of leads: a seeded draw, so the same rows give the same training set. One lead: all rows."""
+    leads = features["hours_ahead"].n_unique() if "hours_ahead" in features.columns and features.height else 1
+    if leads <= per_row:
+        return features
+    keep = np.random.default_rng(seed).random(features.height) < per_row / leads
+    return features.filter(pl.Series(keep))
+
+
+def lead_key(hours_ahead: np.ndarray, leads: tuple[int, ...]) -> np.ndarray:
+    """The trained lead each lead takes its interval quantiles from: the nearest at or after it
+    (the wider), else the longest."""
+    trained = np.array(sorted(leads))
+    at = np.searchsorted(trained, hours_ahead, side="left")
+    return trained[np.minimum(at, len(trained) - 1)]
 
 
 def forecast_base(features: pl.DataFrame) -> np.ndarray:
@@ -62,13 +88,16 @@ def forecast_base(features: pl.DataFrame) -> np.ndarray:
 
 @dataclass
 class Forecaster:
-    """A point model plus interval offsets scaled by recent variability.
+    """A point model for every lead time it was trained on, plus interval offsets scaled by
+    recent variability.
 
     The booster predicts the change from ``forecast_base`` (the newest value seen, else a recent
     mean); the forecast is base + change, never below zero. The interval for a row is ``pred + q * scale`` with ``scale = 1 + target_std_6`` (or
     ``target_std_24`` when the last six hours are too sparse), so it widens in volatile hours.
     ``q_lower``/``q_upper`` are quantiles of scaled residuals on a calibration slice that the
-    point model never saw while it was fitted.
+    point model never saw while it was fitted; ``quantiles`` holds them per (site, lead) and per
+    lead (site ""), used where they rest on enough residuals. ``leads`` are the trained lead
+    times; the model serves every hour from 1 to ``max(leads)``.
     """
 
     booster: lgb.Booster
@@ -77,7 +106,12 @@ class Forecaster:
     coverage: float
     feature_names: tuple[str, ...] = FEATURE_COLUMNS
     params: dict = field(default_factory=dict)
-    site_quantiles: dict[str, tuple[float, float]] = field(default_factory=dict)
+    quantiles: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    leads: tuple[int, ...] = (1,)
+
+    @property
+    def max_hours_ahead(self) -> int:
+        return max(self.leads)
 
     def predict(self, features: pl.DataFrame, num_threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.predict_matrix(
@@ -87,7 +121,12 @@ class Forecaster:
     def interval_offsets(self, features: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Per row, what to add to the forecast for the lower and upper bound."""
         scale = interval_scale(features)
-        quantiles = [self.site_quantiles.get(site, (self.q_lower, self.q_upper)) for site in features["site_id"].to_list()]
+        pooled = (self.q_lower, self.q_upper)
+        hours = features["hours_ahead"].to_numpy() if "hours_ahead" in features.columns else np.ones(features.height, dtype=int)
+        keys = lead_key(hours, self.leads).tolist()
+        quantiles = [
+            self.quantiles.get((site, lead)) or self.quantiles.get(("", lead), pooled) for site, lead in zip(features["site_id"].to_list(), keys)
+        ]
         q = np.array(quantiles, dtype=float).reshape(-1, 2)
         return q[:, 0] * scale, q[:, 1] * scale
 
@@ -103,7 +142,8 @@ class Forecaster:
             "feature_names": list(self.feature_names),
             "q_lower": self.q_lower,
             "q_upper": self.q_upper,
-            "site_quantiles": {site: list(q) for site, q in self.site_quantiles.items()},
+            "interval_quantiles": [[site, lead, *q] for (site, lead), q in sorted(self.quantiles.items())],
+            "leads": list(self.leads),
             "coverage": self.coverage,
             "target_kind": TARGET_KIND,
         }
@@ -162,10 +202,14 @@ def train_forecaster(
     )
     alpha = (1.0 - coverage) / 2.0
     q_lower, q_upper = np.quantile(residuals["residual"].to_numpy(), [alpha, 1.0 - alpha])
-    site_quantiles = {
-        site: tuple(float(q) for q in np.quantile(site_rows["residual"].to_numpy(), [alpha, 1.0 - alpha]))
-        for (site,), site_rows in residuals.group_by("site_id")
-        if site_rows.height >= MIN_SITE_CALIBRATION_ROWS
+    leads = tuple(sorted(rows["hours_ahead"].cast(pl.Int64).unique().to_list())) if "hours_ahead" in rows.columns else (1,)
+    residuals = residuals.with_columns(lead=calibration["hours_ahead"].cast(pl.Int64) if "hours_ahead" in calibration.columns else pl.lit(1))
+    quantiles = {
+        key: tuple(float(q) for q in np.quantile(group["residual"].to_numpy(), [alpha, 1.0 - alpha]))
+        for by in (["lead"], ["site_id", "lead"])
+        for values, group in residuals.group_by(by)
+        if group.height >= MIN_SITE_CALIBRATION_ROWS
+        for key in [("", values[0]) if by == ["lead"] else (values[0], values[1])]
     }
     return Forecaster(
         booster=fit_booster(rows),
@@ -173,7 +217,8 @@ def train_forecaster(
         q_upper=float(q_upper),
         coverage=coverage,
         params={**params, "num_boost_round": num_boost_round, "weather_mask_share": weather_mask_share},
-        site_quantiles=site_quantiles,
+        quantiles=quantiles,
+        leads=leads,
     )
 
 
@@ -230,3 +275,45 @@ def promotion_decision(
     return PromotionDecision(
         True, f"RMSE {candidate_rmse:.3f} beats champion {champion_rmse:.3f} by {margin:.0%} and persistence {persistence_rmse:.3f}"
     )
+
+
+# The lead times the gate scores on the held-out hours: the model must beat persistence at each.
+GATE_LEADS = (1, 6, 12, 24, 48)
+
+
+def day_ahead_decision(
+    by_lead: dict[int, dict[str, float]],
+    coverage: float | None,
+    *,
+    target_coverage: float = 0.8,
+    coverage_tolerance: float = 0.05,
+    margin: float = 0.01,
+    champion_refused: str | None = None,
+    compare_champion: bool = True,
+) -> PromotionDecision:
+    """The promotion rule for a forecaster of every lead time, on the same held-out hours: at every
+    lead of ``by_lead`` (metrics from ``core.metrics.evaluate``, with ``champion_rmse`` where the
+    champion was scored too) it beats persistence; its interval coverage over all of them is within
+    tolerance; and, with ``compare_champion``, its RMSE averaged over the leads as a share of the
+    champion's is below ``1 - margin``. The reason names the leads and the figures."""
+    leads = sorted(by_lead)
+    named = ", ".join(str(h) for h in leads)
+    for h in leads:
+        m = by_lead[h]
+        if not m["model_rmse"] < m["persistence_rmse"]:
+            return PromotionDecision(False, f"{h} h ahead: RMSE {m['model_rmse']:.3f} does not beat persistence {m['persistence_rmse']:.3f}")
+    skill = ", ".join(f"{h} h {by_lead[h]['skill_vs_persistence']:.2f}" for h in leads)
+    if coverage is not None and abs(coverage - target_coverage) > coverage_tolerance:
+        return PromotionDecision(False, f"interval coverage {coverage:.3f} over {named} h is outside {target_coverage:.2f} +/- {coverage_tolerance:.2f}")
+    if not compare_champion:
+        return PromotionDecision(True, f"beats persistence at {named} h ahead (skill {skill}); coverage {coverage:.3f}; the champion is compared when promoting")
+    if champion_refused:
+        return PromotionDecision(False, f"not compared with the champion: {champion_refused}")
+    compared = [h for h in leads if by_lead[h].get("champion_rmse") is not None]
+    if not compared:
+        return PromotionDecision(True, f"no champion yet; beats persistence at {named} h ahead (skill {skill})")
+    ratio = float(np.mean([by_lead[h]["model_rmse"] / by_lead[h]["champion_rmse"] for h in compared]))
+    if not ratio < 1.0 - margin:
+        return PromotionDecision(False, f"RMSE is {ratio:.1%} of the champion's over {', '.join(map(str, compared))} h ahead; needs below {1 - margin:.0%}")
+    return PromotionDecision(True, f"RMSE is {ratio:.1%} of the champion's over {', '.join(map(str, compared))} h ahead, and beats persistence at {named} h (skill {skill})")
+

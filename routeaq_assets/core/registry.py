@@ -192,7 +192,8 @@ class ForecastRegistry:
             raise ValueError(f"{name} v{mv.version} predicts {metadata.get('target_kind')!r}, this code serves {TARGET_KIND!r}: retrain it")
         forecaster = Forecaster(
             booster=booster,
-            site_quantiles={site: (float(q[0]), float(q[1])) for site, q in metadata.get("site_quantiles", {}).items()},
+            quantiles={(str(site), int(lead)): (float(lo), float(hi)) for site, lead, lo, hi in metadata.get("interval_quantiles", [])},
+            leads=tuple(int(h) for h in metadata.get("leads", [1])),
             q_lower=float(metadata["q_lower"]),
             q_upper=float(metadata["q_upper"]),
             coverage=float(metadata["coverage"]),

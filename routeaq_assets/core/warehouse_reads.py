@@ -38,17 +38,20 @@ class WarehouseReads:
         """The hourly panel of [start, end) with the lookback its first rows' features need."""
         return self.stored_panel(lookback_start(start), end)
 
-    def stored_features(self, pollutant: str, start: datetime, end: datetime, horizon: int = 1) -> pl.DataFrame:
-        """Feature rows of [start, end) for ``horizon`` hours ahead, in time order: the stored
-        ``silver_features`` for one hour, built from the stored observations for other horizons."""
-        if horizon == 1:
+    def stored_features(self, pollutant: str, start: datetime, end: datetime, horizon: int | tuple[int, ...] = 1) -> pl.DataFrame:
+        """Feature rows of [start, end) for ``horizon`` hours ahead (one lead, or several stacked
+        and told apart by ``hours_ahead``), in time order: the stored ``silver_features`` for one
+        hour, built from the stored observations for other leads (one panel read for all)."""
+        if horizon == 1 or horizon == (1,):
             return self.query(
                 "SELECT * FROM silver_features WHERE pollutant = ? AND time >= ? AND time < ? ORDER BY time, site_id",
                 [pollutant, start, end],
             )
+        panel = self.panel_with_lookback(start, end)
+        leads = (horizon,) if isinstance(horizon, int) else horizon
         return (
-            build_features(self.panel_with_lookback(start, end), pollutant, horizon)
+            pl.concat([build_features(panel, pollutant, h) for h in leads])
             .filter(pl.col("time") >= start)
             .select(SILVER_COLUMNS)
-            .sort("time", "site_id")
+            .sort("time", "site_id", "hours_ahead")
         )

@@ -16,6 +16,7 @@ from routeaq_assets.core.backtest import (
     rolling_origin_backtest,
 )
 from routeaq_assets.core.features import build_features, hourly_panel, weather_summary
+from routeaq_assets.core.models import TRAINING_LEADS
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import require_horizon, silver_features
@@ -25,9 +26,13 @@ from routeaq_assets.sources.local_tables import folder_sites, local_observations
 
 
 class BacktestConfig(ModelConfig):
-    """The candidate's training settings (``ModelConfig``: window, rounds, interval, weather,
-    horizon) and the folds to score them on."""
+    """The candidate's training settings (``ModelConfig``: window, rounds, interval, weather), the
+    lead time to score and the folds to score it on. Each fold trains the served kind of model
+    (every lead of ``TRAINING_LEADS`` at once); ``direct`` trains one for ``horizon`` alone
+    instead, to compare the two."""
 
+    horizon: int = 1
+    direct: bool = False
     pollutants: list[str] = list(FORECAST_POLLUTANTS)
     folds: int = 4
     # Days per fold; 0 splits the second half of the data's span evenly between the folds.
@@ -37,6 +42,15 @@ class BacktestConfig(ModelConfig):
 class LocalBacktestConfig(BacktestConfig):
     folder: str = ""  # empty: ROUTEAQ_SOURCE_FOLDER when the source is local
     test_days: int = 0
+
+
+def training_leads(config: BacktestConfig) -> tuple[int, ...]:
+    return (config.horizon,) if config.direct else TRAINING_LEADS
+
+
+def feature_leads(config: BacktestConfig) -> tuple[int, ...]:
+    """The leads whose feature rows a backtest needs: those it trains on and the one it scores."""
+    return tuple(sorted({*training_leads(config), config.horizon}))
 
 
 def _fold_days(config: BacktestConfig, features: pl.DataFrame) -> int:
@@ -53,7 +67,8 @@ def _backtest(features_by_pollutant: dict[str, pl.DataFrame], config: BacktestCo
             raise dg.Failure(f"backtest: no {pollutant} observations to evaluate")
         frames.append(
             rolling_origin_backtest(
-                features, settings=config.settings(), folds=config.folds, test_days=_fold_days(config, features), hours_ahead=config.horizon
+                features, settings=config.settings(), folds=config.folds, test_days=_fold_days(config, features), hours_ahead=config.horizon,
+                training_leads=training_leads(config),
             )
         )
     return pl.concat(frames)
@@ -120,7 +135,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehous
     end = newest + timedelta(hours=1)
     if config.weather != "forecast":
         raise dg.Failure("backtest: the stored features use the weather the service has; the reanalysis upper bound is measured on user files (local_data_backtest)")
-    features = {p: warehouse.stored_features(p, start, end, config.horizon) for p in config.pollutants}
+    features = {p: warehouse.stored_features(p, start, end, feature_leads(config)) for p in config.pollutants}
     kinds = warehouse.query("SELECT kind FROM weather WHERE time >= ? AND time < ?", [start, end])["kind"]
     return _report(context, "backtest", _backtest(features, config), config, model_store, lake, weather_summary(kinds))
 
@@ -143,10 +158,10 @@ def local_panel(folder: Path) -> pl.DataFrame:
     return hourly_panel(observations, met, sites_frame, start, end)
 
 
-def local_features(folder: Path, pollutants: list[str], horizon: int = 1, weather: str = "forecast") -> dict[str, pl.DataFrame]:
-    """Features of every site and pollutant in a folder of openair-format tables."""
+def local_features(folder: Path, pollutants: list[str], leads: tuple[int, ...] = (1,), weather: str = "forecast") -> dict[str, pl.DataFrame]:
+    """Features of every site and pollutant in a folder of openair-format tables, for each lead."""
     panel = local_panel(folder)
-    return {p: build_features(panel, p, horizon, weather) for p in pollutants}
+    return {p: pl.concat([build_features(panel, p, h, weather) for h in leads]) for p in pollutants}
 
 
 @dg.asset(group_name="evaluation", kinds={"lightgbm", "mlflow"})
@@ -161,7 +176,7 @@ def local_data_backtest(
     require_horizon("local_data_backtest", config.horizon)
     try:
         panel = local_panel(Path(folder))
-        features = {p: build_features(panel, p, config.horizon, config.weather) for p in config.pollutants}
+        features = {p: pl.concat([build_features(panel, p, h, config.weather) for h in feature_leads(config)]) for p in config.pollutants}
         weather = weather_summary(panel["weather_kind"], config.weather)
     except (SourceDataError, ValueError) as exc:
         raise dg.Failure(f"local_data_backtest: {exc}") from exc

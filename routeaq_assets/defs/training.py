@@ -1,7 +1,9 @@
-"""Training and promotion, per pollutant: ``{p}_candidate`` trains on a trailing window and is
-scored on held-out hours beside persistence, same-hour-yesterday and the current champion;
-the blocking check ``beats_persistence`` stops a bad model; ``{p}_champion`` moves the MLflow
-``champion`` alias only when the candidate also beats the champion on the same hours."""
+"""Training and promotion, per pollutant: ``{p}_candidate`` trains one forecaster for every hour
+from 1 to 48 ahead (the lead time is a feature) on a trailing window before the held-out hours,
+and scores it at each of ``GATE_LEADS`` beside persistence, same-hour-yesterday and the current
+champion; the blocking check ``beats_persistence`` stops a model that loses to persistence at any
+of those leads or whose interval is off target; ``{p}_champion`` moves the MLflow ``champion``
+alias only when the candidate also beats the champion on the same hours."""
 
 
 from datetime import timedelta
@@ -12,9 +14,9 @@ import polars as pl
 from routeaq_assets.core.environment import model_name
 from routeaq_assets.core.intervals import recalibrated
 from routeaq_assets.core.metrics import evaluate, scorable
-from routeaq_assets.core.models import TrainingSettings, champion_overlap, promotion_decision
+from routeaq_assets.core.models import GATE_LEADS, TRAINING_LEADS, TrainingSettings, champion_overlap, day_ahead_decision
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.defs.features import require_horizon, silver_features
+from routeaq_assets.defs.features import silver_features
 from routeaq_assets.resources import ModelStore, WarehouseResource
 
 CHECK_GATE = "beats_persistence"
@@ -31,8 +33,6 @@ class ModelConfig(dg.Config):
     coverage: float = _DEFAULTS.coverage
     # "forecast": the weather the service has; "reanalysis" (the upper bound) only for user files.
     weather: str = _DEFAULTS.weather
-    # Hours ahead. 1 is the served model (``routeaq-{p}``); 2 to 24 register ``routeaq-{p}-{h}h``.
-    horizon: int = 1
 
     def settings(self) -> TrainingSettings:
         return TrainingSettings(train_days=self.train_days, num_boost_round=self.num_boost_round, coverage=self.coverage, weather=self.weather)
@@ -44,9 +44,16 @@ class TrainingConfig(ModelConfig):
     margin: float = 0.01
 
 
-def _markdown(metrics: dict[str, float]) -> str:
-    rows = [f"| {name} | {metrics.get(f'{name}_rmse', float('nan')):.3f} | {metrics.get(f'{name}_mae', float('nan')):.3f} | {metrics.get(f'{name}_bias', float('nan')):.3f} |" for name in ("model", "champion", "persistence", "yesterday") if f"{name}_rmse" in metrics]
-    return "| forecast | RMSE | MAE | bias |\n|---|---|---|---|\n" + "\n".join(rows)
+def _markdown(by_lead: dict[int, dict[str, float]]) -> str:
+    names = [n for n in ("model", "champion", "persistence", "yesterday") if any(f"{n}_rmse" in m for m in by_lead.values())]
+    head = "| hours ahead | hours | " + " | ".join(f"{n} RMSE" for n in names) + " | skill | coverage |"
+    rule = "|" + "---|" * (len(names) + 4)
+    rows = [
+        f"| {h} | {int(m['hours'])} | " + " | ".join(f"{m.get(f'{n}_rmse', float('nan')):.3f}" for n in names)
+        + f" | {m['skill_vs_persistence']:.3f} | {m['interval_coverage']:.3f} |"
+        for h, m in sorted(by_lead.items())
+    ]
+    return "\n".join([head, rule, *rows])
 
 
 def _held_out_scores(frame: pl.DataFrame, forecaster, hours_ahead: int) -> tuple[dict[str, float], pl.DataFrame]:
@@ -59,14 +66,26 @@ def _held_out_scores(frame: pl.DataFrame, forecaster, hours_ahead: int) -> tuple
     return evaluate(scored), scored
 
 
+def held_out_by_lead(held_out: pl.DataFrame, forecaster, leads: tuple[int, ...] = GATE_LEADS) -> tuple[dict[int, dict[str, float]], float]:
+    """Scores at each lead the forecaster serves, and the interval coverage over all of them."""
+    by_lead, scored = {}, []
+    for h in leads:
+        rows = held_out.filter(pl.col("hours_ahead") == h)
+        if h > forecaster.max_hours_ahead or rows.is_empty():
+            continue
+        by_lead[h], frame = _held_out_scores(rows, forecaster, h)
+        scored.append(frame)
+    return by_lead, evaluate(pl.concat(scored))["interval_coverage"] if scored else float("nan")
+
+
 def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition, dg.AssetsDefinition]:
     candidate_name = f"{pollutant}_candidate"
 
     @dg.asset(name=candidate_name, group_name="training", deps=[silver_features], kinds={"lightgbm", "mlflow"})
     def candidate(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource, model_store: ModelStore) -> dg.Output[dict]:
-        """A LightGBM forecaster with an 80 % interval, trained on the trailing window before the
-        held-out hours and registered in MLflow as a new version (one model per horizon)."""
-        require_horizon(candidate_name, config.horizon)
+        """A LightGBM forecaster of every hour from 1 to 48 ahead, with an 80 % interval, trained
+        on the trailing window before the held-out hours (rows of ``TRAINING_LEADS`` with the lead
+        time as a feature) and registered in MLflow as a new version of ``routeaq-{pollutant}``."""
         if config.weather != "forecast":
             raise dg.Failure(f"{candidate_name}: a served model trains on the weather the service has (weather: forecast), not {config.weather!r}")
         settings = config.settings()
@@ -77,39 +96,42 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             raise dg.Failure(f"{candidate_name}: silver_features has no {pollutant} rows; materialize the features first")
         end = newest + timedelta(hours=1)
         holdout_start = end - timedelta(days=config.holdout_days)
-        frame = warehouse.stored_features(pollutant, holdout_start - timedelta(days=settings.train_days), end, config.horizon)
+        frame = warehouse.stored_features(pollutant, holdout_start - timedelta(days=settings.train_days), end, TRAINING_LEADS)
         train = settings.training_rows(frame, holdout_start)
         start = train["time"].min()
         held_out = scorable(frame.filter(pl.col("time") >= holdout_start))
         forecaster = settings.train(frame, holdout_start)
-        metrics, _ = _held_out_scores(held_out, forecaster, config.horizon)
+        by_lead, coverage = held_out_by_lead(held_out, forecaster)
 
         registry = model_store.registry()
-        name = model_name(pollutant, model_store.prefix, config.horizon)
+        name = model_name(pollutant, model_store.prefix)
         champion = registry.load(name)
         champion_refused = champion_overlap(champion.metadata, holdout_start) if champion is not None else None
         if champion is not None and champion_refused is None:
-            champion_metrics, _ = _held_out_scores(held_out, champion.forecaster, config.horizon)
-            metrics.update({f"champion_{k[len('model_'):]}": v for k, v in champion_metrics.items() if k.startswith("model_")})
+            champion_by_lead, _ = held_out_by_lead(held_out, champion.forecaster)
+            for h, m in champion_by_lead.items():
+                by_lead[h]["champion_rmse"] = m["model_rmse"]
         elif champion_refused:
             context.log.warning(f"{name} v{champion.version} is not compared: {champion_refused}")
+        metrics = {f"{k}_{h}h": v for h, m in by_lead.items() for k, v in m.items()} | {"interval_coverage": coverage}
         window = {
             "train_start": start.isoformat(),
             "train_end": holdout_start.isoformat(),
             "holdout_start": holdout_start.isoformat(),
             "holdout_end": end.isoformat(),
             "sites": sorted(frame["site_id"].unique().to_list()),
-            "horizon_hours": config.horizon,
+            "max_hours_ahead": forecaster.max_hours_ahead,
         }
         run_id, version = registry.log_candidate(
             name,
             forecaster,
-            params={**forecaster.params, "pollutant": pollutant, "train_rows": train.height, **{k: v for k, v in window.items() if k != "sites"}},
+            params={**forecaster.params, "pollutant": pollutant, "train_rows": train.height, "leads": ",".join(map(str, forecaster.leads)),
+                    **{k: v for k, v in window.items() if k != "sites"}},
             metrics=metrics,
-            metadata={"pollutant": pollutant, **window, "holdout_metrics": metrics},
+            metadata={"pollutant": pollutant, **window, "holdout_metrics": {str(h): m for h, m in by_lead.items()}},
             example=held_out,
             run_name=f"{pollutant}-{end:%Y%m%dT%H}",
-            tags={"pollutant": pollutant, "role": "candidate", "horizon_hours": str(config.horizon)},
+            tags={"pollutant": pollutant, "role": "candidate", "max_hours_ahead": str(forecaster.max_hours_ahead)},
         )
         result = {
             "pollutant": pollutant,
@@ -118,7 +140,8 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             "run_id": run_id,
             "champion_version": champion.version if champion else None,
             "champion_refused": champion_refused,
-            "metrics": metrics,
+            "by_lead": by_lead,
+            "interval_coverage": coverage,
             "config": config.model_dump(),
             **window,
         }
@@ -127,36 +150,39 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             metadata={
                 "model_version": version,
                 "mlflow_run_id": run_id,
-                "held_out_hours": int(metrics["hours"]),
-                "rmse": metrics["model_rmse"],
-                "persistence_rmse": metrics["persistence_rmse"],
-                "skill_vs_persistence": metrics["skill_vs_persistence"],
-                "interval_coverage": metrics["interval_coverage"],
-                "scores": dg.MetadataValue.md(_markdown(metrics)),
+                "max_hours_ahead": forecaster.max_hours_ahead,
+                "held_out_hours": int(by_lead[1]["hours"]) if 1 in by_lead else 0,
+                "interval_coverage": coverage,
+                **{f"skill_vs_persistence_{h}h": m["skill_vs_persistence"] for h, m in by_lead.items()},
+                **{f"rmse_{h}h": m["model_rmse"] for h, m in by_lead.items()},
+                "scores": dg.MetadataValue.md(_markdown(by_lead)),
                 "train_window": f"{window['train_start']} .. {window['holdout_start']}",
             },
         )
 
+    def decide(candidate: dict, compare_champion: bool):
+        cfg = candidate["config"]
+        return day_ahead_decision(
+            {int(h): m for h, m in candidate["by_lead"].items()}, candidate["interval_coverage"],
+            target_coverage=cfg["coverage"], coverage_tolerance=cfg["coverage_tolerance"], margin=cfg["margin"],
+            champion_refused=candidate.get("champion_refused"), compare_champion=compare_champion,
+        )
+
     @dg.asset_check(asset=candidate, name=CHECK_GATE, blocking=True)
     def gate(candidate: dict) -> dg.AssetCheckResult:
-        """Blocks promotion of a model that does not beat persistence on the held-out hours or
-        whose interval coverage is off target, and refuses a comparison with a champion that
-        trained on the held-out hours."""
-        m, cfg = candidate["metrics"], candidate["config"]
-        decision = promotion_decision(
-            m["model_rmse"], m["persistence_rmse"], None, m["interval_coverage"],
-            target_coverage=cfg["coverage"], coverage_tolerance=cfg["coverage_tolerance"], champion_refused=candidate.get("champion_refused"),
-        )
+        """Blocks promotion of a model that does not beat persistence on the held-out hours at
+        every lead of ``GATE_LEADS``, or whose interval coverage is off target. (The champion is
+        compared by ``{p}_champion``.)"""
+        decision = decide(candidate, compare_champion=False)
         return dg.AssetCheckResult(
             passed=decision.promote,
             severity=dg.AssetCheckSeverity.ERROR,
             description=decision.reason,
             metadata={
-                "rmse": m["model_rmse"],
-                "persistence_rmse": m["persistence_rmse"],
-                "interval_coverage": m["interval_coverage"],
-                "target_coverage": cfg["coverage"],
-                "coverage_tolerance": cfg["coverage_tolerance"],
+                **{f"skill_vs_persistence_{h}h": m["skill_vs_persistence"] for h, m in candidate["by_lead"].items()},
+                "interval_coverage": candidate["interval_coverage"],
+                "target_coverage": candidate["config"]["coverage"],
+                "coverage_tolerance": candidate["config"]["coverage_tolerance"],
                 "champion_refused": candidate.get("champion_refused") or "",
             },
         )
@@ -164,13 +190,8 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
     @dg.asset(name=f"{pollutant}_champion", group_name="training", ins={"candidate": dg.AssetIn(candidate_name)}, kinds={"mlflow"})
     def champion(context: dg.AssetExecutionContext, candidate: dict, model_store: ModelStore) -> dg.MaterializeResult:
         """The MLflow ``champion`` alias: moved to the candidate only if it beats the current
-        champion by the configured margin on the same held-out hours."""
-        m, cfg = candidate["metrics"], candidate["config"]
-        decision = promotion_decision(
-            m["model_rmse"], m["persistence_rmse"], m.get("champion_rmse"), m["interval_coverage"],
-            target_coverage=cfg["coverage"], coverage_tolerance=cfg["coverage_tolerance"], margin=cfg["margin"],
-            champion_refused=candidate.get("champion_refused"),
-        )
+        champion by the configured margin on the same held-out hours (averaged over the leads)."""
+        decision = decide(candidate, compare_champion=True)
         registry = model_store.registry()
         if decision.promote:
             registry.promote(candidate["model_name"], candidate["version"], decision.reason)
@@ -179,16 +200,17 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             registry.record_rejection(candidate["model_name"], candidate["version"], decision.reason)
             serving = candidate["champion_version"]
         context.log.info(f"{candidate['model_name']} v{candidate['version']}: {'promoted' if decision.promote else 'not promoted'}: {decision.reason}")
+        by_lead = candidate["by_lead"]
         return dg.MaterializeResult(
             metadata={
                 "promoted": decision.promote,
                 "reason": decision.reason,
                 "champion_version": str(serving),
                 "candidate_version": candidate["version"],
-                "candidate_rmse": m["model_rmse"],
-                "champion_rmse_before": m.get("champion_rmse"),
-                "persistence_rmse": m["persistence_rmse"],
-                "margin": cfg["margin"],
+                **{f"candidate_rmse_{h}h": m["model_rmse"] for h, m in by_lead.items()},
+                **{f"champion_rmse_before_{h}h": m["champion_rmse"] for h, m in by_lead.items() if m.get("champion_rmse") is not None},
+                **{f"persistence_rmse_{h}h": m["persistence_rmse"] for h, m in by_lead.items()},
+                "margin": candidate["config"]["margin"],
             }
         )
 

@@ -136,7 +136,7 @@ def _outages(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 RUN_EVERY_HOURS = 6  # a forecast run every six hours, published as it is issued
-MAX_LEAD_HOURS = 24 + 2 * RUN_EVERY_HOURS  # the previous day's run reaches every hour of the next day
+MAX_LEAD_HOURS = 48 + 2 * RUN_EVERY_HOURS  # any run reaches 48 h past the newest hour it was issued for
 # Forecast error per simulated column: (sd at lead 0, sd added by 24 h of lead), growing as the
 # square root of lead time like a random walk; day-ahead errors about those of a regional model.
 FORECAST_ERROR = {"temp": (0.4, 1.3), "ws": (0.3, 1.0), "wd": (8.0, 25.0), "rh": (3.0, 8.0), "precip": (0.1, 0.5), "blh": (50.0, 160.0)}

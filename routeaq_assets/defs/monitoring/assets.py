@@ -17,6 +17,7 @@ from routeaq_assets.core import drift, intervals, scoring
 from routeaq_assets.core.backtest import forecast_plot
 from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON
+from routeaq_assets.core.models import GATE_LEADS
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.shared import PREDICTIONS, shared_folder
@@ -58,27 +59,25 @@ def prune(lake: Lake, folder: str, suffix: str, newest: datetime, keep: int | No
     return len(doomed)
 
 
-def _champions(model_store: ModelStore) -> dict[tuple[str, int], str]:
-    """(pollutant, hours ahead) -> champion version, for every champion in the registry."""
-    names = {model_name(p, model_store.prefix, h): (p, h) for p in FORECAST_POLLUTANTS for h in range(1, MAX_HORIZON + 1)}
-    return {names[n]: v for n, v in model_store.registry().champions(model_store.prefix).items() if n in names}
-
-
 def _as_of(warehouse: WarehouseResource, model_store: ModelStore, logged: pl.DataFrame, start: datetime, end: datetime) -> list[pl.DataFrame]:
-    """Champion forecasts for the hours of [start, end) that no logged forecast covers, from the
-    stored features. Hours the champion was trained on get none: they would flatter it."""
+    """Champion forecasts at each of ``GATE_LEADS`` for the hours of [start, end) that no logged
+    forecast covers, from the stored features. Hours the champion was trained on get none: they
+    would flatter it."""
     frames = []
-    for (pollutant, hours_ahead), version in sorted(_champions(model_store).items()):
-        champion = model_store.registry().load(model_name(pollutant, model_store.prefix, hours_ahead), version)
+    registry = model_store.registry()
+    for pollutant in FORECAST_POLLUTANTS:
+        champion = registry.load(model_name(pollutant, model_store.prefix))
+        if champion is None:
+            continue
         unseen = max(start, datetime.fromisoformat(champion.metadata["holdout_start"]))
-        if unseen >= end:
+        leads = tuple(h for h in GATE_LEADS if h <= champion.forecaster.max_hours_ahead)
+        if unseen >= end or not leads:
             continue
-        features = warehouse.stored_features(pollutant, unseen, end, hours_ahead).with_columns(pl.lit(hours_ahead, pl.Int64).alias("hours_ahead"))
+        features = warehouse.stored_features(pollutant, unseen, end, leads)
         features = features.join(scoring.missing_keys(features.select(scoring.KEY), logged), on=list(scoring.KEY), how="semi")
-        if features.is_empty():
-            continue
-        pred, lower, upper = champion.forecaster.predict(features)
-        frames.append(scoring.as_of_forecasts(features, pred, lower, upper, champion.name, champion.version, hours_ahead))
+        for (hours_ahead,), rows in features.group_by("hours_ahead"):
+            pred, lower, upper = champion.forecaster.predict(rows)
+            frames.append(scoring.as_of_forecasts(rows, pred, lower, upper, champion.name, champion.version, int(hours_ahead)))
     return frames
 
 
