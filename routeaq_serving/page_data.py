@@ -52,8 +52,13 @@ def _measured(registry: pl.DataFrame, site_id: str, pollutant: str, year: int, h
     return measures(registry, site_id, pollutant, year) or has_data
 
 
-def _horizons(state: State, pollutant: str) -> list[int]:
-    return [1, *sorted(h for p, h in state.ahead if p == pollutant)]
+# The overview's cells show these hours ahead; a site's page shows every hour the champion serves.
+OVERVIEW_LEADS = (1, 6, 12, 24, 48)
+
+
+def _horizons(state: State, pollutant: str, leads: tuple[int, ...] | None = None) -> list[int]:
+    served = [1, *sorted(h for p, h in state.ahead if p == pollutant)]
+    return [h for h in served if leads is None or h in leads]
 
 
 def _forecast_point(result: dict, source: str) -> dict:
@@ -100,9 +105,9 @@ def _pollutant_status(state: State, registry: pl.DataFrame, site_obs: pl.DataFra
     }
 
 
-def _next_hours(serving: Forecasts, state: State, site_id: str, pollutant: str) -> tuple[list[dict], str | None]:
+def _next_hours(serving: Forecasts, state: State, site_id: str, pollutant: str, leads: tuple[int, ...] | None = None) -> tuple[list[dict], str | None]:
     points, problems = [], []
-    for h in _horizons(state, pollutant):
+    for h in _horizons(state, pollutant, leads):
         try:
             (result,) = answer(state, serving.history, [ForecastItem(site_id, state.origin + h * HOUR, pollutant)])
         except ForecastError as exc:
@@ -136,7 +141,7 @@ def overview(serving: Forecasts, now: datetime) -> dict:
             entry = _pollutant_status(state, registry, site_obs, site_id, pollutant, now)
             entry["forecasts"] = []
             if entry["problem"] is None:
-                entry["forecasts"], entry["problem"] = _next_hours(serving, state, site_id, pollutant)
+                entry["forecasts"], entry["problem"] = _next_hours(serving, state, site_id, pollutant, OVERVIEW_LEADS)
             pollutants.append(entry)
         site_newest = state.data_until.get(site_id)
         measured = [p for p in pollutants if p["measured"]]

@@ -8,7 +8,7 @@ import polars as pl
 import duckdb
 import pytest
 
-from conftest import FIXTURES, WINDOW_END, make_definitions, partition_key, run_pipeline, train_hours_ahead
+from conftest import FIXTURES, WINDOW_END, make_definitions, partition_key, run_pipeline
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.resources import ObservationSource
@@ -215,19 +215,19 @@ def test_ratified_values_replace_provisional_ones_and_are_counted(home, httpserv
         assert value("ABD", datetime(2017, 1, 1, 23, tzinfo=UTC), "pm25") == (pytest.approx(abd.filter((pl.col("time") == datetime(2017, 1, 1, 23, tzinfo=UTC)) & (pl.col("pollutant") == "pm25"))["value"][0]),)
 
 
-def test_a_six_hour_model_is_registered_under_its_own_name_beside_the_served_one(home):
-    defs = run_pipeline(home, train=False)
-    result = train_hours_ahead(defs, "no2", 6)
-    candidate = result.output_for_node("no2_candidate")
-    assert candidate["model_name"] == "routeaq-no2-6h" and candidate["horizon_hours"] == 6
-    registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
-    assert registry.champion_version("routeaq-no2-6h") == "1"
-    assert registry.champion_version("routeaq-no2") is None  # the served one-hour model is untouched
-    assert candidate["metrics"]["model_rmse"] < candidate["metrics"]["persistence_rmse"]
-    # a horizon the features cannot serve fails before any work, and the 6 h champion stays
-    bad = {"ops": {"no2_candidate": {"config": {"horizon": 30}}}}
-    result = dg.materialize([defs.get_assets_def("no2_candidate")], resources=defs.resources, run_config=bad, raise_on_error=False)
-    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
-    assert "no2_candidate: horizon 30 h is outside 1 to 24 h" in message
-    assert registry.champion_version("routeaq-no2-6h") == "1"
-    assert [str(v.version) for v in registry.client.search_model_versions("name='routeaq-no2-6h'")] == ["1"]
+def test_one_candidate_forecasts_every_hour_to_48_ahead_and_is_gated_at_each_lead(trained_home):
+    """The training job registers one model per pollutant that serves leads 1 to 48; the gate
+    scores it at every lead of GATE_LEADS on the same held-out hours, beside persistence."""
+    from routeaq_assets.core.models import GATE_LEADS
+
+    registry = ForecastRegistry(f"sqlite:///{trained_home / 'mlflow' / 'mlflow.db'}")
+    champion = registry.load("routeaq-no2")
+    assert champion.forecaster.max_hours_ahead == 48 and champion.metadata["max_hours_ahead"] == 48
+    held_out = champion.metadata["holdout_metrics"]
+    assert sorted(int(h) for h in held_out) == list(GATE_LEADS)
+    for h, m in held_out.items():
+        assert m["model_rmse"] < m["persistence_rmse"], h
+    persistence = [held_out[str(h)]["persistence_rmse"] for h in (1, 6)]
+    assert persistence[1] > persistence[0]  # the value six hours old is a worse forecast than the newest
+    assert not [m.name for m in registry.client.search_registered_models() if m.name.endswith("h")]  # no model per horizon
+

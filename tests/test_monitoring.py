@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TEST_SITES, make_definitions, partition_key
+from routeaq_assets.core.models import GATE_LEADS
 from routeaq_assets.core.drift import CURRENT_WINDOW_HOURS, DRIFT_FEATURES, reference_sample_sql
 from routeaq_serving.prediction_log import PredictionLog
 
@@ -72,11 +73,12 @@ def test_forecast_performance_equals_a_recomputation_from_the_log_and_the_observ
         assert metadata[f"{pollutant}_persistence_rmse"].value == pytest.approx(persistence, abs=1e-4)
         assert metadata[f"{pollutant}_skill"].value == pytest.approx(1 - rmse / persistence, abs=1e-4)
     assert metadata["forecasts_logged"].value == len(answers)
-    # The 6-hours-ahead NO2 champion was never served: its forecasts are computed as of then.
-    assert metadata["forecasts_as_of_champion"].value == len(HOURS) * len(TEST_SITES)
-    assert "no2_6h_skill" in metadata and "| no2 | 6 |" in metadata["scores"].value
+    # Only one-hour forecasts were served: the other gate leads are computed as of then.
+    as_of_leads = [h for h in GATE_LEADS if h != 1]
+    assert metadata["forecasts_as_of_champion"].value == len(HOURS) * len(TEST_SITES) * 3 * len(as_of_leads)
+    assert "no2_6h_skill" in metadata and "| no2 | 48 |" in metadata["scores"].value
     record = json.loads((monitored_home / "lake" / "reports" / "performance" / "2025-08-01T11.json").read_text())
-    assert {(r["pollutant"], r["hours_ahead"]) for r in record["scores"]} == {("pm25", 1), ("no2", 1), ("o3", 1), ("no2", 6)}
+    assert {(r["pollutant"], r["hours_ahead"]) for r in record["scores"]} == {(p, h) for p in ("pm25", "no2", "o3") for h in GATE_LEADS}
     assert (monitored_home / "lake" / "reports" / "performance" / "forecast_vs_observed_no2.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -84,7 +86,7 @@ def test_forecast_performance_scores_the_champion_as_of_each_hour_when_nothing_w
     defs = make_definitions(monitored_home)
     metadata = materialize(defs, "forecast_performance", HOURS[:2]).asset_materializations_for_node("forecast_performance")[-1].metadata
     assert metadata["forecasts_logged"].value == 0
-    assert metadata["forecasts_as_of_champion"].value == 2 * len(TEST_SITES) * 4  # pm25, no2, o3 at 1 h and no2 at 6 h
+    assert metadata["forecasts_as_of_champion"].value == 2 * len(TEST_SITES) * 3 * len(GATE_LEADS)  # pm25, no2, o3 at every gate lead
     for pollutant in ("pm25", "no2", "o3"):
         assert np.isfinite(metadata[f"{pollutant}_skill"].value)
 
@@ -151,7 +153,7 @@ def test_interval_calibration_publishes_the_factor_that_would_have_covered_the_s
         assert pooled["factor"].item() == pytest.approx(np.quantile(score, 0.8, method="higher"), rel=1e-9)
         assert metadata[f"factor_{pollutant}_{horizon}h"].value == pytest.approx(pooled["factor"].item(), abs=1e-4)
         compared += 1
-    assert compared == 4  # pm25, no2 and o3 at 1 h, no2 at 6 h
+    assert compared == 3 * len(GATE_LEADS)  # pm25, no2 and o3 at every gate lead
 
 
 def _group(rows: list[tuple]) -> dict[tuple[str, int], list[tuple]]:

@@ -8,6 +8,8 @@ no ozone instrument in the AURN metadata) reports CLL2's hours without ozone. Th
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -74,9 +76,9 @@ def test_overview_names_every_state_and_answers_like_predict(serving):
     assert man3_no2["feed_stopped"] and man3_no2["forecasts"] == [] and "feed stopped" in man3_no2["problem"]
     assert man3_no2["newest_observation"] == (origin - timedelta(hours=STOPPED_HOURS)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert not cells[("MAN3", "pm25")]["feed_stopped"]
-    # the next hours are the one-hour and the promoted six-hour NO2 champion, answered as /predict answers
+    # the next hours, from the hour after the newest observation to 48 h, answered as /predict answers
     my1 = cells[("MY1", "no2")]["forecasts"]
-    assert [f["hours_ahead"] for f in my1] == [1, 6]
+    assert [f["hours_ahead"] for f in my1] == [1, 6, 12, 24, 48]
     for f in my1:
         hour = datetime.fromisoformat(f["time"].replace("Z", "+00:00"))
         (answer,) = serving.forecast([ForecastItem("MY1", hour, "no2")])
@@ -135,12 +137,18 @@ def _shown_forecasts(page, view: str) -> dict[tuple[str, str, str], dict]:
     return shown
 
 
+def _fixed(value: float) -> str:
+    """``value.toFixed(1)`` as the page's JavaScript writes it: the exact binary value, halves up
+    (Python's ``f"{5.25:.1f}"`` gives 5.2, JavaScript 5.3)."""
+    return str(Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def _expect_equal(shown: dict, forecasts: dict) -> None:
     assert shown.keys() == forecasts.keys()
     for key, f in forecasts.items():
         s = shown[key]
-        assert (s["text"], s["value"]) == (f"{f['pred']:.1f}", f["pred"]), key
-        assert s["range"].startswith(f"likely {f['lower']:.1f} to {f['upper']:.1f}"), key
+        assert (s["text"], s["value"]) == (_fixed(f["pred"]), f["pred"]), key
+        assert s["range"].startswith(f"likely {_fixed(f['lower'])} to {_fixed(f['upper'])}"), key
         assert s["band"].startswith(f"DAQI {f['daqi']['index']} {f['daqi']['band']}"), key
 
 

@@ -58,29 +58,29 @@ def test_errors_name_the_problem(forecasts):
         forecasts.forecast([ForecastItem("ZZZ", datetime(2025, 7, 31, tzinfo=UTC), "pm25")])
     with pytest.raises(OutOfRange, match="earliest hour available is 2025-07-08T13:00"):
         forecasts.forecast([ForecastItem("CLL2", datetime(2025, 7, 1, tzinfo=UTC), "pm25")])
-    with pytest.raises(OutOfRange, match="latest hour available is 2025-08-01T12:00"):
-        forecasts.forecast([ForecastItem("CLL2", datetime(2025, 8, 1, 13, tzinfo=UTC), "pm25")])
+    with pytest.raises(OutOfRange, match="latest hour available is 2025-08-03T11:00"):
+        forecasts.forecast([ForecastItem("CLL2", datetime(2025, 8, 3, 12, tzinfo=UTC), "pm25")])
 
 
-def test_hours_further_ahead_are_answered_by_the_champion_for_that_many_hours(forecasts):
+def test_every_hour_to_48_ahead_is_answered_by_the_champion_with_that_leads_features(forecasts):
     state = forecasts._state
     assert state.origin == datetime(2025, 8, 1, 11, tzinfo=UTC)  # the newest observation
-    six = state.origin + timedelta(hours=6)
-    next_hour, ahead = forecasts.forecast([ForecastItem("MY1", state.origin + timedelta(hours=1), "no2"), ForecastItem("MY1", six, "no2")])
-    assert (next_hour["hours_ahead"], ahead["hours_ahead"]) == (1, 6)
+    hours = [state.origin + timedelta(hours=h) for h in range(1, 49)]
+    answers = forecasts.forecast([ForecastItem("MY1", hour, p) for hour in hours for p in ("pm25", "no2", "o3")])
+    assert [a["hours_ahead"] for a in answers if a["pollutant"] == "no2"] == list(range(1, 49))
+    assert all(a["data_until"] == "2025-08-01T11:00:00Z" for a in answers)
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
-    assert ahead["model_version"] == registry.champion_version("routeaq-no2-6h")
-    assert ahead["data_until"] == "2025-08-01T11:00:00Z" and ahead["pred"] != next_hour["pred"]
-    # the six-hour model on features that end at the newest observation (weather: the forecast)
-    model = registry.load("routeaq-no2-6h")
+    assert {a["model_version"] for a in answers if a["pollutant"] == "no2"} == {registry.champion_version("routeaq-no2")}
+    # the champion on the features of a forecast six hours after the newest observation (weather: the forecast)
+    six = state.origin + timedelta(hours=6)
+    ahead = next(a for a in answers if a["pollutant"] == "no2" and a["hours_ahead"] == 6)
+    model = registry.load("routeaq-no2")
     panel = forecasts.store.read().filter(pl.col("time") <= six)
     row = build_features(panel, "no2", 6).filter((pl.col("site_id") == "MY1") & (pl.col("time") == six))
     assert ahead["pred"] == round(float(model.forecaster.predict(row)[0][0]), 3)
-    assert forecasts.status()["hours_ahead"] == {"pm25": [1], "no2": [1, 6], "o3": [1]}
-    with pytest.raises(OutOfRange, match=r"no2 is also forecast \[6\] hours after it"):
-        forecasts.forecast([ForecastItem("MY1", six - timedelta(hours=1), "no2")])
-    with pytest.raises(OutOfRange, match="latest hour available is 2025-08-01T12:00"):
-        forecasts.forecast([ForecastItem("MY1", six, "pm25")])
+    assert forecasts.status()["hours_ahead"] == {p: list(range(1, 49)) for p in ("pm25", "no2", "o3")}
+    with pytest.raises(OutOfRange, match="latest hour available is 2025-08-03T11:00.*forecast 1 to 48 hours after it"):
+        forecasts.forecast([ForecastItem("MY1", state.origin + timedelta(hours=49), "no2")])
 
 
 def test_a_new_champion_is_picked_up_without_a_restart(trained_home, forecasts):
@@ -157,7 +157,7 @@ def test_prediction_log_round_trips_the_contract(tmp_path):
 
     answer = {
         "site_id": "MY1", "timestamp": "2025-08-01T10:00:00Z", "pollutant": "no2", "pred": 31.5, "lower": 25.0, "upper": 39.0,
-        "interval": 0.8, "interval_factor": 1.3, "hours_ahead": 6, "origin": "2025-08-01T04:00:00Z", "model_name": "routeaq-no2-6h",
+        "interval": 0.8, "interval_factor": 1.3, "hours_ahead": 6, "origin": "2025-08-01T04:00:00Z", "model_name": "routeaq-no2",
         "model_version": "3",
     }
     log = PredictionLog(tmp_path)
@@ -171,7 +171,7 @@ def test_prediction_log_round_trips_the_contract(tmp_path):
     assert frame.height == 3 and sorted(frame["site_id"]) == ["CLL2", "LEED", "MY1"]
     assert dict(zip(frame["site_id"], frame["interval_factor"])) == {"MY1": 1.3, "CLL2": 1.3, "LEED": 1.0}
     row = frame.row(0, named=True)
-    assert row["hours_ahead"] == 6 and row["model_name"] == "routeaq-no2-6h"
+    assert row["hours_ahead"] == 6 and row["model_name"] == "routeaq-no2"
     assert row["time"] - row["origin"] == timedelta(hours=6)
     assert read_prediction_log(tmp_path, start=datetime(2025, 8, 1, 11, tzinfo=timezone.utc)).is_empty()
 

@@ -212,8 +212,8 @@ def test_redis_down_keeps_the_last_good_snapshot_and_readiness_says_so(trained_h
 
 def test_a_lagging_site_is_answered_hours_ahead_of_its_own_newest_observation(trained_home, tmp_path):
     """MY1's NO2 and PM2.5 feeds stop 5 hours before the network's newest hour (11:00): the next
-    network hour is 6 hours after MY1's own data. NO2 has a 6-hour champion and answers with it;
-    PM2.5 has none and is refused naming the horizons served. Never the 1 h model saying 1."""
+    network hour is 6 hours after MY1's own data: it is answered 6 hours ahead, with the features
+    of a forecast made at MY1's newest observation. Never the 1 h features saying 1."""
     home = served_copy(trained_home, tmp_path)
     online = home / "online" / "features.parquet"
     panel = pl.read_parquet(online)
@@ -225,13 +225,13 @@ def test_a_lagging_site_is_answered_hours_ahead_of_its_own_newest_observation(tr
     next_hour = datetime(2025, 8, 1, 12, tzinfo=UTC)
 
     lagged, current = service.forecast([ForecastItem("MY1", next_hour, "no2"), ForecastItem("CLL2", next_hour, "no2")])
-    assert (lagged["hours_ahead"], lagged["model_name"], lagged["origin"]) == (6, "routeaq-no2-6h", "2025-08-01T06:00:00Z")
+    assert (lagged["hours_ahead"], lagged["model_name"], lagged["origin"]) == (6, "routeaq-no2", "2025-08-01T06:00:00Z")
     assert lagged["data_until"] == "2025-08-01T06:00:00Z"
     assert (current["hours_ahead"], current["model_name"], current["origin"]) == (1, "routeaq-no2", "2025-08-01T11:00:00Z")
     with pytest.raises(OutOfRange) as refused:
-        service.forecast([ForecastItem("MY1", next_hour, "pm25")])
-    assert "newest pm25 observation at MY1 is 2025-08-01T06:00:00+00:00, 6 hours before it" in refused.value.message
-    assert "hours ahead served for pm25: [1]" in refused.value.message and refused.value.field == "timestamp"
+        service.forecast([ForecastItem("MY1", datetime(2025, 8, 3, 7, tzinfo=UTC), "pm25")])
+    assert "newest pm25 observation at MY1 is 2025-08-01T06:00:00+00:00, 49 hours before it" in refused.value.message
+    assert "pm25 is forecast 1 to 48 hours after it" in refused.value.message and refused.value.field == "timestamp"
     # the hour after MY1's own newest observation is its one-hour forecast
     (own_next,) = service.forecast([ForecastItem("MY1", datetime(2025, 8, 1, 7, tzinfo=UTC), "pm25")])
     assert (own_next["hours_ahead"], own_next["origin"]) == (1, "2025-08-01T06:00:00Z")
