@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from routeaq_assets.core.progress import PREFIX as PROGRESS
+from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 
 DEFAULT_END = "2025-08-01T12:00:00Z"
 SMOKE_SITE = "CLL2"
@@ -169,7 +170,7 @@ def main() -> None:
     step("3/5 train PM2.5, NO2 and O3 candidates, gate them, promote champions, publish online features")
     workspace_run(["--job", "train_job"], log)
     step(f"4/5 drift reports (PM2.5, NO2, O3) for {last:%Y-%m-%d %H:00}")
-    workspace_run(["--select", "pm25_drift_report,no2_drift_report,o3_drift_report", "--partition", partition_key(last)], log)
+    workspace_run(["--select", ",".join(f"{p}_drift_report" for p in FORECAST_POLLUTANTS), "--partition", partition_key(last)], log)
     step("5/5 serve the champion and ask for one forecast")
     # The reference smoke request when the window holds it; otherwise the next hour ahead.
     hour = SMOKE_HOUR if start + timedelta(days=8) <= SMOKE_HOUR < end else end

@@ -1,6 +1,6 @@
 """Evaluate RouteAQ on data you bring: a folder of openair-format tables.
 
-    python -m routeaq_assets.evaluate FOLDER [--pollutants no2,o3,pm25] [--folds 4] [--test-days 0] [--horizon 1]
+    python -m routeaq_assets.evaluate FOLDER [--pollutants no2,o3,pm25,pm10] [--folds 4] [--test-days 0] [--horizon 1]
                                              [--weather forecast|reanalysis]
     make evaluate DATA=FOLDER
 
@@ -28,7 +28,7 @@ from routeaq_assets.demo import prepare_instance, run_logged
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder of openair-format tables (.RData, .csv, .parquet)")
-    parser.add_argument("--pollutants", default="no2,o3,pm25", help="comma-separated: pm25, no2, o3")
+    parser.add_argument("--pollutants", default="no2,o3,pm25,pm10", help="comma-separated: pm25, pm10, no2, o3")
     parser.add_argument("--folds", type=int, default=4, help="rolling-origin folds (default 4)")
     parser.add_argument("--test-days", type=int, default=0, help="days per fold; 0 = the folds cover the second half of the data")
     parser.add_argument("--horizon", type=int, default=1, help="hours ahead, 1 to 24 (default 1)")

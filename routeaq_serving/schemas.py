@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-Pollutant = Literal["pm25", "no2", "o3"]
+Pollutant = Literal["pm25", "pm10", "no2", "o3"]
 
 # The hours a request may name. Nothing outside them can be forecast (no stored history reaches
 # them), and the bounds keep every later hour arithmetic (offsets, look-back windows, hours

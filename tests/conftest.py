@@ -49,7 +49,7 @@ def make_definitions(home: Path, **overrides) -> dg.Definitions:
 
 SITES_CONFIG = {"ops": {"site_registry": {"config": {"sites": TEST_SITES}}}}
 # Three weeks of three sites give about 500 held-out hours: the coverage gate gets a wider band.
-TRAIN_CONFIG = {"ops": {f"{p}_candidate": {"config": {"coverage_tolerance": 0.1}} for p in ("pm25", "no2", "o3")}}
+TRAIN_CONFIG = {"ops": {f"{p}_candidate": {"config": {"coverage_tolerance": 0.1}} for p in ("pm25", "pm10", "no2", "o3")}}
 
 
 def run_pipeline(home: Path, start: datetime = WINDOW_START, end: datetime = WINDOW_END, train: bool = True) -> dg.Definitions:

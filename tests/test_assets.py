@@ -117,11 +117,11 @@ def test_failing_source_mid_backfill_names_site_year_and_cause_and_keeps_earlier
 def test_training_promotes_a_champion_that_beats_persistence(trained_home, monkeypatch):
     monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
-    for pollutant in ("pm25", "no2", "o3"):
+    for pollutant in ("pm25", "pm10", "no2", "o3"):
         champion = registry.load(f"routeaq-{pollutant}")
         assert champion is not None
-        metrics = champion.metadata["holdout_metrics"]
-        assert metrics["model_rmse"] < metrics["persistence_rmse"]
+        for metrics in champion.metadata["holdout_metrics"].values():  # every gate lead
+            assert metrics["model_rmse"] < metrics["persistence_rmse"]
         tags = registry.client.get_model_version(f"routeaq-{pollutant}", champion.version).tags
         assert tags["promotion"] == "promoted"
 
@@ -154,14 +154,14 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(home, trained_
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     before = registry.champion_version("routeaq-no2")
     candidate = {
-        "model_name": "routeaq-no2", "version": before, "champion_version": before,
-        "metrics": {"model_rmse": 5.0, "persistence_rmse": 8.0, "champion_rmse": 4.0, "interval_coverage": 0.8},
+        "model_name": "routeaq-no2", "version": before, "champion_version": before, "interval_coverage": 0.8,
+        "by_lead": {h: {"model_rmse": 5.0, "persistence_rmse": 8.0, "champion_rmse": 4.0, "skill_vs_persistence": 0.375} for h in (1, 24)},
         "config": {"coverage": 0.8, "coverage_tolerance": 0.05, "margin": 0.01},
     }
     champion_asset = defs.get_assets_def("no2_champion")
     result = champion_asset(context=dg.build_asset_context(), candidate=candidate, model_store=defs.resources["model_store"])
     assert result.metadata["promoted"] is False
-    assert "does not beat champion 4.000" in result.metadata["reason"]
+    assert "RMSE is 125.0% of the champion's over 1, 24 h ahead" in result.metadata["reason"]
     assert registry.champion_version("routeaq-no2") == before
 
 

@@ -28,6 +28,14 @@ from routeaq_assets.core.daqi import UPPER_BOUNDS, daqi
         ("pm25", 54.0, 7, "High"),
         ("pm25", 70.0, 9, "High"),
         ("pm25", 71.0, 10, "Very High"),
+        ("pm10", 16.0, 1, "Low"),  # Defra's PM10 bands: 0-16, 17-33, 34-50, 51-58, ... 92-100, 101 or more
+        ("pm10", 17.0, 2, "Low"),
+        ("pm10", 50.0, 3, "Low"),
+        ("pm10", 51.0, 4, "Moderate"),
+        ("pm10", 75.0, 6, "Moderate"),
+        ("pm10", 76.0, 7, "High"),
+        ("pm10", 100.0, 9, "High"),
+        ("pm10", 101.0, 10, "Very High"),
         ("o3", 33.0, 1, "Low"),
         ("o3", 34.0, 2, "Low"),
         ("o3", 100.0, 3, "Low"),
@@ -57,7 +65,7 @@ def test_only_no2_is_exact_for_an_hourly_value():
 
 def test_missing_is_missing_and_bad_input_is_named():
     assert daqi("pm25", None) is None and daqi("pm25", math.nan) is None
-    with pytest.raises(ValueError, match="pm10"):
-        daqi("pm10", 5.0)
+    with pytest.raises(ValueError, match="so2"):
+        daqi("so2", 5.0)
     with pytest.raises(ValueError, match="negative"):
         daqi("no2", -1.0)

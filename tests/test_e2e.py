@@ -115,7 +115,8 @@ def test_malformed_json_is_422(service):
 def test_model_and_metrics_endpoints(service):
     url, _ = service
     model = requests.get(f"{url}/model").json()
-    assert model["pm25"]["holdout_metrics"]["model_rmse"] < model["pm25"]["holdout_metrics"]["persistence_rmse"]
+    assert model["pm25"]["holdout_metrics"]["1"]["model_rmse"] < model["pm25"]["holdout_metrics"]["1"]["persistence_rmse"]
+    assert model["pm25"]["max_hours_ahead"] == 48
     requests.post(f"{url}/predict", json={"site_id": "MAN3", "timestamp": "2025-08-01T11:00:00Z", "pollutant": "o3"})
     metrics = requests.get(f"{url}/metrics").text
     assert "bentoml_service_request_total" in metrics

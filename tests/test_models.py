@@ -8,7 +8,7 @@ import pytest
 
 from routeaq_assets.core.features import build_features, hourly_panel
 from routeaq_assets.core.metrics import evaluate, point_scores, scorable
-from routeaq_assets.core.models import promotion_decision, train_forecaster
+from routeaq_assets.core.models import day_ahead_decision, train_forecaster
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
 from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
@@ -59,18 +59,31 @@ def test_point_scores():
         point_scores(np.array([]), np.array([]))
 
 
+def _lead(model: float, persistence: float, champion: float | None = None) -> dict:
+    return {"model_rmse": model, "persistence_rmse": persistence, "skill_vs_persistence": 1 - model / persistence,
+            **({"champion_rmse": champion} if champion is not None else {})}
+
+
 @pytest.mark.parametrize(
-    "candidate, persistence, champion, coverage, promote, reason",
+    "by_lead, coverage, promote, reason",
     [
-        (1.0, 2.0, None, 0.80, True, "no champion yet"),
-        (2.5, 2.0, None, 0.80, False, "does not beat persistence"),
-        (1.0, 2.0, None, 0.60, False, "coverage 0.600 is outside"),
-        (1.0, 2.0, 1.005, 0.80, False, "does not beat champion"),
-        (1.0, 2.0, 1.0, 0.80, False, "does not beat champion"),
-        (0.9, 2.0, 1.0, 0.80, True, "beats champion"),
+        ({1: _lead(1.0, 2.0), 24: _lead(3.0, 5.0)}, 0.80, True, "no champion yet; beats persistence at 1, 24 h ahead"),
+        ({1: _lead(1.0, 2.0), 24: _lead(5.5, 5.0)}, 0.80, False, "24 h ahead: RMSE 5.500 does not beat persistence 5.000"),
+        ({1: _lead(1.0, 2.0), 24: _lead(3.0, 5.0)}, 0.60, False, "coverage 0.600 over 1, 24 h is outside"),
+        ({1: _lead(1.0, 2.0, 1.005), 24: _lead(3.0, 5.0, 3.0)}, 0.80, False, "of the champion's over 1, 24 h ahead; needs below 99%"),
+        ({1: _lead(0.9, 2.0, 1.0), 24: _lead(3.1, 5.0, 3.0)}, 0.80, True, "RMSE is 96.7% of the champion's"),  # worse at 24 h, better on average
+        ({1: _lead(0.9, 2.0, 1.0), 24: _lead(2.7, 5.0)}, 0.80, True, "over 1 h ahead"),  # the champion serves only 1 h: compared there
     ],
 )
-def test_promotion_rule(candidate, persistence, champion, coverage, promote, reason):
-    decision = promotion_decision(candidate, persistence, champion, coverage)
+def test_promotion_rule_for_every_lead(by_lead, coverage, promote, reason):
+    decision = day_ahead_decision(by_lead, coverage)
     assert decision.promote is promote
     assert reason in decision.reason
+
+
+def test_the_gate_alone_says_it_did_not_compare_the_champion_and_still_refuses_an_unfair_comparison():
+    by_lead = {1: _lead(1.0, 2.0, 0.5)}
+    alone = day_ahead_decision(by_lead, 0.8, compare_champion=False)
+    assert alone.promote and "the champion is compared when promoting" in alone.reason and "no champion" not in alone.reason
+    refused = day_ahead_decision(by_lead, 0.8, compare_champion=False, champion_refused="it trained on them")
+    assert not refused.promote and "not compared with the champion: it trained on them" in refused.reason

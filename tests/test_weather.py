@@ -14,7 +14,7 @@ from conftest import make_definitions
 from routeaq_assets.core.backtest import conditional_coverage, format_coverage
 from routeaq_assets.core.features import WEATHER_FEATURES, build_features, hourly_panel, weather_summary
 from routeaq_assets.core.metrics import scorable
-from routeaq_assets.core.models import champion_overlap, promotion_decision, train_forecaster
+from routeaq_assets.core.models import champion_overlap, day_ahead_decision, train_forecaster
 from routeaq_assets.defs.training import TrainingConfig
 from routeaq_assets.core.schema import TIME, WEATHER_VARIABLES, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
@@ -209,7 +209,7 @@ def test_the_backtest_trains_as_the_candidate_does_and_scores_the_same_hours_ali
     config = {"ops": {"backtest": {"config": {"pollutants": ["no2"], "folds": 1, "test_days": 7}}}}
     result = dg.materialize([defs.get_assets_def("backtest")], resources=defs.resources, run_config=config)
     metadata = result.asset_materializations_for_node("backtest")[0].metadata
-    held_out = champion.metadata["holdout_metrics"]
+    held_out = champion.metadata["holdout_metrics"]["1"]
     assert metadata["no2_model_rmse"].value == pytest.approx(held_out["model_rmse"], rel=1e-6)
     assert metadata["no2_interval_coverage"].value == pytest.approx(held_out["interval_coverage"], rel=1e-6)
     assert (metadata["train_days"].value, metadata["num_boost_round"].value) == (TrainingConfig().train_days, TrainingConfig().num_boost_round)
@@ -229,13 +229,13 @@ def test_the_gate_refuses_a_champion_that_trained_on_the_held_out_hours_and_says
 
     candidate = {
         "model_name": "routeaq-no2", "version": champion.version, "champion_version": champion.version, "champion_refused": refused,
-        "metrics": {"model_rmse": 1.0, "persistence_rmse": 8.0, "interval_coverage": 0.8},
+        "by_lead": {1: {"model_rmse": 1.0, "persistence_rmse": 8.0, "skill_vs_persistence": 0.875}}, "interval_coverage": 0.8,
         "config": {"coverage": 0.8, "coverage_tolerance": 0.05, "margin": 0.01},
     }
     gate = next(c for c in defs.asset_checks if "no2_candidate" in str(c.check_keys))
     check = gate(candidate=candidate)
     assert not check.passed and "not compared with the champion" in check.description and "inside the held-out hours" in check.description
-    decision = promotion_decision(1.0, 8.0, 2.0, 0.8, champion_refused=refused)
+    decision = day_ahead_decision(candidate["by_lead"], 0.8, champion_refused=refused)
     assert not decision.promote and "trained on hours up to" in decision.reason
 
 

@@ -1,4 +1,4 @@
-"""The UK Daily Air Quality Index (DAQI) for PM2.5, NO2 and O3: index 1-10 and its band.
+"""The UK Daily Air Quality Index (DAQI) for PM2.5, PM10, NO2 and O3: index 1-10 and its band.
 
 Source: Defra UK-AIR, "Daily Air Quality Index" (https://uk-air.defra.gov.uk/air-pollution/daqi,
 "Boundaries between index points for each pollutant"), which implements the index recommended
@@ -6,13 +6,13 @@ by COMEAP, "Review of the UK Air Quality Index" (Committee on the Medical Effect
 Pollutants, 2011). Bands: 1-3 Low, 4-6 Moderate, 7-9 High, 10 Very High.
 
 The DAQI defines each pollutant's index on its own averaging period:
-- PM2.5: the 24-hour mean (UK-AIR uses the running 24-hour mean for the latest data);
+- PM2.5 and PM10: the 24-hour mean (UK-AIR uses the running 24-hour mean for the latest data);
 - NO2: the hourly mean;
 - O3: the running 8-hour mean.
 
 RouteAQ forecasts hourly means. An hourly forecast is placed in a band by comparing the hourly
-value itself with the pollutant's boundaries: exact for NO2, and an *indicative* band for PM2.5
-and O3, whose index is defined on a longer mean (a single hour can sit above or below it).
+value itself with the pollutant's boundaries: exact for NO2, and an *indicative* band for PM2.5,
+PM10 and O3, whose index is defined on a longer mean (a single hour can sit above or below it).
 ``indicative`` says which. The published boundaries are whole µg/m³ (0-67, 68-134, ...), so a
 value is rounded to the nearest whole µg/m³ (halves up) before it is placed.
 """
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 # Upper boundary (µg/m³, inclusive) of indices 1-9; anything above the ninth is index 10.
 UPPER_BOUNDS: dict[str, tuple[int, ...]] = {
     "pm25": (11, 23, 35, 41, 47, 53, 58, 64, 70),
+    "pm10": (16, 33, 50, 58, 66, 75, 83, 91, 100),
     "no2": (67, 134, 200, 267, 334, 400, 467, 534, 600),
     "o3": (33, 66, 100, 120, 140, 160, 187, 213, 240),
 }
-AVERAGING: dict[str, str] = {"pm25": "24-hour mean", "no2": "hourly mean", "o3": "running 8-hour mean"}
+AVERAGING: dict[str, str] = {"pm25": "24-hour mean", "pm10": "24-hour mean", "no2": "hourly mean", "o3": "running 8-hour mean"}
 BANDS = ("Low", "Low", "Low", "Moderate", "Moderate", "Moderate", "High", "High", "High", "Very High")
 
 

@@ -38,7 +38,7 @@ TRAINING_LEADS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 30, 36, 42, 48)
 # Each site-hour appears at about this many of the training leads (a seeded draw): the training
 # set is this many times the rows of a one-lead model, not len(TRAINING_LEADS) times.
 LEADS_PER_ROW = 4
-LEAD_SAMPLE_SEED = 5
+LEAD_SAMPLE_SEED = 5  # of the hash that draws the rows
 # What the booster predicts; recorded with every registered model and checked when one is loaded.
 TARGET_KIND = "change_from_base"
 
@@ -65,12 +65,14 @@ class TrainingSettings:
 
 def thin_leads(features: pl.DataFrame, per_row: int = LEADS_PER_ROW, seed: int = LEAD_SAMPLE_SEED) -> pl.DataFrame:
     """Rows of several lead times (``hours_ahead``), each kept with probability ``per_row`` over the
-    number of leads: a seeded draw, so the same rows give the same training set. One lead: all rows."""
+    number of leads. The draw is a hash of the row's key (site, hour, lead), so a row is kept or
+    dropped whatever else the frame holds: the candidate and a backtest over the same hours train
+    on the same rows. One lead: all rows."""
     leads = features["hours_ahead"].n_unique() if "hours_ahead" in features.columns and features.height else 1
     if leads <= per_row:
         return features
-    keep = np.random.default_rng(seed).random(features.height) < per_row / leads
-    return features.filter(pl.Series(keep))
+    draw = pl.struct("site_id", "time", "hours_ahead").hash(seed) % 1_000_000
+    return features.filter(draw < int(1_000_000 * per_row / leads))
 
 
 def lead_key(hours_ahead: np.ndarray, leads: tuple[int, ...]) -> np.ndarray:
@@ -243,40 +245,6 @@ class PromotionDecision:
     reason: str
 
 
-def promotion_decision(
-    candidate_rmse: float,
-    persistence_rmse: float,
-    champion_rmse: float | None,
-    coverage: float | None,
-    *,
-    target_coverage: float = 0.8,
-    coverage_tolerance: float = 0.05,
-    margin: float = 0.01,
-    champion_refused: str | None = None,
-) -> PromotionDecision:
-    """A challenger is promoted only if, on the same held-out hours, it beats persistence, beats
-    the champion by ``margin`` (relative RMSE), and its interval coverage is within tolerance.
-    ``champion_refused`` (see ``champion_overlap``) says why the champion cannot be compared on
-    these hours: then nothing is promoted."""
-    if not candidate_rmse < persistence_rmse:
-        return PromotionDecision(False, f"RMSE {candidate_rmse:.3f} does not beat persistence {persistence_rmse:.3f}")
-    if coverage is not None and abs(coverage - target_coverage) > coverage_tolerance:
-        return PromotionDecision(
-            False, f"interval coverage {coverage:.3f} is outside {target_coverage:.2f} +/- {coverage_tolerance:.2f}"
-        )
-    if champion_refused:
-        return PromotionDecision(False, f"not compared with the champion: {champion_refused}")
-    if champion_rmse is None:
-        return PromotionDecision(True, f"no champion yet; RMSE {candidate_rmse:.3f} beats persistence {persistence_rmse:.3f}")
-    if not candidate_rmse < champion_rmse * (1.0 - margin):
-        return PromotionDecision(
-            False, f"RMSE {candidate_rmse:.3f} does not beat champion {champion_rmse:.3f} by {margin:.0%}"
-        )
-    return PromotionDecision(
-        True, f"RMSE {candidate_rmse:.3f} beats champion {champion_rmse:.3f} by {margin:.0%} and persistence {persistence_rmse:.3f}"
-    )
-
-
 # The lead times the gate scores on the held-out hours: the model must beat persistence at each.
 GATE_LEADS = (1, 6, 12, 24, 48)
 
@@ -305,10 +273,10 @@ def day_ahead_decision(
     skill = ", ".join(f"{h} h {by_lead[h]['skill_vs_persistence']:.2f}" for h in leads)
     if coverage is not None and abs(coverage - target_coverage) > coverage_tolerance:
         return PromotionDecision(False, f"interval coverage {coverage:.3f} over {named} h is outside {target_coverage:.2f} +/- {coverage_tolerance:.2f}")
-    if not compare_champion:
-        return PromotionDecision(True, f"beats persistence at {named} h ahead (skill {skill}); coverage {coverage:.3f}; the champion is compared when promoting")
     if champion_refused:
         return PromotionDecision(False, f"not compared with the champion: {champion_refused}")
+    if not compare_champion:
+        return PromotionDecision(True, f"beats persistence at {named} h ahead (skill {skill}); coverage {coverage:.3f}; the champion is compared when promoting")
     compared = [h for h in leads if by_lead[h].get("champion_rmse") is not None]
     if not compared:
         return PromotionDecision(True, f"no champion yet; beats persistence at {named} h ahead (skill {skill})")

@@ -10,7 +10,7 @@ import polars as pl
 TIME = pl.Datetime("us", "UTC")
 
 POLLUTANTS = ("pm25", "pm10", "no2", "o3", "nox")
-FORECAST_POLLUTANTS = ("pm25", "no2", "o3")
+FORECAST_POLLUTANTS = ("pm25", "pm10", "no2", "o3")  # the four pollutants of the DAQI
 
 WEATHER_VARIABLES = (
     "temperature_2m",

@@ -1,0 +1,100 @@
+"""The daily index of a UK day (Defra's averaging per pollutant, the highest pollutant sets the
+site's index) and its odds from the hourly forecasts' intervals."""
+
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from routeaq_assets.core.daily_daqi import daily_index, daily_value, error_draws, index_of, uk_day_bounds
+
+UTC = timezone.utc
+
+
+def test_a_uk_day_is_local_midnight_to_midnight_with_23_or_25_hours_at_the_clock_changes():
+    assert uk_day_bounds(date(2025, 7, 14)) == (datetime(2025, 7, 13, 23, tzinfo=UTC), datetime(2025, 7, 14, 23, tzinfo=UTC))
+    assert uk_day_bounds(date(2025, 1, 14)) == (datetime(2025, 1, 14, 0, tzinfo=UTC), datetime(2025, 1, 15, 0, tzinfo=UTC))
+    for day, hours in ((date(2025, 3, 30), 23), (date(2025, 10, 26), 25)):
+        start, end = uk_day_bounds(day)
+        assert (end - start) == timedelta(hours=hours)
+
+
+def test_each_pollutant_is_averaged_as_defra_averages_it():
+    rng = np.random.default_rng(1)
+    hours = rng.uniform(5, 120, 24)
+    assert daily_value("pm25", hours)[0] == pytest.approx(hours.mean())
+    assert daily_value("pm10", hours)[0] == pytest.approx(hours.mean())
+    assert daily_value("no2", hours)[0] == pytest.approx(hours.max())
+    assert daily_value("o3", hours)[0] == pytest.approx(max(hours[k:k + 8].mean() for k in range(17)))
+    sparse = hours.copy()
+    sparse[:7] = np.nan  # 17 of 24 hours: under Defra's 75 % capture
+    assert np.isnan(daily_value("pm25", sparse)[0])
+    sparse[0] = 50.0  # 18 of 24
+    assert daily_value("pm25", sparse)[0] == pytest.approx(np.nanmean(sparse))
+    assert index_of("pm10", np.array([50.4, 50.5, 101.0])).tolist() == [3.0, 4.0, 10.0]
+
+
+def _day(day: date, values: dict[str, float], observed_until: int = 0, width: float = 0.0) -> pl.DataFrame:
+    start, end = uk_day_bounds(day)
+    times = pl.datetime_range(start, end, "1h", closed="left", time_unit="us", time_zone="UTC", eager=True).to_list()
+    rows = []
+    for pollutant, value in values.items():
+        for k, t in enumerate(times):
+            seen = k < observed_until
+            rows.append({"time": t, "pollutant": pollutant, "observed": value if seen else None,
+                         "pred": None if seen else value, "lower": None if seen else max(value - width, 0.0), "upper": None if seen else value + width})
+    return pl.DataFrame(rows, schema_overrides={"time": pl.Datetime("us", "UTC")})
+
+
+def test_the_site_index_is_its_highest_pollutant_and_observed_hours_are_certain():
+    day = date(2025, 7, 14)
+    result = daily_index(_day(day, {"pm25": 40.0, "pm10": 30.0, "no2": 80.0, "o3": 70.0}, observed_until=24), day)
+    by = {p.pollutant: p.index for p in result.pollutants}
+    assert by == {"pm25": 4, "pm10": 2, "no2": 2, "o3": 3}
+    assert (result.index, result.band, result.set_by) == (4, "Moderate", "pm25")
+    assert result.p_moderate == 1.0 and result.p_high == 0.0
+    assert [result.p_at_least[k] for k in range(1, 11)] == [1.0] * 4 + [0.0] * 6
+
+
+def test_today_combines_the_hours_observed_with_the_forecast_for_the_rest():
+    day = date(2025, 7, 14)
+    hours = _day(day, {"pm25": 20.0}, observed_until=12)
+    hours = hours.with_columns(pl.when(pl.col("observed").is_not_null()).then(60.0).otherwise(pl.col("observed")).alias("observed"))
+    result = daily_index(hours, day)
+    (pm25,) = result.pollutants
+    assert (pm25.observed_hours, pm25.forecast_hours) == (12, 12)
+    assert pm25.value == pytest.approx(40.0) and result.index == 4  # (12 x 60 + 12 x 20) / 24
+
+
+def test_the_odds_follow_the_interval_and_sit_near_one_half_at_a_boundary():
+    day = date(2025, 7, 14)
+    at_boundary = daily_index(_day(day, {"pm25": 35.5}, width=10.0), day)  # 35.5 rounds to 36: index 4
+    assert at_boundary.index == 4 and 0.35 < at_boundary.p_moderate < 0.65
+    far = daily_index(_day(day, {"pm25": 15.0}, width=10.0), day)
+    assert far.index == 2 and far.p_moderate < 0.01
+    ps = [at_boundary.p_at_least[k] for k in range(1, 11)]
+    assert ps == sorted(ps, reverse=True) and ps[0] == 1.0
+    assert daily_index(_day(day, {"pm25": 35.5}, width=20.0), day).p_high > at_boundary.p_high  # wider, more chance of High
+
+
+def test_the_odds_are_calibrated_when_the_truth_follows_the_intervals():
+    """Days whose truth is drawn from the forecast's own error model (the intervals' scales, the
+    same hour-to-hour correlation): in every decile of the stated probability holding at least 30
+    days, the share of days that reached Moderate is within 0.10 of it (the issue's criterion)."""
+    rng = np.random.default_rng(4)
+    day = date(2025, 7, 14)
+    stated, happened = [], []
+    truth_errors = error_draws(800, 24, seed=99)
+    for k in range(800):
+        level, width = rng.uniform(20, 50), rng.uniform(5, 20)
+        hours = _day(day, {"pm25": level}, width=width)
+        result = daily_index(hours, day, samples=400)
+        truth = np.clip(level + truth_errors[k] * width / 1.2815515655446004, 0.0, None)
+        stated.append(result.p_moderate)
+        happened.append(index_of("pm25", daily_value("pm25", truth))[0] >= 4)
+    stated, happened = np.array(stated), np.array(happened)
+    for low in np.arange(0.0, 1.0, 0.1):
+        inside = (stated >= low) & (stated < low + 0.1 + (low >= 0.9))
+        if inside.sum() >= 30:
+            assert abs(happened[inside].mean() - stated[inside].mean()) < 0.1, (low, inside.sum())
