@@ -22,6 +22,7 @@ from routeaq_assets.core.daqi import daqi
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.sites import load_packaged_registry, measures
 from routeaq_serving.errors import ForecastError, UnknownSite
+from routeaq_serving.daily import daily_outlook
 from routeaq_serving.forecasts import ForecastItem, Forecasts, answer, hours_ahead
 from routeaq_serving.state import State
 
@@ -145,12 +146,14 @@ def overview(serving: Forecasts, now: datetime) -> dict:
             pollutants.append(entry)
         site_newest = state.data_until.get(site_id)
         measured = [p for p in pollutants if p["measured"]]
+        days, _ = daily_outlook(serving, state, site_id)
         sites.append({
             "site_id": site_id,
             "site_name": names.get(site_id),
             "newest_observation": utc(site_newest),
             "age_hours": _age_hours(now, site_newest),
             "feed_stopped": bool(measured) and all(p["feed_stopped"] for p in measured),
+            "daily": [d.as_dict() for d in days],
             "pollutants": pollutants,
         })
     age = _age_hours(now, newest)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from routeaq_serving.schemas import Pollutant
+from routeaq_serving.schemas import DailyIndex, Pollutant
 
 
 class DaqiBand(BaseModel):
@@ -41,7 +41,7 @@ class PollutantState(BaseModel):
     newest_value: float | None
     age_hours: float | None = Field(description="Hours between the newest observation and the time of the answer.")
     problem: str | None = Field(description="Why no forecast is shown, in words; null when there is one.")
-    forecasts: list[Forecast] = Field(description="The next hours: one hour ahead, then every hours-ahead model trained and promoted.")
+    forecasts: list[Forecast] = Field(description="The next hours: 1, 6, 12, 24 and 48 hours after the site's newest observation (a site's page has every hour).")
 
 
 class SiteSummary(BaseModel):
@@ -50,6 +50,7 @@ class SiteSummary(BaseModel):
     newest_observation: str | None
     age_hours: float | None
     feed_stopped: bool = Field(description="Every pollutant the site measures has stopped reporting.")
+    daily: list[DailyIndex] = Field(description="Today's and tomorrow's daily index (UK days), with the odds of Moderate and of High.")
     pollutants: list[PollutantState]
 
 

@@ -68,3 +68,34 @@ class PredictResponse(BaseModel):
 
 class BatchResponse(BaseModel):
     predictions: list[PredictResponse]
+
+
+class DailyRequest(BaseModel):
+    site_id: str = Field(min_length=1, max_length=16, examples=["CLL2"])
+
+
+class PollutantDay(BaseModel):
+    pollutant: Pollutant
+    value: float | None = Field(description="The day's value by Defra's averaging (µg/m³), from observed hours and point forecasts.")
+    index: int | None = Field(description="The pollutant's daily index, 1-10.")
+    averaging: str = Field(description="24-hour mean (PM2.5, PM10), running 8-hour mean (O3) or hourly mean (NO2): the day's highest for the last two.")
+    observed_hours: int
+    forecast_hours: int
+
+
+class DailyIndex(BaseModel):
+    day: str = Field(description="The UK local day (midnight to midnight, Europe/London).")
+    index: int | None = Field(description="The site's daily index: the highest of its pollutants'.")
+    band: Literal["Low", "Moderate", "High", "Very High"] | None
+    set_by: Pollutant | None = Field(description="The pollutant whose index is the site's.")
+    p_moderate_or_above: float | None = Field(description="Probability that the day's index reaches 4 (Moderate) or above.")
+    p_high_or_above: float | None = Field(description="Probability that the day's index reaches 7 (High) or above.")
+    p_index_at_least: dict[str, float] = Field(description="Probability that the index reaches each value 1-10.")
+    pollutants: list[PollutantDay]
+
+
+class DailyResponse(BaseModel):
+    site_id: str
+    origin: str = Field(description="The network's newest observed hour (UTC); today is the UK day of the hour after it.")
+    days: list[DailyIndex] = Field(description="Today and tomorrow.")
+

@@ -2,7 +2,8 @@
 
 Routes come from a FastAPI app mounted on the service, so that client mistakes get precise
 answers (404 unknown site, 422 naming the field) and GET routes exist:
-``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /ready``, ``GET /model``, the
+``POST /predict``, ``POST /predict/batch``, ``POST /predict/daily`` (today's and tomorrow's
+daily index with its odds), ``GET /health``, ``GET /ready``, ``GET /model``, the
 forecast page (``routeaq_serving.page``) and ``POST /admin/reload`` behind a token
 (``routeaq_serving.admin``).
 BentoML adds ``/metrics`` (Prometheus), ``/healthz``, ``/livez`` and ``/readyz``.
@@ -22,7 +23,9 @@ from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, shared_fol
 from routeaq_serving import admin, page
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
 from routeaq_serving.prediction_log import PredictionLog
-from routeaq_serving.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
+from routeaq_serving.daily import daily_outlook
+from routeaq_serving.errors import UnknownSite
+from routeaq_serving.schemas import BatchRequest, BatchResponse, DailyRequest, DailyResponse, PredictRequest, PredictResponse
 
 PREDICTIONS = bentoml.metrics.Histogram(
     name="routeaq_prediction_value",
@@ -74,6 +77,21 @@ async def predict(request: PredictRequest) -> JSONResponse:
 @app.post("/predict/batch", response_model=None, responses={200: {"model": BatchResponse}})
 def predict_batch(request: BatchRequest) -> JSONResponse:
     return JSONResponse({"predictions": _answer(request.items)})
+
+
+@app.post("/predict/daily", response_model=None, responses={200: {"model": DailyResponse}})
+def predict_daily(request: DailyRequest) -> JSONResponse:
+    """Today's and tomorrow's daily index at a site, with the odds of Moderate and of High; the
+    hourly forecasts it rests on are logged as every forecast is."""
+    service = _service()
+    state = service.forecasts.current()
+    site_id = request.site_id.upper()
+    if site_id not in state.sites:
+        raise UnknownSite(f"unknown site_id {request.site_id!r}; known sites: {sorted(state.sites)}", "site_id")
+    days, answers = daily_outlook(service.forecasts, state, site_id)
+    service.prediction_log.append(answers)
+    origin = state.origin.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return JSONResponse({"site_id": site_id, "origin": origin, "days": [d.as_dict() for d in days]})
 
 
 @app.get("/health")

@@ -76,6 +76,12 @@ def test_overview_names_every_state_and_answers_like_predict(serving):
     assert man3_no2["feed_stopped"] and man3_no2["forecasts"] == [] and "feed stopped" in man3_no2["problem"]
     assert man3_no2["newest_observation"] == (origin - timedelta(hours=STOPPED_HOURS)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert not cells[("MAN3", "pm25")]["feed_stopped"]
+    # each site's daily index for today and tomorrow, with the odds of Moderate and of High
+    for site in body["sites"]:
+        assert [d["day"] for d in site["daily"]] == [(origin + timedelta(hours=1)).date().isoformat(), (origin + timedelta(hours=25)).date().isoformat()]
+        for day in site["daily"]:
+            assert 0.0 <= day["p_high_or_above"] <= day["p_moderate_or_above"] <= 1.0
+            assert day["index"] == max(p["index"] for p in day["pollutants"] if p["index"] is not None)
     # the next hours, from the hour after the newest observation to 48 h, answered as /predict answers
     my1 = cells[("MY1", "no2")]["forecasts"]
     assert [f["hours_ahead"] for f in my1] == [1, 6, 12, 24, 48]
@@ -158,6 +164,11 @@ def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, se
         sites = requests.get(f"{url}/api/sites", timeout=30).json()
         schema = requests.get(f"{url}/openapi.json", timeout=30).json()
         assert {"/api/sites", "/api/sites/{site_id}"} <= set(schema["paths"]) and "SitesResponse" in schema["components"]["schemas"]
+        daily = requests.post(f"{url}/predict/daily", json={"site_id": "my1"}, timeout=30)
+        assert daily.status_code == 200, daily.text
+        assert [d["day"] for d in daily.json()["days"]] == [d["day"] for d in next(s for s in sites["sites"] if s["site_id"] == "MY1")["daily"]]
+        unknown = requests.post(f"{url}/predict/daily", json={"site_id": "ZZZ"}, timeout=30)
+        assert unknown.status_code == 404 and "unknown site_id 'ZZZ'" in unknown.json()["error"]
         with chromium_page() as page:
             page.goto(url)
             page.wait_for_selector("body[data-ready=true]")

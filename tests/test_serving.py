@@ -83,6 +83,32 @@ def test_every_hour_to_48_ahead_is_answered_by_the_champion_with_that_leads_feat
         forecasts.forecast([ForecastItem("MY1", state.origin + timedelta(hours=49), "no2")])
 
 
+def test_today_and_tomorrow_are_defras_daily_index_over_the_observed_and_forecast_hours(forecasts):
+    """Today (the UK day of the first hour forecast) is its observed hours and the forecasts for
+    the rest; tomorrow is forecast hours only, every one a /predict answer; each pollutant
+    averaged as Defra averages it, the site's index its highest pollutant's."""
+    from routeaq_assets.core.daily_daqi import index_of, uk_day, uk_day_bounds
+    from routeaq_serving.daily import daily_outlook
+
+    state = forecasts.current()
+    (today, tomorrow), answers = daily_outlook(forecasts, state, "MY1")
+    assert today.day == uk_day(state.origin + timedelta(hours=1)) and tomorrow.day == today.day + timedelta(days=1)
+    start, end = uk_day_bounds(tomorrow.day)
+    for day in (today, tomorrow):
+        assert {p.pollutant for p in day.pollutants} == {"pm25", "pm10", "no2", "o3"}
+        assert day.index == max(p.index for p in day.pollutants) and day.set_by in {p.pollutant for p in day.pollutants if p.index == day.index}
+        assert 0.0 <= day.p_high <= day.p_moderate <= 1.0 and day.p_at_least[1] == 1.0
+    assert all(p.observed_hours == 0 and p.forecast_hours == (end - start) / timedelta(hours=1) for p in tomorrow.pollutants)
+    assert all(p.observed_hours > 0 and p.forecast_hours == 11 and p.observed_hours + p.forecast_hours >= 18 for p in today.pollutants)  # 00:00-12:00 BST seen
+    hours = [start + timedelta(hours=k) for k in range(int((end - start) / timedelta(hours=1)))]
+    pm25 = [a["pred"] for a in forecasts.forecast([ForecastItem("MY1", h, "pm25") for h in hours])]
+    no2 = [a["pred"] for a in forecasts.forecast([ForecastItem("MY1", h, "no2") for h in hours])]
+    by = {p.pollutant: p for p in tomorrow.pollutants}
+    assert by["pm25"].value == pytest.approx(sum(pm25) / len(pm25)) and by["no2"].value == pytest.approx(max(no2))
+    assert by["pm25"].index == index_of("pm25", [by["pm25"].value])[0]
+    assert {(a["pollutant"], a["timestamp"]) for a in answers} >= {("pm25", f"{h:%Y-%m-%dT%H:%M:%SZ}") for h in hours}
+
+
 def test_a_new_champion_is_picked_up_without_a_restart(trained_home, forecasts):
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     old = registry.champion_version("routeaq-o3")

@@ -2,7 +2,7 @@
 // and shows every time in UK local time. Plain DOM, no build step; charts by the vendored uPlot.
 "use strict";
 
-const POLLUTANTS = { pm25: "PM2.5", no2: "NO₂", o3: "O₃" };
+const POLLUTANTS = { pm25: "PM2.5", pm10: "PM10", no2: "NO₂", o3: "O₃" };
 const UNIT = "µg/m³";
 const UK = "Europe/London";
 const ukTime = new Intl.DateTimeFormat("en-GB", {
@@ -104,12 +104,23 @@ function statusNotices(data) {
   document.getElementById("refresh").addEventListener("click", route);
 }
 
+// A daily index in words: "Today Fri 1 Aug: Moderate (index 5, set by ozone) · Moderate or above likely: 98 %".
+function dailyIndex(label, d) {
+  if (d.index === null) return el("p", { class: "daily", "data-day": d.day }, `${label}: no daily index (too few hours).`);
+  const odds = (p) => `${p >= 0.7 ? "likely" : p >= 0.3 ? "possible" : "unlikely"}: ${Math.round(p * 100)} %`;
+  const day = new Date(`${d.day}T12:00:00Z`).toLocaleDateString("en-GB", { weekday: "short", day: "numeric", month: "short", year: "numeric" });
+  return el("p", { class: "daily", "data-day": d.day, "data-daqi-index": d.index, "data-p-moderate": d.p_moderate_or_above, "data-p-high": d.p_high_or_above },
+    el("strong", {}, `${label} ${day}: `), band({ index: d.index, band: d.band, indicative: false }),
+    ` set by ${POLLUTANTS[d.set_by] || d.set_by}. Moderate or above ${odds(d.p_moderate_or_above)}; High or above ${odds(d.p_high_or_above)}.`);
+}
+
 function siteHeader(site) {
   const label = site.site_name ? `${site.site_name} (${site.site_id})` : site.site_id;
   const age = site.feed_stopped
     ? el("span", { class: "site-age stopped", "data-state": "feed-stopped" }, `Feed stopped: newest observation ${fmtTime(site.newest_observation)}`)
     : el("span", { class: "site-age", "data-age-hours": site.age_hours }, `Newest observation ${fmtTime(site.newest_observation)} (${fmtAge(site.age_hours)})`);
-  return el("th", { scope: "row" }, el("a", { href: `#site=${encodeURIComponent(site.site_id)}` }, label), age);
+  const days = (site.daily || []).map((d, i) => dailyIndex(i === 0 ? "Today" : "Tomorrow", d));
+  return el("th", { scope: "row" }, el("a", { href: `#site=${encodeURIComponent(site.site_id)}` }, label), age, days);
 }
 
 function renderGrid(data) {
