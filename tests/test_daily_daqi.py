@@ -98,3 +98,46 @@ def test_the_odds_are_calibrated_when_the_truth_follows_the_intervals():
         inside = (stated >= low) & (stated < low + 0.1 + (low >= 0.9))
         if inside.sum() >= 30:
             assert abs(happened[inside].mean() - stated[inside].mean()) < 0.1, (low, inside.sum())
+
+
+def test_the_observed_index_of_every_site_day_at_once_equals_the_daily_index_of_its_hours():
+    from routeaq_assets.core.daily_verification import observed_daily_index
+
+    rng = np.random.default_rng(8)
+    start = datetime(2025, 10, 24, 23, tzinfo=UTC)  # three UK days around the clock change (25 h on the 26th)
+    times = [start + timedelta(hours=k) for k in range(24 * 3 + 1)]
+    panel = pl.DataFrame({
+        "site_id": ["A"] * len(times) + ["B"] * len(times), "time": times * 2,
+        **{p: np.where(rng.random(2 * len(times)) < 0.15, np.nan, rng.uniform(5, 140, 2 * len(times))) for p in ("pm25", "pm10", "no2", "o3")},
+    }, schema_overrides={"time": pl.Datetime("us", "UTC")}).with_columns(pl.col(p).fill_nan(None) for p in ("pm25", "pm10", "no2", "o3"))
+    observed = observed_daily_index(panel, ("pm25", "pm10", "no2", "o3"))
+    for site, day, index in observed.iter_rows():
+        hours = panel.filter(pl.col("site_id") == site).unpivot(index="time", on=["pm25", "pm10", "no2", "o3"], variable_name="pollutant", value_name="observed")
+        hours = hours.with_columns(pred=pl.lit(None, pl.Float64), lower=pl.lit(None, pl.Float64), upper=pl.lit(None, pl.Float64))
+        assert daily_index(hours, day).index == index, (site, day)
+    assert observed.height == 2 * 3
+
+
+def test_verification_counts_hits_false_alarms_and_scores_the_odds_beside_climatology_and_persistence():
+    from routeaq_assets.core.daily_verification import issue_origin, verification_scores
+
+    assert issue_origin(date(2025, 7, 14), "day_before") == datetime(2025, 7, 13, 11, tzinfo=UTC)  # noon BST the day before
+    assert issue_origin(date(2025, 1, 14), "same_day") == datetime(2025, 1, 14, 6, tzinfo=UTC)
+    # forecast index, P(>= 3), P(>= 4), observed, yesterday's observed
+    days = [(4, 0.9, 0.8, 4, 3), (4, 0.9, 0.6, 2, 4), (2, 0.2, 0.1, 5, 2), (1, 0.0, 0.0, 1, 5), (3, 0.7, 0.3, 3, 1)]
+    rows = pl.DataFrame([
+        {"index": f, "observed": o, "persistence": y, **{f"p_at_least_{k}": (1.0 if k <= 2 else p3 if k == 3 else p4 if k == 4 else 0.0) for k in range(1, 11)}}
+        for f, p3, p4, o, y in days
+    ])
+    scores = verification_scores(rows, climatology={k: 0.4 if k <= 4 else 0.1 for k in range(1, 11)})
+    moderate = scores["index_4_or_above"]
+    assert (moderate["events"], moderate["hits"], moderate["misses"], moderate["false_alarms"]) == (2, 1, 1, 1)
+    assert (moderate["hit_rate"], moderate["false_alarm_ratio"], moderate["critical_success_index"]) == (0.5, 0.5, pytest.approx(1 / 3))
+    observed_4 = np.array([1, 0, 1, 0, 0])
+    assert moderate["brier"] == pytest.approx(np.mean((np.array([0.8, 0.6, 0.1, 0.0, 0.3]) - observed_4) ** 2))
+    assert moderate["brier_climatology"] == pytest.approx(np.mean((0.4 - observed_4) ** 2))
+    assert moderate["brier_persistence"] == pytest.approx(np.mean((np.array([0, 1, 0, 1, 0]) - observed_4) ** 2))
+    assert scores["exact_band"] == pytest.approx(3 / 5) and scores["index_within_one"] == pytest.approx(3 / 5)
+    perfect = rows.with_columns(pl.col("observed").alias("index"), *(pl.when(pl.col("observed") >= k).then(1.0).otherwise(0.0).alias(f"p_at_least_{k}") for k in range(1, 11)))
+    best = verification_scores(perfect, climatology={k: 0.4 for k in range(1, 11)})
+    assert best["rps"] == 0.0 and best["index_4_or_above"]["brier"] == 0.0 and best["index_4_or_above"]["false_alarm_ratio"] == 0.0

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 
 from conftest import TEST_SITES, make_definitions, partition_key
@@ -161,3 +162,35 @@ def _group(rows: list[tuple]) -> dict[tuple[str, int], list[tuple]]:
     for pollutant, horizon, *values in rows:
         groups.setdefault((pollutant, horizon), []).append(tuple(values))
     return groups
+
+
+def test_daqi_verification_scores_each_days_forecasts_against_the_observed_index(monitored_home):
+    """Four UK days of the held-out week: each day's index forecast twice (noon the day before,
+    06:00 on the day) for every site, stored beside the observed index, and scored pooled."""
+    from datetime import date
+
+    from routeaq_assets.core.daily_daqi import daily_index, uk_day_bounds
+
+    defs = make_definitions(monitored_home)
+    days = [date(2025, 7, 27) + timedelta(days=k) for k in range(4)]
+    for day in days:
+        result = dg.materialize([defs.get_assets_def("daqi_verification")], resources=defs.resources, partition_key=day.isoformat())
+    metadata = result.asset_materializations_for_node("daqi_verification")[0].metadata
+    with duckdb.connect(str(monitored_home / "warehouse.duckdb"), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        stored = pl.from_arrow(con.execute("SELECT * FROM daqi_forecasts ORDER BY day, issue, site_id").to_arrow_table())
+        start, end = uk_day_bounds(days[-1])
+        hours = pl.from_arrow(con.execute(
+            "SELECT time, pollutant, value AS observed FROM observations WHERE site_id = 'MY1' AND time >= ? AND time < ? AND pollutant IN ('pm25', 'pm10', 'no2', 'o3')",
+            [start, end]).to_arrow_table())
+    assert stored.height == len(days) * 2 * len(TEST_SITES)  # no day twice, whichever order they ran in
+    assert not stored["champion_trained_on_it"].any()
+    expected = daily_index(hours.with_columns(pred=pl.lit(None, pl.Float64), lower=pl.lit(None, pl.Float64), upper=pl.lit(None, pl.Float64)), days[-1])
+    last = stored.filter((pl.col("day") == days[-1]) & (pl.col("site_id") == "MY1"))
+    assert last["observed"].unique().to_list() == [expected.index]
+    assert last.filter(pl.col("issue") == "day_before")["persistence"].item() == stored.filter((pl.col("day") == days[-2]) & (pl.col("site_id") == "MY1"))["observed"][0]
+    for row in stored.iter_rows(named=True):
+        odds = [row[f"p_at_least_{k}"] for k in range(1, 11)]
+        assert odds == sorted(odds, reverse=True) and odds[0] == 1.0
+    assert metadata["day_before_site_days"].value == metadata["same_day_site_days"].value == len(days) * len(TEST_SITES)
+    assert "index >= 4" in metadata["scores"].value and "hit rate" in metadata["scores"].value

@@ -1,0 +1,195 @@
+"""Verifying daily index forecasts as people judge them: was the band right, was the warning given.
+
+Input rows are site-days with the forecast ``index`` and its ``p_at_least_{k}`` (k = 1..10), the
+``observed`` index of that day, and ``persistence`` (yesterday's observed index at the site).
+Scores, pooled over sites, each with the number of site-days and events it rests on:
+- the share of days with the exact band, and with the index within one;
+- for "index >= k" (k = 4, Moderate or above, and k = 3, rarer days being few): hit rate, false
+  alarm ratio and critical success index of the point forecast, and the Brier score of the
+  probability beside climatology (the share of such days in ``climatology``) and persistence;
+- the ranked probability score over the ten indices, beside the same two references.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+
+import numpy as np
+import polars as pl
+
+from routeaq_assets.core.daily_daqi import MIN_HOURS_SHARE, MODERATE, O3_WINDOW_HOURS, UK, daily_index, index_of, uk_day_bounds
+from routeaq_assets.core.daqi import BANDS
+from routeaq_assets.core.features import build_features
+
+THRESHOLDS = (MODERATE, 3)
+INDICES = range(1, 11)
+
+
+def p_columns() -> list[str]:
+    return [f"p_at_least_{k}" for k in INDICES]
+
+
+def _band(index: pl.Expr) -> pl.Expr:
+    return index.cast(pl.Int64).replace_strict(list(INDICES), list(BANDS), default=None)
+
+
+def climatology_rates(observed: pl.Series) -> dict[int, float]:
+    """The share of site-days whose observed index reached each k: the climatological probability."""
+    values = observed.drop_nulls().to_numpy()
+    return {k: float(np.mean(values >= k)) if values.size else float("nan") for k in INDICES}
+
+
+def _contingency(forecast: np.ndarray, event: np.ndarray) -> dict:
+    hits, misses = int(np.sum(forecast & event)), int(np.sum(~forecast & event))
+    false_alarms = int(np.sum(forecast & ~event))
+    ratio = lambda a, b: a / b if b else None  # noqa: E731
+    return {
+        "events": int(event.sum()), "warnings": int(forecast.sum()), "hits": hits, "misses": misses, "false_alarms": false_alarms,
+        "hit_rate": ratio(hits, hits + misses), "false_alarm_ratio": ratio(false_alarms, hits + false_alarms),
+        "critical_success_index": ratio(hits, hits + misses + false_alarms),
+    }
+
+
+def verification_scores(rows: pl.DataFrame, climatology: dict[int, float]) -> dict:
+    """The scores of ``rows`` (see the module docstring); rows without an observed or a forecast
+    index are left out and counted."""
+    scored = rows.filter(pl.col("observed").is_not_null() & pl.col("index").is_not_null())
+    result: dict = {"site_days": scored.height, "left_out": rows.height - scored.height}
+    if scored.is_empty():
+        return result
+    index, observed = scored["index"].to_numpy(), scored["observed"].to_numpy()
+    bands = scored.select(_band(pl.col("index")).alias("f"), _band(pl.col("observed")).alias("o"))
+    result["exact_band"] = float((bands["f"] == bands["o"]).mean())
+    result["index_within_one"] = float(np.mean(np.abs(index - observed) <= 1))
+    persistence = scored["persistence"].to_numpy().astype(float)
+    has_persistence = ~np.isnan(persistence)
+    for k in THRESHOLDS:
+        event = observed >= k
+        p = scored[f"p_at_least_{k}"].to_numpy()
+        brier = lambda q, mask=slice(None): float(np.mean((q[mask] - event[mask]) ** 2))  # noqa: E731
+        result[f"index_{k}_or_above"] = {
+            **_contingency(index >= k, event),
+            "brier": brier(p),
+            "brier_climatology": brier(np.full(len(p), climatology[k])),
+            "brier_persistence": brier((persistence >= k).astype(float), has_persistence) if has_persistence.any() else None,
+            "brier_on_persistence_days": brier(p, has_persistence) if has_persistence.any() else None,
+            "persistence_days": int(has_persistence.sum()),
+        }
+    cumulative = scored.select(p_columns()).to_numpy()[:, 1:]  # P(index >= k), k = 2..10 (k = 1 is always 1)
+    outcome = np.stack([observed >= k for k in range(2, 11)], axis=1).astype(float)
+    rps = lambda q, mask=slice(None): float(np.mean(np.sum((q[mask] - outcome[mask]) ** 2, axis=1) / 9))  # noqa: E731
+    result["rps"] = rps(cumulative)
+    result["rps_climatology"] = rps(np.tile([climatology[k] for k in range(2, 11)], (len(observed), 1)))
+    if has_persistence.any():
+        result["rps_persistence"] = rps(np.stack([persistence >= k for k in range(2, 11)], axis=1).astype(float), has_persistence)
+        result["rps_on_persistence_days"] = rps(cumulative, has_persistence)
+    return result
+
+
+def format_scores(scores: dict, title: str) -> str:
+    """The scores as a Markdown table, with the counts each figure rests on."""
+    if not scores.get("site_days"):
+        return f"{title}: no site-day with both a forecast and an observed index"
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [
+        f"**{title}**: {scores['site_days']} site-days ({scores['left_out']} left out); exact band {scores['exact_band']:.1%}, "
+        f"index within one {scores['index_within_one']:.1%}; RPS {scores['rps']:.4f} (climatology {scores['rps_climatology']:.4f}"
+        + (f", persistence {scores['rps_persistence']:.4f} on its days, model {scores['rps_on_persistence_days']:.4f}" if "rps_persistence" in scores else "")
+        + ")",
+        "",
+        "| event | events | warnings | hit rate | false alarm ratio | CSI | Brier | Brier climatology | Brier persistence (model, same days) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k in THRESHOLDS:
+        s = scores[f"index_{k}_or_above"]
+        lines.append(
+            f"| index >= {k} | {s['events']} | {s['warnings']} | {fmt(s['hit_rate'])} | {fmt(s['false_alarm_ratio'])} | {fmt(s['critical_success_index'])} | "
+            f"{s['brier']:.4f} | {s['brier_climatology']:.4f} | {fmt(s['brier_persistence'])} ({fmt(s['brier_on_persistence_days'])}) |"
+        )
+    return "\n".join(lines)
+
+
+# When a daily forecast is issued: the UK day before (offset -1) or the day itself (0), and the
+# UK local hour of the newest observation it starts from. Noon the day before is when Defra's
+# forecast for tomorrow is read; 06:00 is the morning's look at the day.
+ISSUES = {"day_before": (-1, 12), "same_day": (0, 6)}
+
+
+def issue_origin(day: date, issue: str) -> datetime:
+    """The UTC hour of the newest observation a forecast of ``day`` issued ``issue`` starts from."""
+    offset, hour = ISSUES[issue]
+    return datetime.combine(day + timedelta(days=offset), time(hour), tzinfo=UK).astimezone(timezone.utc)
+
+
+def observed_daily_index(panel: pl.DataFrame, pollutants: tuple[str, ...]) -> pl.DataFrame:
+    """``site_id, day, observed``: each UK day's observed index (``core.daily_daqi``'s averaging and
+    data capture, computed for every site-day of the panel at once; null without enough hours)."""
+    local = panel.sort("site_id", "time").with_columns(day=pl.col("time").dt.convert_time_zone("Europe/London").dt.date())
+    frames = []
+    for p in pollutants:
+        if p not in local.columns:
+            continue
+        if p == "o3":
+            window = pl.col(p).rolling_mean(O3_WINDOW_HOURS, min_samples=6).over("site_id")
+            started_same_day = pl.col("day").shift(O3_WINDOW_HOURS - 1).over("site_id") == pl.col("day")
+            hourly = pl.when(started_same_day).then(window).otherwise(None)
+            daily = hourly.max()
+        else:
+            hourly = pl.col(p)
+            daily = hourly.mean() if p in ("pm25", "pm10") else hourly.max()
+        hours = pl.len()
+        per_day = local.group_by("site_id", "day").agg(daily.alias("value"), pl.col(p).is_not_null().sum().alias("seen"), hours.alias("hours"))
+        per_day = per_day.with_columns(pl.when(pl.col("seen") >= MIN_HOURS_SHARE * pl.col("hours")).then(pl.col("value")).otherwise(None).alias("value"))
+        frames.append(per_day.select("site_id", "day", pl.Series("index", index_of(p, per_day["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()))))
+    joined = pl.concat(frames).group_by("site_id", "day").agg(pl.col("index").fill_nan(None).max().cast(pl.Int64).alias("observed"))
+    return joined.sort("site_id", "day")
+
+
+def daily_forecast_rows(panel: pl.DataFrame, models: dict, days: list[date], issue: str, coverage: float = 0.8) -> pl.DataFrame:
+    """The daily index forecast of every site and day of ``days`` issued ``issue``, from ``panel``
+    (observations and weather; complete hourly grid with the features' lookback) and a forecaster
+    per pollutant (``models``: each serves 1 to ``max_hours_ahead`` hours): the hours up to the
+    origin are observed, those after it forecast at the lead they are from it."""
+    hours = []
+    for pollutant, forecaster in models.items():
+        wanted = []
+        for day in days:
+            origin = issue_origin(day, issue)
+            start, end = uk_day_bounds(day)
+            for k in range(int((end - start) / timedelta(hours=1))):
+                lead = int((start + timedelta(hours=k) - origin) / timedelta(hours=1))
+                if 1 <= lead <= forecaster.max_hours_ahead:
+                    wanted.append((start + timedelta(hours=k), lead, day))
+        if not wanted:
+            continue
+        keys = pl.DataFrame(wanted, schema={"time": pl.Datetime("us", "UTC"), "hours_ahead": pl.Int64, "day": pl.Date}, orient="row")
+        features = pl.concat(
+            [build_features(panel, pollutant, h).join(keys.filter(pl.col("hours_ahead") == h), on=["time", "hours_ahead"], how="inner")
+             for h in keys["hours_ahead"].unique().sort().to_list()]
+        )
+        pred, lower, upper = forecaster.predict(features)
+        hours.append(features.select("site_id", "time", "day", pl.lit(pollutant).alias("pollutant"),
+                                     pl.Series("pred", pred), pl.Series("lower", lower), pl.Series("upper", upper)))
+    forecast = pl.concat(hours) if hours else pl.DataFrame()
+    rows = []
+    for day in days:
+        origin = issue_origin(day, issue)
+        start, end = uk_day_bounds(day)
+        seen = panel.filter((pl.col("time") >= start) & (pl.col("time") < end) & (pl.col("time") <= origin))
+        for site_id in panel["site_id"].unique().sort().to_list():
+            observed = seen.filter(pl.col("site_id") == site_id).unpivot(index="time", on=list(models), variable_name="pollutant", value_name="observed")
+            ahead = forecast.filter((pl.col("site_id") == site_id) & (pl.col("day") == day)).drop("site_id", "day") if forecast.height else None
+            both = observed.join(ahead, on=["time", "pollutant"], how="full", coalesce=True) if ahead is not None else observed
+            for c in ("pred", "lower", "upper"):
+                if c not in both.columns:
+                    both = both.with_columns(pl.lit(None, pl.Float64).alias(c))
+            result = daily_index(both, day, coverage=coverage)
+            rows.append({"site_id": site_id, "day": day, "issue": issue, "origin": origin, "index": result.index, "set_by": result.set_by,
+                         **{f"p_at_least_{k}": result.p_at_least.get(k) for k in INDICES}})
+    return pl.DataFrame(rows, schema_overrides={"origin": pl.Datetime("us", "UTC"), "index": pl.Int64, **{c: pl.Float64 for c in p_columns()}})
+
+
+def with_outcomes(forecasts: pl.DataFrame, observed: pl.DataFrame) -> pl.DataFrame:
+    """Forecast rows with the day's ``observed`` index and yesterday's (``persistence``)."""
+    yesterday = observed.select("site_id", (pl.col("day") + timedelta(days=1)).alias("day"), pl.col("observed").alias("persistence"))
+    return forecasts.join(observed, on=["site_id", "day"], how="left").join(yesterday, on=["site_id", "day"], how="left")
