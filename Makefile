@@ -41,10 +41,10 @@ dev: install instance
 demo-drift: install instance
 	$(BIN)/python -m routeaq_assets.demo_drift
 
-# make evaluate DATA=folder-of-openair-tables
+# make evaluate DATA=folder-of-openair-tables [ARGS="--horizon 48 --daily"]
 evaluate: install instance
-	@test -n "$(DATA)" || (echo "usage: make evaluate DATA=folder-of-openair-tables" && exit 2)
-	$(BIN)/python -m routeaq_assets.evaluate "$(DATA)"
+	@test -n "$(DATA)" || (echo "usage: make evaluate DATA=folder-of-openair-tables [ARGS=\"--horizon 48 --daily\"]" && exit 2)
+	$(BIN)/python -m routeaq_assets.evaluate "$(DATA)" $(ARGS)
 
 bench: install instance
 	$(BIN)/python bench/forecast_skill.py

@@ -1,6 +1,6 @@
 """Evaluate RouteAQ on data you bring: a folder of openair-format tables.
 
-    python -m routeaq_assets.evaluate FOLDER [--pollutants no2,o3,pm25,pm10] [--folds 4] [--test-days 0] [--horizon 1]
+    python -m routeaq_assets.evaluate FOLDER [--pollutants no2,o3,pm25,pm10] [--folds 4] [--test-days 0] [--horizon 1] [--daily]
                                              [--weather forecast|reanalysis]
     make evaluate DATA=FOLDER
 
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pollutants", default="no2,o3,pm25,pm10", help="comma-separated: pm25, pm10, no2, o3")
     parser.add_argument("--folds", type=int, default=4, help="rolling-origin folds (default 4)")
     parser.add_argument("--test-days", type=int, default=0, help="days per fold; 0 = the folds cover the second half of the data")
-    parser.add_argument("--horizon", type=int, default=1, help="hours ahead, 1 to 24 (default 1)")
+    parser.add_argument("--horizon", type=int, default=1, help="hours ahead, 1 to 48 (default 1)")
+    parser.add_argument("--daily", action="store_true", help="also score the daily index of each UK day of the folds, issued the day before and on the day")
     parser.add_argument(
         "--weather", choices=WEATHER_BASES, default="forecast",
         help="forecast (default): the weather the service would have had; reanalysis: what happened (an upper bound)",
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                     "test_days": args.test_days,
                     "horizon": args.horizon,
                     "weather": args.weather,
+                    "daily": args.daily,
                 }
             }
         }
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     coverage = reports[-1].parent / "coverage.txt"
     if coverage.exists():
         print(f"\nInterval coverage by site and on the top decile of observed values:\n\n{coverage.read_text()}")
+    daily = reports[-1].parent / "daily.md"
+    if daily.exists():
+        print(f"\nDaily index (UK days), forecast as served and scored against the observed index:\n\n{daily.read_text()}")
     print(f"\nTables and plots: {reports[-1].parent}")
 
 

@@ -92,10 +92,15 @@ def test_a_six_hour_backtest_scores_persistence_from_six_hours_before(home, user
     assert (checked["target_lag_1"] == checked["six_hours_before"]).all()
 
     defs = make_definitions(home)
-    config = {"ops": {"local_data_backtest": {"config": {"folder": str(user_folder), "pollutants": ["no2"], "folds": 2, "test_days": 14, "horizon": 6}}}}
+    config = {"ops": {"local_data_backtest": {"config": {"folder": str(user_folder), "pollutants": ["no2"], "folds": 2, "test_days": 14, "horizon": 6, "daily": True}}}}
     result = dg.materialize([defs.get_assets_def("local_data_backtest")], resources=defs.resources, run_config=config)
     metadata = result.asset_materializations_for_node("local_data_backtest")[0].metadata
     assert metadata["horizon_hours"].value == 6
+    # the daily index of each UK day of the folds (2 x 14 days, less the fold edges), two sites, both issues
+    daily = metadata["daily_scores"].value
+    assert "**issued day before**" in daily and "**issued same day**" in daily and "| index >= 4 |" in daily
+    site_days = [int(line.split(": ")[1].split(" site-days")[0]) for line in daily.splitlines() if line.startswith("**issued")]
+    assert len(site_days) == 2 and all(2 * 26 <= n <= 2 * 28 for n in site_days)
     run = defs.resources["model_store"].registry().client.get_run(metadata["mlflow_run_id"].value)
     assert run.data.params["horizon_hours"] == "6"
 

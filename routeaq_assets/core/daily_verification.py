@@ -19,7 +19,7 @@ import polars as pl
 
 from routeaq_assets.core.daily_daqi import MIN_HOURS_SHARE, MODERATE, O3_WINDOW_HOURS, UK, daily_index, index_of, uk_day_bounds
 from routeaq_assets.core.daqi import BANDS
-from routeaq_assets.core.features import build_features
+from routeaq_assets.core.features import build_features, lookback_start
 
 THRESHOLDS = (MODERATE, 3)
 INDICES = range(1, 11)
@@ -150,6 +150,10 @@ def daily_forecast_rows(panel: pl.DataFrame, models: dict, days: list[date], iss
     (observations and weather; complete hourly grid with the features' lookback) and a forecaster
     per pollutant (``models``: each serves 1 to ``max_hours_ahead`` hours): the hours up to the
     origin are observed, those after it forecast at the lead they are from it."""
+    if not days:
+        return pl.DataFrame()
+    first, last = issue_origin(min(days), issue), uk_day_bounds(max(days))[1]
+    panel = panel.filter((pl.col("time") >= lookback_start(min(first, uk_day_bounds(min(days))[0]))) & (pl.col("time") < last))
     hours = []
     for pollutant, forecaster in models.items():
         wanted = []

@@ -16,6 +16,16 @@ from routeaq_assets.core.backtest import (
     rolling_origin_backtest,
 )
 from routeaq_assets.core.features import build_features, hourly_panel, weather_summary
+from routeaq_assets.core.daily_daqi import uk_day, uk_day_bounds
+from routeaq_assets.core.daily_verification import (
+    ISSUES,
+    climatology_rates,
+    daily_forecast_rows,
+    format_scores,
+    observed_daily_index,
+    verification_scores,
+    with_outcomes,
+)
 from routeaq_assets.core.models import TRAINING_LEADS
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
@@ -42,6 +52,9 @@ class BacktestConfig(ModelConfig):
 class LocalBacktestConfig(BacktestConfig):
     folder: str = ""  # empty: ROUTEAQ_SOURCE_FOLDER when the source is local
     test_days: int = 0
+    # Also forecast each fold's UK days' daily index (issued the day before and on the day) and
+    # score it against the observed index (``core.daily_verification``).
+    daily: bool = False
 
 
 def training_leads(config: BacktestConfig) -> tuple[int, ...]:
@@ -75,7 +88,8 @@ def _backtest(features_by_pollutant: dict[str, pl.DataFrame], config: BacktestCo
 
 
 def _report(
-    context: dg.AssetExecutionContext, name: str, predictions: pl.DataFrame, config: BacktestConfig, model_store: ModelStore, lake: Lake, weather: str
+    context: dg.AssetExecutionContext, name: str, predictions: pl.DataFrame, config: BacktestConfig, model_store: ModelStore, lake: Lake, weather: str,
+    daily: str | None = None,
 ) -> dg.MaterializeResult:
     table = metrics_table(predictions)
     text = format_table(table)
@@ -87,6 +101,9 @@ def _report(
     artifacts = {
         "metrics.csv": table.write_csv().encode(), "metrics.txt": text.encode(), "weather.txt": weather.encode(), "coverage.txt": coverage.encode(),
     }
+    if daily is not None:
+        context.log.info(f"daily index, rolling-origin folds:\n{daily}")
+        artifacts["daily.md"] = daily.encode()
     for (pollutant,), rows in predictions.group_by("pollutant"):
         site = rows["site_id"].sort()[0]
         artifacts[f"forecast_{pollutant}_{site}.png"] = forecast_plot(rows, site, pollutant, horizon=config.horizon)
@@ -111,6 +128,7 @@ def _report(
             "metrics": dg.MetadataValue.md(table.to_pandas().to_markdown(index=False, floatfmt=".3f")),
             "table": dg.MetadataValue.text(text),
             "conditional_coverage": dg.MetadataValue.text(coverage),
+            **({"daily_scores": dg.MetadataValue.md(daily)} if daily is not None else {}),
             "horizon_hours": config.horizon,
             "train_days": config.train_days,
             "num_boost_round": config.num_boost_round,
@@ -185,4 +203,26 @@ def local_data_backtest(
         context.log.warning(f"no {missing} observations in {folder}: skipped")
     if not available:
         raise dg.Failure(f"local_data_backtest: none of {config.pollutants} is measured in {folder}")
-    return _report(context, "local_data_backtest", _backtest(available, config), config, model_store, lake, weather)
+    daily = daily_backtest(panel, available, config) if config.daily else None
+    return _report(context, "local_data_backtest", _backtest(available, config), config, model_store, lake, weather, daily)
+
+
+def daily_backtest(panel: pl.DataFrame, features: dict[str, pl.DataFrame], config: BacktestConfig) -> str:
+    """Each fold's UK days forecast as the service would (one model per pollutant trained before
+    the fold, issued the day before at noon and on the day at 06:00), scored against the observed
+    daily index; climatology is the observed index frequencies before the first fold."""
+    settings = config.settings()
+    any_features = next(iter(features.values()))
+    end = any_features["time"].max() + timedelta(hours=1)
+    test_days = _fold_days(config, any_features)
+    first = end - timedelta(days=config.folds * test_days)
+    rows = []
+    for k in range(config.folds):
+        start, stop = first + timedelta(days=k * test_days), first + timedelta(days=(k + 1) * test_days)
+        models = {p: settings.train(f.filter(pl.col("hours_ahead").is_in(list(TRAINING_LEADS))), start) for p, f in features.items()}
+        days = [d for d in (uk_day(start) + timedelta(days=i) for i in range(test_days + 1)) if uk_day_bounds(d)[0] >= start and uk_day_bounds(d)[1] <= stop]
+        rows += [daily_forecast_rows(panel, models, days, issue, coverage=settings.coverage) for issue in ISSUES]
+    observed = observed_daily_index(panel, tuple(features))
+    scored = with_outcomes(pl.concat(rows), observed)
+    climatology = climatology_rates(observed.filter(pl.col("day") < uk_day(first))["observed"])
+    return "\n\n".join(format_scores(verification_scores(scored.filter(pl.col("issue") == issue), climatology), f"issued {issue.replace('_', ' ')}") for issue in ISSUES)

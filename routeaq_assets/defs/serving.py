@@ -18,7 +18,7 @@ class OnlineFeaturesConfig(dg.Config):
 @dg.asset(group_name="serving", deps=[raw_aurn, raw_weather], kinds={"parquet"})
 def online_features(config: OnlineFeaturesConfig, warehouse: WarehouseResource, weather: WeatherSource, online_store: OnlineStore) -> dg.MaterializeResult:
     """Recent hourly history of every site (pollutants, weather, site attributes) plus the
-    weather forecast for the next 24 hours, so the service forecasts without touching the warehouse;
+    weather forecast for the next 48 hours, so the service forecasts without touching the warehouse;
     and the yearly history files for forecasts of older hours, rewritten where data changed."""
     (newest,) = warehouse.query("SELECT max(time) FROM observations WHERE value IS NOT NULL").row(0)
     if newest is None:
