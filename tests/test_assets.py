@@ -130,10 +130,11 @@ def test_a_degraded_challenger_is_blocked_and_the_champion_stays(home):
     defs = run_pipeline(home)
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     assert registry.champion_version("routeaq-pm25") == "1"
-    # Corrupt the training rows (not the held-out week): the next candidate learns noise.
+    # Corrupt the training hours (not the held-out week): the next candidate learns noise. The
+    # candidate builds its rows of every lead from the stored observations.
     with duckdb.connect(str(home / "warehouse.duckdb")) as con:
         con.execute("SELECT setseed(0.5)")
-        con.execute("UPDATE silver_features SET target = 300 * random() WHERE pollutant = 'pm25' AND time < ?", [WINDOW_END - timedelta(days=7)])
+        con.execute("UPDATE observations SET value = 300 * random() WHERE pollutant = 'pm25' AND time < ?", [WINDOW_END - timedelta(days=8)])
     result = dg.materialize(
         [defs.get_assets_def(k) for k in ("pm25_candidate", "pm25_champion")] + [*defs.asset_checks],
         selection=["pm25_candidate", "pm25_champion"],

@@ -59,7 +59,7 @@ def test_health_reports_the_loaded_models(service):
     url, _ = service
     body = requests.get(f"{url}/health").json()
     assert body["status"] == "ok" and body["model_loaded"] is True
-    assert set(body["models"]) == {"pm25", "no2", "o3"}
+    assert set(body["models"]) == {"pm25", "pm10", "no2", "o3"}
     assert body["newest_observation"].startswith("2025-08-01T11:00")
 
 
@@ -94,7 +94,7 @@ def test_past_hours_give_different_forecasts_and_other_pollutants_work(service):
         ({"site_id": "CLL2", "timestamp": "2025-08-01T10:30:00Z"}, 422, "whole hour"),
         ({"site_id": "CLL2"}, 422, "timestamp"),
         ({"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z", "pollutant": "so2"}, 422, "pollutant"),
-        ({"site_id": "CLL2", "timestamp": "2025-08-02T10:00:00Z"}, 422, "latest hour available is 2025-08-01T12:00"),
+        ({"site_id": "CLL2", "timestamp": "2025-08-03T12:00:00Z"}, 422, "latest hour available is 2025-08-03T11:00"),
         ({"site_id": "CLL2", "timestamp": "2020-01-01T00:00:00Z"}, 422, "earliest hour available"),
     ],
 )

@@ -42,6 +42,24 @@ def test_forecaster_beats_persistence_on_later_hours_with_calibrated_interval(de
     assert np.all(lower <= pred) and np.all(pred <= upper) and np.all(lower >= 0)
 
 
+def test_the_interval_is_calibrated_per_lead_and_predicted_level(demo_features):
+    """A Mondrian step: on the later hours, the model's own interval covers near its 80 % in each
+    quintile of the predicted level, not only on average; a lead between the trained ones takes
+    the next trained lead's quantiles."""
+    cut = datetime(2024, 4, 1, tzinfo=timezone.utc)
+    forecaster = train_forecaster(demo_features.filter(pl.col("time") < cut), num_boost_round=150)
+    assert set(forecaster.level_edges) == {1} and len(forecaster.level_edges[1]) == 4
+    assert {b for (lead, b) in forecaster.quantiles} == {-1, 0, 1, 2, 3, 4}
+    widths = [forecaster.quantiles[(1, b)][1] - forecaster.quantiles[(1, b)][0] for b in range(5)]
+    assert widths[-1] > 1.2 * widths[0]  # the highest predicted levels miss by more than the lowest
+    held = scorable(demo_features.filter(pl.col("time") >= cut))
+    pred, lower, upper = forecaster.predict(held)
+    inside = (held["target"].to_numpy() >= lower) & (held["target"].to_numpy() <= upper)
+    bins = np.searchsorted(np.array(forecaster.level_edges[1]), pred, side="right")
+    for b in range(5):
+        assert 0.65 <= inside[bins == b].mean() <= 0.95, (b, inside[bins == b].mean())
+
+
 def test_training_is_deterministic(demo_features):
     train = demo_features.filter(pl.col("time") < datetime(2024, 2, 1, tzinfo=timezone.utc))
     a, b = train_forecaster(train, num_boost_round=30), train_forecaster(train, num_boost_round=30)

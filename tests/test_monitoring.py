@@ -76,10 +76,10 @@ def test_forecast_performance_equals_a_recomputation_from_the_log_and_the_observ
     assert metadata["forecasts_logged"].value == len(answers)
     # Only one-hour forecasts were served: the other gate leads are computed as of then.
     as_of_leads = [h for h in GATE_LEADS if h != 1]
-    assert metadata["forecasts_as_of_champion"].value == len(HOURS) * len(TEST_SITES) * 3 * len(as_of_leads)
+    assert metadata["forecasts_as_of_champion"].value == len(HOURS) * len(TEST_SITES) * (3 * len(as_of_leads) + len(GATE_LEADS))  # pm10 was never served
     assert "no2_6h_skill" in metadata and "| no2 | 48 |" in metadata["scores"].value
     record = json.loads((monitored_home / "lake" / "reports" / "performance" / "2025-08-01T11.json").read_text())
-    assert {(r["pollutant"], r["hours_ahead"]) for r in record["scores"]} == {(p, h) for p in ("pm25", "no2", "o3") for h in GATE_LEADS}
+    assert {(r["pollutant"], r["hours_ahead"]) for r in record["scores"]} == {(p, h) for p in ("pm25", "pm10", "no2", "o3") for h in GATE_LEADS}
     assert (monitored_home / "lake" / "reports" / "performance" / "forecast_vs_observed_no2.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -87,7 +87,7 @@ def test_forecast_performance_scores_the_champion_as_of_each_hour_when_nothing_w
     defs = make_definitions(monitored_home)
     metadata = materialize(defs, "forecast_performance", HOURS[:2]).asset_materializations_for_node("forecast_performance")[-1].metadata
     assert metadata["forecasts_logged"].value == 0
-    assert metadata["forecasts_as_of_champion"].value == 2 * len(TEST_SITES) * 3 * len(GATE_LEADS)  # pm25, no2, o3 at every gate lead
+    assert metadata["forecasts_as_of_champion"].value == 2 * len(TEST_SITES) * 4 * len(GATE_LEADS)  # every pollutant at every gate lead
     for pollutant in ("pm25", "no2", "o3"):
         assert np.isfinite(metadata[f"{pollutant}_skill"].value)
 
@@ -154,7 +154,7 @@ def test_interval_calibration_publishes_the_factor_that_would_have_covered_the_s
         assert pooled["factor"].item() == pytest.approx(np.quantile(score, 0.8, method="higher"), rel=1e-9)
         assert metadata[f"factor_{pollutant}_{horizon}h"].value == pytest.approx(pooled["factor"].item(), abs=1e-4)
         compared += 1
-    assert compared == 3 * len(GATE_LEADS)  # pm25, no2 and o3 at every gate lead
+    assert compared == 4 * len(GATE_LEADS)  # every pollutant at every gate lead
 
 
 def _group(rows: list[tuple]) -> dict[tuple[str, int], list[tuple]]:

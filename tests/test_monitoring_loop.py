@@ -11,7 +11,7 @@ from routeaq_assets.demo_drift import run_loop
 
 SHIFT_AT = datetime(2025, 8, 1, 12, tzinfo=timezone.utc)  # where the trained home's data ends: a Friday noon
 # Retrains with few boosting rounds: the test counts requests and follows them to the gate.
-RETRAIN_CONFIG = {"ops": {f"{p}_candidate": {"config": {"coverage_tolerance": 0.1, "num_boost_round": 60}} for p in ("pm25", "no2", "o3")}}
+RETRAIN_CONFIG = {"ops": {f"{p}_candidate": {"config": {"coverage_tolerance": 0.1, "num_boost_round": 60}} for p in ("pm25", "pm10", "no2", "o3")}}
 
 
 def test_tripled_no2_fires_drift_and_requests_one_retrain_per_pollutant(trained_home, tmp_path, monkeypatch):

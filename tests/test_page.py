@@ -188,7 +188,7 @@ def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, se
             detail = requests.get(f"{url}/api/sites/MY1", timeout=30).json()
             assert page.locator("#site-title").inner_text() == "London Marylebone Road (MY1)"
             assert page.evaluate("document.activeElement.id") == "site-title"
-            assert page.locator(".pollutant-panel .uplot canvas").count() == 3
+            assert page.locator(".pollutant-panel .uplot canvas").count() == 4
             upcoming = {("MY1", p["pollutant"], f["time"]): f for p in detail["pollutants"] for f in p["forecasts"]}
             _expect_equal(_shown_forecasts(page, "#site"), upcoming)
             for p in detail["pollutants"]:

@@ -73,8 +73,8 @@ def test_a_backfill_logs_its_progress_per_stage_and_site_year(home):
     assert any(re.match(rf"{PREFIX} raw_aurn: writing [1-9][0-9,]* rows, \d+ s$", m) for m in messages), messages
     assert any(m.startswith(f"{PREFIX} raw_weather: {n}/{n} sites read (100 %)") for m in messages)
     last_site = sorted(TEST_SITES)[-1]
-    assert any(m.startswith(f"{PREFIX} silver_features: 3/3 site groups x pollutants built (100 %) (o3, {sorted(TEST_SITES)[0]}..{last_site})") for m in messages), messages
-    assert any(m.startswith(f"{PREFIX} silver_features: {n * 48 * 3:,} rows written") for m in messages)
+    assert any(m.startswith(f"{PREFIX} silver_features: 4/4 site groups x pollutants built (100 %) (o3, {sorted(TEST_SITES)[0]}..{last_site})") for m in messages), messages
+    assert any(m.startswith(f"{PREFIX} silver_features: {n * 48 * 4:,} rows written") for m in messages)
 
 
 def test_the_demo_shows_progress_lines_from_the_dagster_cli_log():

@@ -78,7 +78,7 @@ def test_every_hour_to_48_ahead_is_answered_by_the_champion_with_that_leads_feat
     panel = forecasts.store.read().filter(pl.col("time") <= six)
     row = build_features(panel, "no2", 6).filter((pl.col("site_id") == "MY1") & (pl.col("time") == six))
     assert ahead["pred"] == round(float(model.forecaster.predict(row)[0][0]), 3)
-    assert forecasts.status()["hours_ahead"] == {p: list(range(1, 49)) for p in ("pm25", "no2", "o3")}
+    assert forecasts.status()["hours_ahead"] == {p: list(range(1, 49)) for p in ("pm25", "pm10", "no2", "o3")}
     with pytest.raises(OutOfRange, match="latest hour available is 2025-08-03T11:00.*forecast 1 to 48 hours after it"):
         forecasts.forecast([ForecastItem("MY1", state.origin + timedelta(hours=49), "no2")])
 

@@ -30,7 +30,11 @@ NUM_BOOST_ROUND = 300
 # booster learns what to do without a forecast instead of reading NaN as 0 (0 degC, no wind).
 WEATHER_MASK_SHARE = 0.1
 WEATHER_MASK_SEED = 11
-MIN_SITE_CALIBRATION_ROWS = 100  # fewer residuals than this: the site uses the pooled quantiles
+MIN_CALIBRATION_ROWS = 100  # fewer residuals than this in a (lead, level) cell: the lead's, else the pooled quantiles
+# Mondrian cells of the interval: per lead, the calibration forecasts' quintiles of predicted level.
+# Errors grow with the level (a high forecast misses by more, and upwards), so one quantile per
+# lead covers calm hours too often and peaks too rarely; a quantile per level bin covers each.
+LEVEL_BINS = 5
 # The lead times one forecaster is trained on, as rows with ``hours_ahead`` set: the leads between
 # them share the trees' splits on ``hours_ahead`` with their neighbours (bench/RESULTS.md measures
 # this against direct models trained for one lead each).
@@ -75,6 +79,22 @@ def thin_leads(features: pl.DataFrame, per_row: int = LEADS_PER_ROW, seed: int =
     return features.filter(draw < int(1_000_000 * per_row / leads))
 
 
+def lead_weights(frame: pl.DataFrame, change: np.ndarray) -> np.ndarray | None:
+    """Row weights that give every lead time the same say in the squared error: one over the
+    variance of the change to be predicted at the row's lead. Unweighted, the long leads (whose
+    changes are several times larger) decide the splits and the one-hour forecast loses to
+    persistence (bench/RESULTS.md). None for one lead."""
+    if "hours_ahead" not in frame.columns or frame["hours_ahead"].n_unique() < 2:
+        return None
+    leads = frame["hours_ahead"].to_numpy()
+    weights = np.ones(len(leads))
+    for lead in np.unique(leads):
+        at = leads == lead
+        variance = float(np.var(change[at])) if at.sum() > 1 else 0.0
+        weights[at] = 1.0 / variance if variance > 0 else 1.0
+    return weights / weights.mean()
+
+
 def lead_key(hours_ahead: np.ndarray, leads: tuple[int, ...]) -> np.ndarray:
     """The trained lead each lead takes its interval quantiles from: the nearest at or after it
     (the wider), else the longest."""
@@ -97,9 +117,10 @@ class Forecaster:
     mean); the forecast is base + change, never below zero. The interval for a row is ``pred + q * scale`` with ``scale = 1 + target_std_6`` (or
     ``target_std_24`` when the last six hours are too sparse), so it widens in volatile hours.
     ``q_lower``/``q_upper`` are quantiles of scaled residuals on a calibration slice that the
-    point model never saw while it was fitted; ``quantiles`` holds them per (site, lead) and per
-    lead (site ""), used where they rest on enough residuals. ``leads`` are the trained lead
-    times; the model serves every hour from 1 to ``max(leads)``.
+    point model never saw while it was fitted; ``quantiles`` holds them per (lead, level bin) of the
+    predicted level (``level_edges`` per lead) and per lead (bin -1), used where they rest on enough
+    residuals (a Mondrian split-conformal step). ``leads`` are the trained lead times; the model
+    serves every hour from 1 to ``max(leads)``.
     """
 
     booster: lgb.Booster
@@ -108,35 +129,44 @@ class Forecaster:
     coverage: float
     feature_names: tuple[str, ...] = FEATURE_COLUMNS
     params: dict = field(default_factory=dict)
-    quantiles: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    quantiles: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    level_edges: dict[int, tuple[float, ...]] = field(default_factory=dict)
     leads: tuple[int, ...] = (1,)
 
     @property
     def max_hours_ahead(self) -> int:
         return max(self.leads)
 
-    def predict(self, features: pl.DataFrame, num_threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.predict_matrix(
-            feature_matrix(features, self.feature_names), forecast_base(features), self.interval_offsets(features), num_threads
-        )
+    def point(self, x: np.ndarray, base: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The point forecast: base + predicted change, never below zero."""
+        return np.clip(base + self.booster.predict(x, num_threads=num_threads), 0.0, None)
 
-    def interval_offsets(self, features: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Per row, what to add to the forecast for the lower and upper bound."""
-        scale = interval_scale(features)
-        pooled = (self.q_lower, self.q_upper)
+    def predict(self, features: pl.DataFrame, num_threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x, base = feature_matrix(features, self.feature_names), forecast_base(features)
+        pred = self.point(x, base, num_threads)
+        return self.predict_matrix(x, base, self.interval_offsets(features, pred), num_threads)
+
+    def interval_offsets(self, features: pl.DataFrame, pred: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, what to add to the forecast (``pred``, computed when not given) for the lower
+        and upper bound: the quantiles of the row's lead and predicted-level bin, times its scale."""
+        if pred is None:
+            pred = self.point(feature_matrix(features, self.feature_names), forecast_base(features))
         hours = features["hours_ahead"].to_numpy() if "hours_ahead" in features.columns else np.ones(features.height, dtype=int)
-        keys = lead_key(hours, self.leads).tolist()
-        quantiles = [
-            self.quantiles.get((site, lead)) or self.quantiles.get(("", lead), pooled) for site, lead in zip(features["site_id"].to_list(), keys)
-        ]
-        q = np.array(quantiles, dtype=float).reshape(-1, 2)
+        keys = lead_key(hours, self.leads)
+        q = np.tile(np.array([self.q_lower, self.q_upper], dtype=float), (features.height, 1))
+        for lead in np.unique(keys):
+            rows = keys == lead
+            edges = self.level_edges.get(int(lead))
+            bins = np.searchsorted(np.array(edges), pred[rows], side="right") if edges else np.full(rows.sum(), -1)
+            q[rows] = [self.quantiles.get((int(lead), int(b))) or self.quantiles.get((int(lead), -1)) or (self.q_lower, self.q_upper) for b in bins]
+        scale = interval_scale(features)
         return q[:, 0] * scale, q[:, 1] * scale
 
     def predict_matrix(
         self, x: np.ndarray, base: np.ndarray, offsets: tuple[np.ndarray, np.ndarray], num_threads: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Forecast, lower and upper bound from a prepared matrix (the serving path)."""
-        pred = np.clip(base + self.booster.predict(x, num_threads=num_threads), 0.0, None)
+        pred = self.point(x, base, num_threads)
         return pred, np.clip(pred + offsets[0], 0.0, None), pred + offsets[1]
 
     def metadata(self) -> dict:
@@ -144,7 +174,8 @@ class Forecaster:
             "feature_names": list(self.feature_names),
             "q_lower": self.q_lower,
             "q_upper": self.q_upper,
-            "interval_quantiles": [[site, lead, *q] for (site, lead), q in sorted(self.quantiles.items())],
+            "interval_quantiles": [[lead, level_bin, *q] for (lead, level_bin), q in sorted(self.quantiles.items())],
+            "level_edges": {str(lead): list(edges) for lead, edges in sorted(self.level_edges.items())},
             "leads": list(self.leads),
             "coverage": self.coverage,
             "target_kind": TARGET_KIND,
@@ -194,25 +225,29 @@ def train_forecaster(
     def fit_booster(frame: pl.DataFrame) -> lgb.Booster:
         change = frame["target"].to_numpy() - forecast_base(frame)
         x = mask_weather(feature_matrix(frame), weather_mask_share)
-        data = lgb.Dataset(x, label=change, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
+        data = lgb.Dataset(x, label=change, weight=lead_weights(frame, change), feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
         return lgb.train(params, data, num_boost_round=num_boost_round)
 
     point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage)  # calibration only
-    predicted, _, _ = point.predict(calibration)
-    residuals = calibration.select("site_id").with_columns(
-        residual=pl.Series((calibration["target"].to_numpy() - predicted) / interval_scale(calibration))
-    )
+    predicted = point.point(feature_matrix(calibration), forecast_base(calibration))
     alpha = (1.0 - coverage) / 2.0
-    q_lower, q_upper = np.quantile(residuals["residual"].to_numpy(), [alpha, 1.0 - alpha])
+    residual = (calibration["target"].to_numpy() - predicted) / interval_scale(calibration)
+    q_lower, q_upper = np.quantile(residual, [alpha, 1.0 - alpha])
     leads = tuple(sorted(rows["hours_ahead"].cast(pl.Int64).unique().to_list())) if "hours_ahead" in rows.columns else (1,)
-    residuals = residuals.with_columns(lead=calibration["hours_ahead"].cast(pl.Int64) if "hours_ahead" in calibration.columns else pl.lit(1))
-    quantiles = {
-        key: tuple(float(q) for q in np.quantile(group["residual"].to_numpy(), [alpha, 1.0 - alpha]))
-        for by in (["lead"], ["site_id", "lead"])
-        for values, group in residuals.group_by(by)
-        if group.height >= MIN_SITE_CALIBRATION_ROWS
-        for key in [("", values[0]) if by == ["lead"] else (values[0], values[1])]
-    }
+    lead_of = calibration["hours_ahead"].cast(pl.Int64).to_numpy() if "hours_ahead" in calibration.columns else np.ones(calibration.height, dtype=int)
+    quantiles, level_edges = {}, {}
+    for lead in leads:
+        at = lead_of == lead
+        if at.sum() < MIN_CALIBRATION_ROWS:
+            continue
+        quantiles[(lead, -1)] = tuple(float(q) for q in np.quantile(residual[at], [alpha, 1.0 - alpha]))
+        edges = np.unique(np.quantile(predicted[at], np.arange(1, LEVEL_BINS) / LEVEL_BINS))
+        level_edges[lead] = tuple(float(e) for e in edges)
+        bins = np.searchsorted(edges, predicted[at], side="right")
+        for b in np.unique(bins):
+            cell = residual[at][bins == b]
+            if cell.size >= MIN_CALIBRATION_ROWS:
+                quantiles[(lead, int(b))] = tuple(float(q) for q in np.quantile(cell, [alpha, 1.0 - alpha]))
     return Forecaster(
         booster=fit_booster(rows),
         q_lower=float(q_lower),
@@ -220,6 +255,7 @@ def train_forecaster(
         coverage=coverage,
         params={**params, "num_boost_round": num_boost_round, "weather_mask_share": weather_mask_share},
         quantiles=quantiles,
+        level_edges=level_edges,
         leads=leads,
     )
 

@@ -192,7 +192,8 @@ class ForecastRegistry:
             raise ValueError(f"{name} v{mv.version} predicts {metadata.get('target_kind')!r}, this code serves {TARGET_KIND!r}: retrain it")
         forecaster = Forecaster(
             booster=booster,
-            quantiles={(str(site), int(lead)): (float(lo), float(hi)) for site, lead, lo, hi in metadata.get("interval_quantiles", [])},
+            quantiles={(int(lead), int(level_bin)): (float(lo), float(hi)) for lead, level_bin, lo, hi in metadata.get("interval_quantiles", [])},
+            level_edges={int(lead): tuple(float(e) for e in edges) for lead, edges in metadata.get("level_edges", {}).items()},
             leads=tuple(int(h) for h in metadata.get("leads", [1])),
             q_lower=float(metadata["q_lower"]),
             q_upper=float(metadata["q_upper"]),
