@@ -47,6 +47,15 @@ COMMIT_ATTEMPTS = 20
 STALE_CACHE_SECONDS = 600
 
 
+def _resource_client(resource):  # noqa: ANN001, ANN202 - an S3 resource of this module; a boto3 S3 client
+    """The resource's one boto3 client, made on first use: a new client costs a new boto3 session
+    (about as long as the request itself); clients are thread-safe."""
+    with resource._client_lock:
+        if resource._client is None:
+            resource._client = resource.s3.get_client()
+        return resource._client
+
+
 def _days(start: datetime, end: datetime) -> list[datetime]:
     """The UTC days that [start, end) touches, as midnights."""
     day = start.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -78,11 +87,7 @@ class LakeWarehouse(WarehouseResource):
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def client(self):  # noqa: ANN201 - a boto3 S3 client
-        """One client per resource: creating one costs a new boto3 session; clients are thread-safe."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = self.s3.get_client()
-            return self._client
+        return _resource_client(self)
 
     # -- keys ----------------------------------------------------------------------------------
     def _table_prefix(self, table: str) -> str:
@@ -210,8 +215,7 @@ class LakeWarehouse(WarehouseResource):
 
 class S3Lake(Lake):
     """The lake's files as S3 objects under ``s3://{bucket}/{prefix}/``: one PUT each, so a reader
-    sees the old object or the new one. One boto3 client per resource (a new client costs a new
-    session, about as long as the request itself)."""
+    sees the old object or the new one."""
 
     s3: S3Resource
     bucket: str
@@ -220,10 +224,7 @@ class S3Lake(Lake):
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def client(self):  # noqa: ANN201 - a boto3 S3 client
-        with self._client_lock:
-            if self._client is None:
-                self._client = self.s3.get_client()
-            return self._client
+        return _resource_client(self)
 
     def _object_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if key else self.prefix
