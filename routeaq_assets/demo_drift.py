@@ -108,6 +108,8 @@ def _retrain(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.Run
     champion = [m for m in result.asset_materializations_for_node(f"{pollutant}_champion")]
     candidate = result.asset_materializations_for_node(f"{pollutant}_candidate")
     decision = {"pollutant": pollutant, "gate_passed": all(c.passed for c in checks)}
+    if not decision["gate_passed"]:  # the champion asset never ran: the gate's words are the decision's reason
+        decision["reason"] = "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed)
     if candidate:
         decision.update(mlflow_run_id=_value(candidate[0].metadata, "mlflow_run_id"), candidate_version=_value(candidate[0].metadata, "model_version"))
     if champion:

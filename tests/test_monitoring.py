@@ -26,6 +26,8 @@ def monitored_home(trained_home, tmp_path, monkeypatch):
     home = tmp_path / "routeaq"
     shutil.copytree(trained_home, home, symlinks=True)
     (home / "dagster" / "dagster.yaml").unlink()
+    for served_before in (home / "predictions").glob("predictions-*.jsonl"):
+        served_before.unlink()  # what other tests served from the shared trained home: each test logs its own
     monkeypatch.setenv("ROUTEAQ_HOME", str(home))
     return home
 
