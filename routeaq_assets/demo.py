@@ -130,6 +130,13 @@ def serve_and_predict(site_id: str, hour: datetime, log: Path) -> dict:
         print(f"    POST /predict {json.dumps(body)} -> {status}", flush=True)
         if status != 200:
             raise SystemExit(f"prediction failed: {status} {prediction}")
+        status, daily = http("POST", f"http://127.0.0.1:{port}/predict/daily", {"site_id": site_id})
+        print(f"    POST /predict/daily {json.dumps({'site_id': site_id})} -> {status}", flush=True)
+        if status != 200:
+            raise SystemExit(f"daily forecast failed: {status} {daily}")
+        for label, day in zip(("today", "tomorrow"), daily["days"]):
+            print(f"    {site_id} {label} ({day['day']}): DAQI {day['index']} {day['band']}, set by {day['set_by']}; "
+                  f"Moderate or above {day['p_moderate_or_above']:.0%}, High or above {day['p_high_or_above']:.0%}", flush=True)
         return prediction
     finally:
         server.terminate()
@@ -167,11 +174,11 @@ def main() -> None:
         ["--select", "raw_aurn,raw_weather,silver_features", "--partition-range", f"{partition_key(start)}...{partition_key(last)}"],
         log,
     )
-    step("3/5 train PM2.5, NO2 and O3 candidates, gate them, promote champions, publish online features")
+    step("3/5 train PM2.5, PM10, NO2 and O3 candidates (every hour to 48 ahead), gate them, promote champions, publish online features")
     workspace_run(["--job", "train_job"], log)
-    step(f"4/5 drift reports (PM2.5, NO2, O3) for {last:%Y-%m-%d %H:00}")
+    step(f"4/5 drift reports (PM2.5, PM10, NO2, O3) for {last:%Y-%m-%d %H:00}")
     workspace_run(["--select", ",".join(f"{p}_drift_report" for p in FORECAST_POLLUTANTS), "--partition", partition_key(last)], log)
-    step("5/5 serve the champion and ask for one forecast")
+    step("5/5 serve the champions, ask for one forecast and for today's and tomorrow's index")
     # The reference smoke request when the window holds it; otherwise the next hour ahead.
     hour = SMOKE_HOUR if start + timedelta(days=8) <= SMOKE_HOUR < end else end
     prediction = serve_and_predict(SMOKE_SITE, hour, log)

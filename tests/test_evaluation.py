@@ -92,7 +92,7 @@ def test_a_six_hour_backtest_scores_persistence_from_six_hours_before(home, user
     assert (checked["target_lag_1"] == checked["six_hours_before"]).all()
 
     defs = make_definitions(home)
-    config = {"ops": {"local_data_backtest": {"config": {"folder": str(user_folder), "pollutants": ["no2"], "folds": 2, "test_days": 14, "horizon": 6, "daily": True}}}}
+    config = {"ops": {"local_data_backtest": {"config": {"folder": str(user_folder), "pollutants": ["no2"], "folds": 2, "test_days": 14, "horizon": 6, "daily": True, "train_days": 60}}}}
     result = dg.materialize([defs.get_assets_def("local_data_backtest")], resources=defs.resources, run_config=config)
     metadata = result.asset_materializations_for_node("local_data_backtest")[0].metadata
     assert metadata["horizon_hours"].value == 6
