@@ -24,6 +24,7 @@ reaches k. The draws are seeded, so the same forecasts give the same odds.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from datetime import date, datetime, time, timedelta, timezone
@@ -68,7 +69,8 @@ def daily_value(pollutant: str, hours: np.ndarray) -> np.ndarray:
     of the day, NaN where an hour has neither observation nor forecast)."""
     hours = np.atleast_2d(np.asarray(hours, dtype=float))
     enough = np.isfinite(hours).sum(axis=1) >= MIN_HOURS_SHARE * hours.shape[1]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a day with no hour: NaN, refused just below
         if pollutant in ("pm25", "pm10"):
             value = np.nanmean(hours, axis=1)
         elif pollutant == "no2":
