@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     weather = reports[-1].parent / "weather.txt"
     print(
         f"\n{args.horizon} h ahead forecasts, rolling-origin folds; persistence = value at t-{args.horizon}, "
-        "yesterday = same hour yesterday"
+        f"yesterday = the same hour {'yesterday' if args.horizon <= 24 else 'two days before'} (the newest day seen)"
     )
     print(f"Weather: {weather.read_text() if weather.exists() else 'not recorded'}\n")
     print(reports[-1].read_text())
