@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from routeaq_assets.core.daily_daqi import DailyIndex, daily_index, uk_day, uk_day_bounds
+from routeaq_assets.core.daily_daqi import FORECAST_HOURS, DailyIndex, daily_index, day_hours, uk_day, uk_day_bounds
 from routeaq_serving.forecasts import ForecastItem, answer
 from routeaq_serving.state import ServingState, State
 
@@ -45,9 +45,8 @@ def daily_outlook(serving: ServingState, state: State, site_id: str) -> tuple[li
     answers = answer(state, serving.history, items) if items else []
     forecast = pl.DataFrame(
         [{"time": i.hour, "pollutant": i.pollutant, "pred": a["pred"], "lower": a["lower"], "upper": a["upper"]} for i, a in zip(items, answers)],
-        schema={"time": pl.Datetime("us", "UTC"), "pollutant": pl.Utf8, "pred": pl.Float64, "lower": pl.Float64, "upper": pl.Float64},
+        schema=FORECAST_HOURS,
     )
-    seen = observed.unpivot(index="time", on=[p for p in state.models if p in observed.columns], variable_name="pollutant", value_name="observed")
-    hours = seen.join(forecast, on=["time", "pollutant"], how="full", coalesce=True)
+    hours = day_hours(observed, forecast, list(state.models))
     coverage = next(iter(state.models.values())).forecaster.coverage
     return [daily_index(hours, day, coverage=coverage) for day in (today, tomorrow)], answers

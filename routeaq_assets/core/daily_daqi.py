@@ -146,6 +146,18 @@ class DailyIndex:
         }
 
 
+FORECAST_HOURS = {"time": pl.Datetime("us", "UTC"), "pollutant": pl.Utf8, "pred": pl.Float64, "lower": pl.Float64, "upper": pl.Float64}
+
+
+def day_hours(observed: pl.DataFrame, forecast: pl.DataFrame | None, pollutants: list[str]) -> pl.DataFrame:
+    """The ``hours`` ``daily_index`` takes: ``observed`` wide (``time`` and a column per pollutant,
+    one site) beside ``forecast`` long (``FORECAST_HOURS``; None for none), one row per pollutant
+    and hour of either."""
+    seen = observed.unpivot(index="time", on=[p for p in pollutants if p in observed.columns], variable_name="pollutant", value_name="observed")
+    ahead = pl.DataFrame(schema=FORECAST_HOURS) if forecast is None else forecast.select(list(FORECAST_HOURS))
+    return seen.join(ahead, on=["time", "pollutant"], how="full", coalesce=True)
+
+
 def daily_index(hours: pl.DataFrame, day: date, coverage: float = 0.8, samples: int = SAMPLES) -> DailyIndex:
     """The daily index of ``day`` at one site from ``hours``: one row per pollutant and UTC hour,
     with ``observed`` (null where not yet observed) and the forecast ``pred``, ``lower``, ``upper``

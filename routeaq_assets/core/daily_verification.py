@@ -17,7 +17,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import numpy as np
 import polars as pl
 
-from routeaq_assets.core.daily_daqi import MIN_HOURS_SHARE, MODERATE, O3_WINDOW_HOURS, UK, daily_index, index_of, uk_day_bounds
+from routeaq_assets.core.daily_daqi import MIN_HOURS_SHARE, MODERATE, O3_WINDOW_HOURS, UK, daily_index, day_hours, index_of, uk_day_bounds
 from routeaq_assets.core.daqi import BANDS
 from routeaq_assets.core.features import build_features, lookback_start
 
@@ -181,13 +181,8 @@ def daily_forecast_rows(panel: pl.DataFrame, models: dict, days: list[date], iss
         start, end = uk_day_bounds(day)
         seen = panel.filter((pl.col("time") >= start) & (pl.col("time") < end) & (pl.col("time") <= origin))
         for site_id in panel["site_id"].unique().sort().to_list():
-            observed = seen.filter(pl.col("site_id") == site_id).unpivot(index="time", on=list(models), variable_name="pollutant", value_name="observed")
-            ahead = forecast.filter((pl.col("site_id") == site_id) & (pl.col("day") == day)).drop("site_id", "day") if forecast.height else None
-            both = observed.join(ahead, on=["time", "pollutant"], how="full", coalesce=True) if ahead is not None else observed
-            for c in ("pred", "lower", "upper"):
-                if c not in both.columns:
-                    both = both.with_columns(pl.lit(None, pl.Float64).alias(c))
-            result = daily_index(both, day, coverage=coverage)
+            ahead = forecast.filter((pl.col("site_id") == site_id) & (pl.col("day") == day)) if forecast.height else None
+            result = daily_index(day_hours(seen.filter(pl.col("site_id") == site_id), ahead, list(models)), day, coverage=coverage)
             rows.append({"site_id": site_id, "day": day, "issue": issue, "origin": origin, "index": result.index, "set_by": result.set_by,
                          **{f"p_at_least_{k}": result.p_at_least.get(k) for k in INDICES}})
     return pl.DataFrame(rows, schema_overrides={"origin": pl.Datetime("us", "UTC"), "index": pl.Int64, **{c: pl.Float64 for c in p_columns()}})
