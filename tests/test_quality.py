@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
-from routeaq_assets.core.quality import changed_rows, daily_completeness, frozen_runs
+from routeaq_assets.core.quality import daily_completeness, frozen_runs, nulled_share, value_changes, with_replaced_values
 from routeaq_assets.core.schema import TIME
 
 START = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -32,11 +32,25 @@ def test_frozen_runs_need_consecutive_identical_values():
     assert frozen_runs(gap, min_hours=12).is_empty()  # a missing hour breaks the run
 
 
-def test_changed_rows_counts_new_values_and_statuses_only():
-    stored = hours([1.0, 2.0, None]).with_columns(status=pl.lit("P"))
-    incoming = hours([1.0, 2.5, 3.0]).with_columns(status=pl.Series(["P", "P", "R"]))
-    assert changed_rows(stored, incoming, ["site_id", "time", "pollutant"], ["value", "status"]) == 2
-    assert changed_rows(stored.clear(), incoming, ["site_id", "time", "pollutant"], ["value", "status"]) == 0
+def test_value_changes_are_counted_by_kind():
+    stored = hours([1.0, 2.0, None, 4.0, 5.0, 6.0]).with_columns(status=pl.lit("P"))
+    incoming = hours([1.0, 2.5, 3.0, None, 5.0]).with_columns(status=pl.Series(["P", "P", "R", "R", "R"]))
+    quarantined = hours([None, None, None, None, None, -500.0]).tail(1)  # hour 5's new reading is impossible
+    changes = value_changes(stored, incoming, quarantined)
+    assert changes == {"value_to_value": 1, "value_to_null": 1, "null_to_value": 1, "status_only": 1, "value_to_quarantine": 1}
+    assert nulled_share(stored, changes) == 1 / 5
+    assert set(value_changes(stored.clear(), incoming, quarantined).values()) == {0}
+
+
+def test_a_quarantined_reading_keeps_the_value_it_displaced_across_re_reads():
+    stored = hours([12.29, 20.0]).with_columns(status=pl.lit(None, pl.Utf8), source=pl.lit("MY1_2025.csv"))
+    quarantined = hours([-500.0])
+    first = with_replaced_values(quarantined, stored, pl.DataFrame())
+    assert first.select("value", "replaced_value", "replaced_source").rows() == [(-500.0, 12.29, "MY1_2025.csv")]
+    # Read again: the observation is gone (the first read kept it out); the quarantine still has it.
+    again = with_replaced_values(quarantined, stored.tail(1), first)
+    assert again.select("value", "replaced_value").rows() == [(-500.0, 12.29)]
+    assert with_replaced_values(quarantined, pl.DataFrame(), pl.DataFrame())["replaced_value"].to_list() == [None]
 
 
 def observations(rows, source="MY1_2025.csv"):

@@ -88,8 +88,7 @@ def test_a_truncated_file_fails_naming_file_and_site_and_keeps_stored_rows(local
     home, folder, defs, before = local_home
     path = folder / "ABD_2017.csv"
     text = path.read_text()
-    cut = text.index("2017-01-02 06:00") + 30  # mid-line: 06:00 keeps a few values, 41 hours gone
-    path.write_text(text[:cut])
+    path.write_text(text[: text.index("2017-01-02 07:00")])  # whole lines: 41 hours gone (a cut line is a ragged row, below)
     result = ingest(defs)
     assert not result.success
     message = failure_message(result)
@@ -229,6 +228,102 @@ def test_a_text_value_in_a_ukair_csv_names_file_site_column_and_line():
     text = format_ukair_csv("Aberdeen", obs.filter(pl.col("time") < datetime(2017, 1, 2, tzinfo=UTC))).replace("01-01-2017,04:00,", "01-01-2017,04:00,calib,", 1)
     with pytest.raises(SourceDataError, match=r"ABD_2017.csv: site ABD, column 'pm2.5 particulate matter \(hourly measured\)' \(pm25\), line 10: 'calib' is not a number"):
         parse_ukair_csv(text, site_id="ABD", source="ABD_2017.csv")
+
+
+# -- a row is whole or it is an error; each file is read on its own --------------------------
+
+def ah_correction(folder: Path) -> None:
+    """A correction in the good site's file: it shows that the good site was written."""
+    edit_csv(folder / "AH_2017.csv", "2017-01-01 03:00", "o3", "77.5")
+
+
+def assert_ah_corrected_and_abd_kept(home: Path, before: dict[str, pl.DataFrame]) -> None:
+    after = stored(home)["observations"]
+    assert after.filter(pl.col("site_id") == "ABD").equals(before["observations"].filter(pl.col("site_id") == "ABD"))
+    corrected = after.filter((pl.col("site_id") == "AH") & (pl.col("time") == datetime(2017, 1, 1, 3, tzinfo=UTC)) & (pl.col("pollutant") == "o3"))
+    assert corrected["value"].to_list() == [77.5]
+
+
+def test_a_last_line_cut_inside_fails_its_site_naming_file_line_and_field_count(local_home):
+    home, folder, defs, before = local_home
+    path = folder / "ABD_2017.csv"
+    lines = path.read_text().splitlines()
+    fields = len(lines[0].split(","))
+    last = next(i for i, line in enumerate(lines) if line.startswith("2017-01-03 23:00"))
+    path.write_text("\n".join(lines[:last] + [lines[last][:21]]))  # the window's last hour, cut after one character of its first value, no newline
+    ah_correction(folder)
+    result = ingest(defs, ["raw_aurn"])
+    assert not result.success
+    message = failure_message(result)
+    assert f"site ABD, year 2017: ABD_2017.csv: line {last + 1} has 2 fields where the header has {fields} (a cut or ragged row)" in message
+    assert "site AH" not in message
+    assert_ah_corrected_and_abd_kept(home, before)
+
+
+@pytest.mark.parametrize("damage", ["extra field", "binary", "cut date", "empty"])
+def test_an_unreadable_file_fails_only_its_site_and_an_empty_one_is_no_new_data(damage, local_home):
+    home, folder, defs, before = local_home
+    path = folder / "ABD_2017.csv"
+    ah_correction(folder)
+    if damage == "extra field":
+        line = edit_csv(path, "2017-01-02 05:00", "no2", "30.0,31.0")
+        expected = f"ABD_2017.csv: line {line} has"
+    elif damage == "binary":
+        path.write_bytes(bytes(range(256)) * 40)
+        expected = "ABD_2017.csv: not a text CSV table (binary data at byte 0)"
+    elif damage == "cut date":
+        line = edit_csv(path, "2017-01-02 05:00", "date", "2017-01-02 1")
+        expected = f"local:{path}: site ABD, column 'date', line {line}: '2017-01-02 1' is not a date and time"
+    else:
+        path.write_bytes(b"")
+        expected = None
+    result = ingest(defs, ["raw_aurn"])
+    assert result.success is (expected is None)
+    if expected is not None:
+        message = failure_message(result)
+        assert "1 of 2 site-years failed (1 written" in message
+        assert expected in message and "site AH" not in message
+    assert_ah_corrected_and_abd_kept(home, before)
+
+
+def quarantined_rows(home: Path) -> pl.DataFrame:
+    return Warehouse(path=str(home / "warehouse.duckdb")).query(
+        "SELECT site_id, time, pollutant, value, replaced_value, replaced_source FROM observations_quarantine ORDER BY time"
+    )
+
+
+def test_a_quarantined_reading_keeps_the_value_it_displaced_and_a_re_read_that_empties_values_warns(local_home):
+    home, folder, defs, before = local_home
+    path = folder / "ABD_2017.csv"
+    hour = datetime(2017, 1, 2, 5, tzinfo=UTC)
+    key = (pl.col("site_id") == "ABD") & (pl.col("time") == hour) & (pl.col("pollutant") == "no2")
+    (good,) = before["observations"].filter(key)["value"].to_list()
+    edit_csv(path, "2017-01-02 05:00", "no2", "-500")
+    for _ in range(2):  # read twice: the second read finds the value in the quarantine, not the observations
+        result = run_ingest_job(defs)
+        assert result.success
+        assert quarantined_rows(home).rows() == [("ABD", hour, "no2", -500.0, good, f"local:{path}")]
+        assert stored(home)["observations"].filter(key).is_empty()
+    assert check(result, "stored_values_not_nulled").passed
+
+    edit_csv(path, "2017-01-02 05:00", "no2", "31.5")
+    result = run_ingest_job(defs)
+    changes = result.asset_materializations_for_node("raw_aurn")[0].metadata["rows_changed_by_kind"].value
+    assert changes["null_to_value"] == 0 and changes["value_to_value"] == 0  # the key had no stored observation: a new row
+    assert quarantined_rows(home).is_empty()
+    assert stored(home)["observations"].filter(key)["value"].to_list() == [31.5]
+
+    lines = path.read_text().splitlines()
+    no2 = lines[0].split(",").index("no2")
+    path.write_text("\n".join([lines[0]] + [",".join(c if i != no2 else "NA" for i, c in enumerate(line.split(","))) for line in lines[1:]]) + "\n")
+    result = run_ingest_job(defs)
+    assert result.success
+    changes = result.asset_materializations_for_node("raw_aurn")[0].metadata["rows_changed_by_kind"].value
+    nulled = before["observations"].filter((pl.col("site_id") == "ABD") & (pl.col("pollutant") == "no2") & (pl.col("time") < END) & pl.col("value").is_not_null()).height
+    assert changes["value_to_null"] == nulled > 0
+    warned = check(result, "stored_values_not_nulled")
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+    assert f"turned {nulled} stored values" in warned.description
 
 
 # -- item 1: a dead run blocks nothing ------------------------------------------------------

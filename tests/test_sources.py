@@ -101,7 +101,7 @@ def test_ukair_csv_round_trip_and_truncation_is_an_error():
     back = parse_ukair_csv(text, site_id="ABD")
     key = ["time", "pollutant"]
     assert back.select(*key, "value").sort(key).equals(day.select(*key, "value").sort(key))
-    with pytest.raises(SourceDataError, match=r"line 9 has \d+ cells, header has 17 \(truncated file\?\)"):
+    with pytest.raises(SourceDataError, match=r"line 9 has \d+ fields where the header has 17 \(a cut or ragged row\)"):
         parse_ukair_csv(text[: text.index("01-01-2017,03:00") + 30], site_id="ABD")
 
 

@@ -44,14 +44,47 @@ def frozen_runs(observations: pl.DataFrame, min_hours: int) -> pl.DataFrame:
     return runs.filter(pl.col("hours") >= min_hours).drop("run").sort(*keys, "start")
 
 
-def changed_rows(stored: pl.DataFrame, incoming: pl.DataFrame, keys: list[str], columns: list[str]) -> int:
-    """How many incoming rows replace a stored row with a different value or status (a
-    provisional value ratified, a correction)."""
+CHANGE_KINDS = ("value_to_value", "value_to_null", "null_to_value", "status_only", "value_to_quarantine")
+KEYS = ["site_id", "time", "pollutant"]
+
+
+def value_changes(stored: pl.DataFrame, incoming: pl.DataFrame, quarantined: pl.DataFrame) -> dict[str, int]:
+    """What a re-read changes in the stored rows it replaces, by kind: a value replaced by
+    another (a correction), a value turned missing, a missing value filled (a provisional value
+    ratified or a late one), the status alone, and a stored value whose new reading was
+    quarantined (its row leaves the observations; the quarantine keeps both)."""
     if stored.is_empty():
-        return 0
-    joined = incoming.select(*keys, *columns).join(stored.select(*keys, *columns), on=keys, how="inner", suffix="_stored")
-    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_stored")) for c in columns)
-    return joined.filter(differs).height
+        return dict.fromkeys(CHANGE_KINDS, 0)
+    joined = incoming.select(*KEYS, "value", "status").join(stored.select(*KEYS, "value", "status"), on=KEYS, how="inner", suffix="_stored")
+    new, old = pl.col("value"), pl.col("value_stored")
+    counts = joined.select(
+        (new.is_not_null() & old.is_not_null() & (new != old)).sum().alias("value_to_value"),
+        (new.is_null() & old.is_not_null()).sum().alias("value_to_null"),
+        (new.is_not_null() & old.is_null()).sum().alias("null_to_value"),
+        (new.eq_missing(old) & pl.col("status").ne_missing(pl.col("status_stored"))).sum().alias("status_only"),
+    ).row(0, named=True)
+    counts["value_to_quarantine"] = quarantined.select(KEYS).join(stored.filter(pl.col("value").is_not_null()).select(KEYS), on=KEYS, how="semi").height
+    return {kind: int(counts[kind]) for kind in CHANGE_KINDS}
+
+
+def nulled_share(stored: pl.DataFrame, changes: dict[str, int]) -> float:
+    """The share of the stored values that a re-read turned missing."""
+    values = stored.filter(pl.col("value").is_not_null()).height if not stored.is_empty() else 0
+    return changes["value_to_null"] / values if values else 0.0
+
+
+def with_replaced_values(quarantined: pl.DataFrame, stored: pl.DataFrame, stored_quarantine: pl.DataFrame) -> pl.DataFrame:
+    """Quarantined rows with the value each one displaced from the observations
+    (``replaced_value``, ``replaced_source``): the stored observation of its key, or, when an
+    earlier read quarantined the key too, what that read kept. A quarantined reading never
+    loses a stored value."""
+    replaced = stored.filter(pl.col("value").is_not_null()).select(*KEYS, pl.col("value").alias("replaced_value"), pl.col("source").alias("replaced_source")) if not stored.is_empty() else None
+    if not stored_quarantine.is_empty() and "replaced_value" in stored_quarantine.columns:
+        earlier = stored_quarantine.filter(pl.col("replaced_value").is_not_null()).select(*KEYS, "replaced_value", "replaced_source")
+        replaced = earlier if replaced is None else pl.concat([replaced, earlier.join(replaced, on=KEYS, how="anti")])
+    if replaced is None:
+        return quarantined.with_columns(pl.lit(None, pl.Float64).alias("replaced_value"), pl.lit(None, pl.Utf8).alias("replaced_source"))
+    return quarantined.join(replaced, on=KEYS, how="left")
 
 
 def hours_missing_from_source(stored: pl.DataFrame, incoming: pl.DataFrame) -> pl.DataFrame:

@@ -9,18 +9,21 @@ import polars as pl
 
 from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.quality import (
-    changed_rows,
     describe_duplicates,
     describe_missing_hours,
     duplicate_hours,
     hours_missing_from_source,
+    nulled_share,
     split_out_of_range,
+    value_changes,
+    with_replaced_values,
 )
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import measures, read_site_metadata, site_attributes
 from routeaq_assets.core.windows import year_span
 from routeaq_assets.defs.ingest_checks import (
     QUARANTINE_TABLE,
+    nulled_check,
     observation_check_specs,
     quality_checks,
     quarantine_check,
@@ -102,7 +105,9 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ob
     its stored rows. A site-year that cannot be read, repeats an hour, or whose file no longer
     holds hours stored from it (truncated) keeps its stored rows and fails the partition, named;
     the other site-years are written. Values outside their physical range are kept out of the
-    observations and stored with the reason in ``observations_quarantine``."""
+    observations and stored with the reason in ``observations_quarantine``, beside the stored
+    value each one displaced (``replaced_value``), so a re-read loses nothing that was stored.
+    ``rows_changed`` counts what the re-read changed, by kind."""
     start, end = _window(context)
     unavailable: list[str] = []
     read, sources, errors, planned, progress = _read_site_years(context, observations, _registry(warehouse), start, end, unavailable)
@@ -110,6 +115,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ob
     # What the write replaces: every stored row of the sites read, from any source (a live hour
     # replaced by the archive's ratified value counts as changed).
     previous = _stored_rows(warehouse, "observations", start, end, sources, "site_id, time, pollutant, value, status, source", same_source=False)
+    previous_quarantine = _stored_rows(warehouse, QUARANTINE_TABLE, start, end, sources, "*", same_source=False)
     shrunk = _shrunk_sites(context, pl.concat(read.values()) if read else stored.clear(), stored, errors)
     read = {key: rows for key, rows in read.items() if key[0] not in shrunk}
     if not read and not errors:
@@ -121,6 +127,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ob
     for lo, hi, sites, part in _by_year(kept, start, end):
         replaced += warehouse.replace_window("observations", part, lo, hi, site_ids=sites)
     for lo, hi, sites, part in _by_year(quarantined, start, end):
+        part = with_replaced_values(part, previous, previous_quarantine)
         warehouse.replace_window(QUARANTINE_TABLE, part.with_columns(pl.lit(datetime.now(timezone.utc)).alias("quarantined_at")), lo, hi, site_ids=sites)
     _retry_when_unavailable(context, "raw_aurn", unavailable, observations)
     if errors:
@@ -131,11 +138,13 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ob
     frame = pl.concat(kept.values())
     quarantine = pl.concat(quarantined.values())
     keys = ["site_id", "time", "pollutant"]
+    changes = value_changes(previous, frame, quarantine)
     yield dg.MaterializeResult(
         metadata={
             "rows": frame.height,
             "rows_replaced": replaced,
-            "rows_changed": dg.MetadataValue.int(changed_rows(previous, frame, keys, ["value", "status"])),
+            "rows_changed": dg.MetadataValue.int(sum(changes.values())),
+            "rows_changed_by_kind": dg.MetadataValue.json(changes),
             "rows_quarantined": quarantine.height,
             "sites": frame["site_id"].n_unique(),
             "site_years_read": len(read),
@@ -146,6 +155,7 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ob
     yield range_check(warehouse, start, end)
     yield unique_check(warehouse, "observations", keys, start, end)
     yield quarantine_check(quarantine)
+    yield nulled_check(changes, nulled_share(previous, changes))
     yield from quality_checks(warehouse, start, end)
 
 

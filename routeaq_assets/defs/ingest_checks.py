@@ -15,6 +15,8 @@ CHECK_QUARANTINE = "no_rows_quarantined"
 CHECK_COMPLETENESS = "daily_completeness"
 CHECK_FRESHNESS = "newest_hour_is_recent"
 CHECK_FROZEN = "no_frozen_values"
+CHECK_NULLED = "stored_values_not_nulled"
+MAX_NULLED_SHARE = 0.05  # a re-read that empties more of the stored values than this is suspect
 MIN_DAILY_COMPLETENESS = 0.75  # the usual data-capture rule for a valid daily mean
 MAX_AGE_HOURS = 6
 FROZEN_HOURS = 12
@@ -30,6 +32,9 @@ def observation_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(CHECK_COMPLETENESS, asset=asset, description="Each site and pollutant has values for 75 % of each day's hours."),
         dg.AssetCheckSpec(CHECK_FRESHNESS, asset=asset, description="The newest stored observation is at most 6 hours old."),
         dg.AssetCheckSpec(CHECK_FROZEN, asset=asset, description="No site repeats one value for 12 hours or more."),
+        dg.AssetCheckSpec(
+            CHECK_NULLED, asset=asset, description=f"A re-read turns at most {MAX_NULLED_SHARE:.0%} of the stored values it replaces into missing values."
+        ),
     ]
 
 
@@ -52,6 +57,20 @@ def range_check(warehouse: WarehouseResource, start: datetime, end: datetime) ->
         severity=dg.AssetCheckSeverity.ERROR,
         description=None if bad.is_empty() else f"{bad.height} stored values outside their physical range: {bad['reason'][0]} ({bad['source'][0]}, site {bad['site_id'][0]})",
         metadata={"out_of_range_rows": bad.height, "ranges_ugm3": RANGES_TEXT, "rows": dg.MetadataValue.md(markdown_table(bad.select("site_id", "time", "reason", "source")))},
+    )
+
+
+def nulled_check(changes: dict[str, int], share: float) -> dg.AssetCheckResult:
+    """Warns when a re-read empties many stored values (a damaged or withdrawn file reads as
+    missing values, not as an error)."""
+    return dg.AssetCheckResult(
+        check_name=CHECK_NULLED,
+        passed=share <= MAX_NULLED_SHARE,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None
+        if share <= MAX_NULLED_SHARE
+        else f"the re-read turned {changes['value_to_null']} stored values ({share:.1%}) into missing values, more than {MAX_NULLED_SHARE:.0%}",
+        metadata={"values_to_null": changes["value_to_null"], "nulled_share": round(share, 4), "max_share": MAX_NULLED_SHARE},
     )
 
 

@@ -6,6 +6,8 @@ The ``date`` column is GMT, hour beginning, so it maps to the observations contr
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,32 +43,92 @@ def read_rdata_table(path: Path) -> pl.DataFrame:
     return pl.from_pandas(frame)
 
 
+def read_openair_csv(path: Path) -> pl.DataFrame:
+    """An openair table exported as CSV, every cell as text (``NA`` and empty cells null), with
+    each row's file line in ``__line``. A row is whole or it is an error: one with fewer or more
+    fields than the header (a line cut by a failed copy, the last line included, or a stray
+    field) names its line and field count. An empty file is an empty table (no new data)."""
+    raw = path.read_bytes()
+    if (nul := raw.find(b"\x00")) >= 0:
+        raise SourceDataError(f"{path.name}: not a text CSV table (binary data at byte {nul})")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceDataError(f"{path.name}: not a UTF-8 CSV table (undecodable byte at {exc.start})") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return pl.DataFrame()
+    if len(set(header)) != len(header):
+        raise SourceDataError(f"{path.name}: the header names a column twice: {header}")
+    rows, lines = [], []
+    for row in reader:
+        if not row:
+            continue  # a blank line
+        if len(row) != len(header):
+            raise SourceDataError(
+                f"{path.name}: line {reader.line_num} has {len(row)} field{'s' * (len(row) != 1)} where the header has {len(header)} "
+                f"(a cut or ragged row): {','.join(row)[:80]!r}"
+            )
+        rows.append([None if cell in ("", "NA") else cell for cell in row])
+        lines.append(reader.line_num)
+    table = pl.DataFrame(rows, schema={name: pl.Utf8 for name in header}, orient="row")
+    return table.with_columns(pl.Series("__line", lines, dtype=pl.Int64))
+
+
 def read_openair_table(path: Path) -> pl.DataFrame:
-    """A user's openair-format table from RData, CSV or Parquet."""
+    """A user's openair-format table from RData, CSV or Parquet. A file that cannot be read as
+    its kind raises ``SourceDataError`` naming it; an empty file is an empty table."""
     suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        return pl.DataFrame()
     if suffix in (".rdata", ".rda"):
         return read_rdata_table(path)
     if suffix == ".csv":
-        # Every cell read as text, then converted column by column: a text value in a numeric
-        # column is reported with its line (``require_numbers``), not as a reader error.
-        try:
-            return pl.read_csv(path, infer_schema_length=0, null_values=["NA", ""])
-        except pl.exceptions.PolarsError as exc:
-            raise SourceDataError(f"{path.name}: not a readable CSV table ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+        return read_openair_csv(path)
     if suffix == ".parquet":
-        return pl.read_parquet(path)
+        try:
+            return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise SourceDataError(f"{path.name}: not a readable Parquet table ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     raise SourceDataError(f"{path.name}: unsupported table format {suffix!r} (use .RData, .csv or .parquet)")
 
 
 def utc_hours(table: pl.DataFrame) -> pl.Expr:
-    """The ``date`` column as UTC: naive values are GMT (openair's convention)."""
+    """The ``date`` column as UTC: naive values are GMT (openair's convention). Text dates must
+    have passed ``require_dates``."""
     date = pl.col("date")
     dtype = table.schema["date"]
     if dtype == pl.Utf8:
-        return date.str.to_datetime(time_zone="UTC").cast(TIME)
+        return date.str.to_datetime(time_zone="UTC", strict=False).cast(TIME)
     if getattr(dtype, "time_zone", None) is None:
         return date.dt.replace_time_zone("UTC").cast(TIME)
     return date.dt.convert_time_zone("UTC").cast(TIME)
+
+
+def _where(table: pl.DataFrame, at: int, source: str) -> tuple[str, str]:
+    """(origin, place) of row ``at``: its file (``__file`` when the table joins several) and its
+    line (``__line``, a CSV's line numbers) or row number."""
+    where = f"line {table['__line'][at]}" if "__line" in table.columns else f"row {at + 1}"
+    origin = f"local:{table['__file'][at]}" if "__file" in table.columns else source
+    return origin, where
+
+
+def require_dates(table: pl.DataFrame, *, source: str, site_id: str | None) -> None:
+    """Raise naming the file, site and line of the first ``date`` that is missing or does not
+    parse as a date and time (a cut line, a stray value)."""
+    if table.schema["date"] != pl.Utf8:
+        bad = table["date"].is_null()
+    else:
+        bad = table.select(utc_hours(table).is_null()).to_series()
+    if bad.any():
+        at = int(bad.arg_true()[0])
+        origin, where = _where(table, at, source)
+        site = site_id if site_id is not None else table["code"][at]
+        raise SourceDataError(
+            f"{origin}: site {site}, column 'date', {where}: {table['date'][at]!r} is not a date and time like 2017-01-01 00:00:00 "
+            f"({int(bad.sum())} such cells in the column)"
+        )
 
 
 def require_numbers(table: pl.DataFrame, columns: list[str], *, source: str, site_id: str | None) -> None:
@@ -81,9 +143,8 @@ def require_numbers(table: pl.DataFrame, columns: list[str], *, source: str, sit
         bad = text.is_not_null() & ~text.str.to_lowercase().is_in(["", "na", "nan"]) & text.cast(pl.Float64, strict=False).is_null()
         if bad.any():
             at = int(bad.arg_true()[0])
-            where = f"line {table['__line'][at]}" if "__line" in table.columns else f"row {at + 1}"
+            origin, where = _where(table, at, source)
             site = site_id if site_id is not None else table["code"][at]
-            origin = f"local:{table['__file'][at]}" if "__file" in table.columns else source
             raise SourceDataError(
                 f"{origin}: site {site}, column {column!r}, {where}: {text[at]!r} is not a number ({int(bad.sum())} such cells in the column)"
             )
@@ -110,6 +171,7 @@ def openair_to_observations(
         raise SourceDataError(f"{source}: no pollutant columns among {table.columns}")
     if site_id is None and "code" not in table.columns:
         raise SourceDataError(f"{source}: no site given and no 'code' column to take it from")
+    require_dates(table, source=source, site_id=site_id)
     require_numbers(table, list(value_columns), source=source, site_id=site_id)
     date = utc_hours(table)
     site = pl.lit(site_id) if site_id is not None else pl.col("code").cast(pl.Utf8)

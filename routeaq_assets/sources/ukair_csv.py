@@ -74,8 +74,8 @@ def parse_ukair_csv(text: str, *, site_id: str, network: str = "aurn", source: s
     for number, row in enumerate(rows[1:], start=header_at + 2):
         if not row or all(not cell.strip() for cell in row):
             continue
-        if len(row) < len(header):
-            raise SourceDataError(f"{source}: site {site_id}, line {number} has {len(row)} cells, header has {len(header)} (truncated file?)")
+        if len(row) != len(header):
+            raise SourceDataError(f"{source}: site {site_id}, line {number} has {len(row)} fields where the header has {len(header)} (a cut or ragged row)")
         try:
             time = _hour_beginning(row[0], row[1])
         except SourceDataError as exc:
