@@ -21,6 +21,7 @@ from routeaq_assets.core.environment import Settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
 from routeaq_assets.core.intervals import empty_factors, factors_for
 from routeaq_assets.core.models import forecast_base
+from routeaq_assets.core.notify import notifier_from_settings
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.redact import redact_uri, scrub
 from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
@@ -31,6 +32,7 @@ from routeaq_serving.errors import NotReady
 
 log = logging.getLogger("routeaq.serving")
 REGISTRY, ONLINE_STORE, SHARED_HISTORY = "registry", "online_store", "shared_history"
+LOST_CHAMPIONS = "registry_champions"  # served models that the registry no longer names champion
 
 
 class StoreFault(Exception):
@@ -111,6 +113,7 @@ class ServingState:
         self._state: State | None = None
         self._reason = "not loaded yet"
         self._problems: dict[str, str] = {}  # store -> why it could not be read at the last refresh
+        self._alerted_lost: frozenset[tuple[str, str]] = frozenset()  # the lost champions last alerted
         self._lock = threading.Lock()
 
     def _addresses(self) -> tuple[str, str]:
@@ -165,7 +168,12 @@ class ServingState:
             loaded = known.get(name)
             return loaded if loaded and loaded.version == version else registry.load(name, version)
 
-        models = {p: m for p in FORECAST_POLLUTANTS if (m := champion(p))}
+        # A served model whose champion alias is gone (a wiped registry, a deleted version or alias)
+        # keeps serving as the last good model, and readiness says so.
+        served = current.models if current else {}
+        lost = {p: served[p] for p in FORECAST_POLLUTANTS if p in served and model_name(p, self.settings.model_prefix) not in champions}
+        self._report_lost(lost)
+        models = {p: m for p in FORECAST_POLLUTANTS if (m := champion(p) or lost.get(p))}
         ahead_models = {(p, h): m for p, m in models.items() for h in range(2, min(m.forecaster.max_hours_ahead, MAX_HORIZON) + 1)}
         if not models:
             self._reason = "no champion model in the registry: run the training job"
@@ -225,6 +233,26 @@ class ServingState:
         self._reason = ""
         log.info("serving %s", serving)
         return True
+
+    def _report_lost(self, lost: dict[str, RegisteredForecaster]) -> None:
+        """Record served champions that the registry no longer holds as a problem, and alert once
+        each time that set changes (off when no webhook is configured)."""
+        keys = frozenset((m.name, m.version) for m in lost.values())
+        if not lost:
+            self._problems.pop(LOST_CHAMPIONS, None)
+        else:
+            named = ", ".join(f"{m.name} version {m.version}" for m in lost.values())
+            self._problems[LOST_CHAMPIONS] = (
+                f"the registry {redact_uri(self.settings.mlflow_tracking_uri)} no longer names a champion for {named}, which this service "
+                "still serves: the registry was wiped or replaced, or the version or its alias was deleted; register and promote a model again"
+            )
+        notifier = notifier_from_settings(self.settings.webhook_url, self.settings.webhook_token)
+        if keys and keys != self._alerted_lost and notifier is not None:
+            delivery = notifier.send("champion_missing_from_registry", self._problems[LOST_CHAMPIONS], models={m.name: m.version for m in lost.values()})
+            if not delivery.delivered:  # asked again at the next refresh
+                log.warning("alert champion_missing_from_registry not delivered to %s: %s", delivery.destination, delivery.error)
+                return
+        self._alerted_lost = keys
 
     def problems(self) -> dict:
         """Stores that could not be read: the registry and the online store at the last refresh,

@@ -163,6 +163,37 @@ def test_an_unreachable_registry_is_not_ready_and_its_password_is_never_shown(tr
     assert "hunter2" not in json.dumps(status) and "hunter2" not in caplog.text
 
 
+def test_a_champion_the_registry_no_longer_holds_keeps_serving_degraded_named_and_alerted_once(trained_home, tmp_path, httpserver):
+    from mlflow import MlflowClient
+
+    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
+    home = served_copy(trained_home, tmp_path)
+    service = Forecasts(settings_for(home, ROUTEAQ_WEBHOOK_URL=httpserver.url_for("/alerts")))
+    assert service.refresh()
+    served = {p: m.version for p, m in service.current().models.items()}
+    assert service.status()["status"] == "ok"
+    uri = service.settings.mlflow_tracking_uri
+
+    client = MlflowClient(uri, registry_uri=uri)
+    client.delete_registered_model_alias("routeaq-no2", "champion")
+    service.refresh()
+    status = service.status()
+    assert status["status"] == "degraded" and status["models"] == served
+    assert f"no longer names a champion for routeaq-no2 version {served['no2']}, which this service still serves" in status["problems"]["registry_champions"]
+    assert service.forecast([RECENT])[0]["model_version"] == served["no2"]
+
+    for model in client.search_registered_models():  # wiped: the same address answers with no models
+        client.delete_registered_model(model.name)
+    for _ in range(2):
+        service.refresh()
+    status = service.status()
+    assert status["status"] == "degraded" and status["models"] == served
+    assert all(f"routeaq-{p} version {v}" in status["problems"]["registry_champions"] for p, v in served.items())
+    alerts = [json.loads(request.data) for request, _ in httpserver.log]
+    assert [a["event"] for a in alerts] == ["champion_missing_from_registry"] * 2  # one per change: the alias, then the wipe
+    assert alerts[1]["models"] == {f"routeaq-{p}": v for p, v in served.items()}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-EVENTS = ("check_failed", "retrain_requested", "promotion_decision", "stale_data", "champion_loses_to_persistence")
+EVENTS = ("check_failed", "retrain_requested", "promotion_decision", "stale_data", "champion_loses_to_persistence", "champion_missing_from_registry")
 
 
 @dataclass(frozen=True)
