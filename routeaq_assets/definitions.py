@@ -24,7 +24,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource], policy: Ret
             evaluation.local_data_backtest,
         ],
         asset_checks=training.gates,
-        jobs=[jobs.ingest_job, jobs.train_job, jobs.publish_job, *monitoring["jobs"]],
+        jobs=[jobs.registry_job, jobs.ingest_job, jobs.train_job, jobs.publish_job, *monitoring["jobs"]],
         schedules=[jobs.hourly_ingest_schedule, jobs.hourly_publish_schedule, jobs.ratify_schedule, *monitoring["schedules"]],
         sensors=monitoring["sensors"],
         resources=resources,

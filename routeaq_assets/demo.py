@@ -24,7 +24,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from routeaq_assets.core.progress import PREFIX as PROGRESS
-from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 
 DEFAULT_END = "2025-08-01T12:00:00Z"
 SMOKE_SITE = "CLL2"
@@ -83,8 +82,8 @@ def run_logged(command: list[str], shown: str, log: Path) -> None:
 
 
 def workspace_run(args: list[str], log: Path) -> None:
-    """Run a job or materialize assets as a run of the workspace's code location (so the UI can
-    re-execute it, see ``workspace_run``)."""
+    """Run a job as a run of the workspace's code location (so the UI can re-execute it, see
+    ``workspace_run``)."""
     run_logged([sys.executable, "-m", "routeaq_assets.workspace_run", *args], "python -m routeaq_assets.workspace_run " + " ".join(args), log)
 
 
@@ -168,16 +167,16 @@ def main() -> None:
     print(f"(full logs: {log})")
 
     step("1/5 site registry (packaged AURN metadata)")
-    workspace_run(["--select", "site_registry"], log)
+    workspace_run(["--job", "registry_job"], log)
     step(f"2/5 backfill raw_aurn, raw_weather, silver_features: {(end - start) // timedelta(hours=1)} hourly partitions in one run")
     workspace_run(
-        ["--select", "raw_aurn,raw_weather,silver_features", "--partition-range", f"{partition_key(start)}...{partition_key(last)}"],
+        ["--job", "ingest_job", "--partition-range", f"{partition_key(start)}...{partition_key(last)}"],
         log,
     )
     step("3/5 train PM2.5, PM10, NO2 and O3 candidates (every hour to 48 ahead), gate them, promote champions, publish online features")
     workspace_run(["--job", "train_job"], log)
-    step(f"4/5 drift reports (PM2.5, PM10, NO2, O3) for {last:%Y-%m-%d %H:00}")
-    workspace_run(["--select", ",".join(f"{p}_drift_report" for p in FORECAST_POLLUTANTS), "--partition", partition_key(last)], log)
+    step(f"4/5 monitoring for {last:%Y-%m-%d %H:00}: forecasts scored, intervals recalibrated, drift reports (PM2.5, PM10, NO2, O3)")
+    workspace_run(["--job", "monitoring_job", "--partition", partition_key(last)], log)
     step("5/5 serve the champions, ask for one forecast and for today's and tomorrow's index")
     # The reference smoke request when the window holds it; otherwise the next hour ahead.
     hour = SMOKE_HOUR if start + timedelta(days=8) <= SMOKE_HOUR < end else end

@@ -8,6 +8,11 @@ CLI (``dagster asset materialize``, the demo) have no code server at all. Every 
 executes its steps in one process (the in-process executor), which logs its pid; this launcher
 checks that pid on this machine. It is for the embedded, single-machine instance only: with run
 workers on other machines use a launcher that checks its own workers (K8sRunLauncher does).
+
+This module is the product's one use of Dagster's private modules: a run launcher reports a
+run's health as ``CheckRunHealthResult``/``WorkerStatus``, which Dagster exports only from
+``dagster._core.launcher`` (run monitoring has no public hook). ``tests/test_public_apis.py``
+pins it: it fails when another private import appears, or when these names move.
 """
 
 from __future__ import annotations

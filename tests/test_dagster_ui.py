@@ -20,7 +20,6 @@ import requests
 
 from browser import chromium_page
 from conftest import REPO, home_env, partition_key
-from routeaq_assets.workspace_run import workspace_location
 from service_process import free_port, stop
 
 pytestmark = pytest.mark.e2e
@@ -92,7 +91,7 @@ def test_drift_report_and_sensor_reason_in_the_dagster_ui(trained_home, tmp_path
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     # The drift report of one hour, materialized the way the demo does.
-    done = subprocess.run([sys.executable, "-m", "routeaq_assets.workspace_run", "--select", "pm25_drift_report", "--partition", partition_key(HOUR)],
+    done = subprocess.run([sys.executable, "-m", "routeaq_assets.workspace_run", "--job", "monitoring_job", "--partition", partition_key(HOUR)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -101,13 +100,12 @@ def test_drift_report_and_sensor_reason_in_the_dagster_ui(trained_home, tmp_path
     try:
         with dg.DagsterInstance.get() as instance:
             (run,) = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": partition_key(HOUR)}))
-            location = workspace_location()
             # The run's origin is the workspace's code location itself: the UI matches runs to
             # a location by its name and the repository's, and reloads the code from its pointer.
             assert run.remote_job_origin is not None, "the run records no code location: the UI warns on re-execution"
-            assert run.remote_job_origin.repository_origin.code_location_origin == location
+            assert run.remote_job_origin.location_name == "routeaq_assets.definitions"  # workspace.yaml's python_module
             assert run.remote_job_origin.repository_origin.repository_name == "__repository__"
-            assert run.tags["dagster/code_location"] == location.location_name
+            assert run.tags["dagster/code_location"] == "routeaq_assets.definitions"
             tick = tick_sensor_once(instance, "retraining_policy")
     finally:
         os.environ.clear()

@@ -499,7 +499,7 @@ def backfill_days_at_once(home: Path, days: list[datetime], logs: Path) -> list[
     logs.mkdir(parents=True, exist_ok=True)
     runs = []
     for number, day in enumerate(days):
-        command = [sys.executable, "-m", "routeaq_assets.workspace_run", "--select", ",".join(BACKFILLED),
+        command = [sys.executable, "-m", "routeaq_assets.workspace_run", "--job", "ingest_job",  # selects BACKFILLED
                    "--partition-range", f"{partition_key(day)}...{partition_key(day + timedelta(hours=23))}"]
         with (logs / f"run{number}.log").open("w") as out:
             runs.append(subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT))
