@@ -6,7 +6,7 @@ export ROUTEAQ_HOME ?= $(CURDIR)/.routeaq
 export DAGSTER_HOME ?= $(ROUTEAQ_HOME)/dagster
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install instance demo demo-drift test serve dev evaluate bench clean
+.PHONY: install instance demo demo-drift test test-fast serve dev evaluate bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing the locked dependencies"
@@ -26,8 +26,14 @@ instance:
 demo: install instance
 	$(BIN)/python -m routeaq_assets.demo
 
+# The whole suite on two workers (pytest-xdist), in a random order (pytest-randomly prints its
+# seed first: ARGS="--randomly-seed=SEED" repeats an order, ARGS="-p no:randomly" keeps the files').
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 $(ARGS)
+
+# Everyday work: the unit and asset tests that neither train nor start a process.
+test-fast: install
+	$(BIN)/python -m pytest -n 2 -m "not slow" $(ARGS)
 
 serve: install instance
 	$(BIN)/bentoml serve routeaq_serving.service:RouteAQ --port 3000

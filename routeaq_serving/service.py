@@ -6,12 +6,16 @@ answers (404 unknown site, 422 naming the field) and GET routes exist:
 daily index with its odds), ``GET /health``, ``GET /ready``, ``GET /model``, the
 forecast page (``routeaq_serving.page``) and ``POST /admin/reload`` behind a token
 (``routeaq_serving.admin``).
-BentoML adds ``/metrics`` (Prometheus), ``/healthz``, ``/livez`` and ``/readyz``.
+BentoML adds ``/metrics`` (Prometheus: its request counts and latencies, and RouteAQ's
+``routeaq_model_loaded``, ``routeaq_model_version_info``, ``routeaq_newest_observation_age_hours``,
+``routeaq_serving_problems`` and ``routeaq_prediction_value``), ``/healthz``, ``/livez`` and
+``/readyz``.
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 
 import bentoml
 from fastapi import FastAPI, Request
@@ -34,7 +38,38 @@ PREDICTIONS = bentoml.metrics.Histogram(
     buckets=(1, 2, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500),
 )
 
+# The service's state, set after each refresh (every ROUTEAQ_REFRESH_SECONDS): what an alert
+# rule needs to say "not ready", "serving a model the registry lost" or "its data is old".
+MODEL_LOADED = bentoml.metrics.Gauge(name="routeaq_model_loaded", documentation="1 when a champion is loaded and forecasts are answered, else 0")
+MODEL_VERSION = bentoml.metrics.Gauge(
+    name="routeaq_model_version_info", documentation="1 for each champion served, labelled by pollutant, model and version", labelnames=["pollutant", "model", "version"]
+)
+DATA_AGE = bentoml.metrics.Gauge(
+    name="routeaq_newest_observation_age_hours", documentation="Hours since each site's newest observation in the served history", labelnames=["site"]
+)
+PROBLEMS = bentoml.metrics.Gauge(
+    name="routeaq_serving_problems", documentation="1 for each store or registry fault readiness reports (status degraded)", labelnames=["problem"]
+)
+
 app = FastAPI(title="RouteAQ forecasts", version="0.1.0")
+
+
+def publish_state(forecasts: Forecasts) -> None:
+    """Set the state gauges from the readiness answer (one source for both)."""
+    status = forecasts.status()
+    MODEL_LOADED.set(1 if status["model_loaded"] else 0)
+    for gauge in (MODEL_VERSION, DATA_AGE, PROBLEMS):
+        gauge.clear()
+    for problem in status["problems"]:
+        PROBLEMS.labels(problem=problem).set(1)
+    if not status["model_loaded"]:
+        return
+    state = forecasts.current()
+    for pollutant, served in state.models.items():
+        MODEL_VERSION.labels(pollutant=pollutant, model=served.name, version=served.version).set(1)
+    now = datetime.now(timezone.utc)
+    for site, newest in state.data_until.items():
+        DATA_AGE.labels(site=site).set(round((now - newest).total_seconds() / 3600, 2))
 
 
 @app.exception_handler(ForecastError)
@@ -125,6 +160,7 @@ class RouteAQ:
         self.prediction_log = PredictionLog(settings.prediction_log_dir, shared_folder(settings, PREDICTION_LOG))
         self.admin_token = admin.admin_token()
         self.forecasts.refresh()
+        publish_state(self.forecasts)
         self._stop = threading.Event()
         threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
         if self.prediction_log.shared is not None:
@@ -134,6 +170,7 @@ class RouteAQ:
         """Pick up a new champion or snapshot without a restart."""
         while not self._stop.wait(self.refresh_seconds):
             self.forecasts.refresh()
+            publish_state(self.forecasts)
 
     def _ship(self, seconds: float) -> None:
         """Production: ship the prediction log's closed chunks to S3 every ``seconds``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -68,6 +69,26 @@ def run_pipeline(home: Path, start: datetime = WINDOW_START, end: datetime = WIN
     if train:
         assert defs.resolve_job_def("train_job").execute_in_process(instance=instance, run_config=TRAIN_CONFIG).success
     return defs
+
+
+def copy_home(trained_home: Path, into: Path) -> Path:
+    """A home of the test's own with everything of the trained home: a test that writes (trains,
+    serves and logs, changes the registry) works on a copy, so the suite passes in any order."""
+    home = into / "routeaq"
+    shutil.copytree(trained_home, home, symlinks=True)
+    return home
+
+
+# The fast tier (``make test-fast``): everything but the tests that train (the trained home, or a
+# pipeline of their own) or start processes (bentoml serve, the Dagster CLI, servers).
+SLOW_FIXTURES = {"trained_home", "local_home", "production_stack"}
+SLOW_MODULES = {"test_e2e", "test_dagster_ui", "test_production", "test_production_shared", "test_monitoring_loop", "test_reliability", "test_page"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames) or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

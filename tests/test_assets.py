@@ -8,7 +8,7 @@ import polars as pl
 import duckdb
 import pytest
 
-from conftest import FIXTURES, WINDOW_END, make_definitions, partition_key, run_pipeline
+from conftest import FIXTURES, WINDOW_END, copy_home, make_definitions, partition_key, run_pipeline
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.resources import ObservationSource
@@ -126,8 +126,10 @@ def test_training_promotes_a_champion_that_beats_persistence(trained_home, monke
         assert tags["promotion"] == "promoted"
 
 
-def test_a_degraded_challenger_is_blocked_and_the_champion_stays(home):
-    defs = run_pipeline(home)
+def test_a_degraded_challenger_is_blocked_and_the_champion_stays(trained_home, tmp_path, monkeypatch):
+    home = copy_home(trained_home, tmp_path)
+    monkeypatch.setenv("ROUTEAQ_HOME", str(home))
+    defs = make_definitions(home)
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     assert registry.champion_version("routeaq-pm25") == "1"
     # Corrupt the training hours (not the held-out week): the next candidate learns noise. The
@@ -149,9 +151,10 @@ def test_a_degraded_challenger_is_blocked_and_the_champion_stays(home):
     assert registry.client.get_model_version("routeaq-pm25", "2").tags.get("promotion") is None
 
 
-def test_a_challenger_no_better_than_the_champion_is_not_promoted(home, trained_home, monkeypatch):
-    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
-    defs = make_definitions(trained_home)
+def test_a_challenger_no_better_than_the_champion_is_not_promoted(trained_home, tmp_path, monkeypatch):
+    home = copy_home(trained_home, tmp_path)  # the refusal is recorded on the champion's version
+    monkeypatch.setenv("ROUTEAQ_HOME", str(home))
+    defs = make_definitions(home)
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     before = registry.champion_version("routeaq-no2")
     candidate = {

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import FIXTURES, REPO, TRAIN_CONFIG, home_env
+from conftest import FIXTURES, REPO, TRAIN_CONFIG, copy_home, home_env
 from service_process import bentoml_serve, free_port
 
 BIN = Path(sys.executable).parent
@@ -42,7 +42,7 @@ def test_cli_materializing_an_hour_twice_leaves_the_same_rows(tmp_path):
 
 
 def test_cli_job_execute_runs_the_training_job(trained_home, tmp_path):
-    env = {**os.environ, **home_env(trained_home)}
+    env = {**os.environ, **home_env(copy_home(trained_home, tmp_path))}
     config = tmp_path / "train.yaml"
     config.write_text(json.dumps(TRAIN_CONFIG))  # JSON is YAML
     result = cli(["job", "execute", "-j", "train_job", "-c", str(config)], env)
@@ -50,9 +50,10 @@ def test_cli_job_execute_runs_the_training_job(trained_home, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def service(trained_home):
-    with bentoml_serve(trained_home, log=trained_home / "serve.log") as url:
-        yield url, trained_home
+def service(trained_home, tmp_path_factory):
+    home = copy_home(trained_home, tmp_path_factory.mktemp("served"))  # it logs every prediction
+    with bentoml_serve(home, log=home / "serve.log") as url:
+        yield url, home
 
 
 def test_health_reports_the_loaded_models(service):
@@ -121,6 +122,15 @@ def test_model_and_metrics_endpoints(service):
     metrics = requests.get(f"{url}/metrics").text
     assert "bentoml_service_request_total" in metrics
     assert 'routeaq_prediction_value_count{pollutant="o3"}' in metrics
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("routeaq_") and " " in line}
+    assert samples["routeaq_model_loaded"] == 1.0
+    for pollutant in ("pm25", "pm10", "no2", "o3"):
+        assert samples[f'routeaq_model_version_info{{pollutant="{pollutant}",model="routeaq-{pollutant}",version="{model[pollutant]["version"]}"}}'] == 1.0
+    ages = {key: value for key, value in samples.items() if key.startswith("routeaq_newest_observation_age_hours")}
+    health = requests.get(f"{url}/health").json()
+    assert sorted(ages) == sorted(f'routeaq_newest_observation_age_hours{{site="{site}"}}' for site in health["data_until"])
+    assert all(abs(age - health["feature_age_hours"]) < 1 for age in ages.values())  # every site ends at the newest hour here
+    assert not [key for key in samples if key.startswith("routeaq_serving_problems")]
 
 
 def test_dagster_webserver_serves_the_workspace(tmp_path):
@@ -199,10 +209,11 @@ def test_timestamps_over_the_whole_range_never_5xx_and_keep_the_connection(servi
     assert any(400 <= s < 500 for s in statuses)
 
 
-def test_predictions_logged_before_a_crash_survive_it(trained_home):
+def test_predictions_logged_before_a_crash_survive_it(trained_home, tmp_path):
     """kill -9 the service right after answering: every answered prediction is in the log."""
     port = free_port()
-    env = {**os.environ, **home_env(trained_home)}
+    home = copy_home(trained_home, tmp_path)
+    env = {**os.environ, **home_env(home)}
     process = subprocess.Popen(
         [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -226,7 +237,7 @@ def test_predictions_logged_before_a_crash_survive_it(trained_home):
         for pid in family:
             os.kill(pid, signal.SIGKILL)
         process.wait(timeout=30)
-    logged = {(r["site_id"], r["time"], r["pred"]) for f in (trained_home / "predictions").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
+    logged = {(r["site_id"], r["time"], r["pred"]) for f in (home / "predictions").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
     assert {(a["site_id"], a["timestamp"], a["pred"]) for a in answered} <= logged
 
 
