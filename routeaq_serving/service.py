@@ -39,17 +39,49 @@ PREDICTIONS = bentoml.metrics.Histogram(
 )
 
 # The service's state, set after each refresh (every ROUTEAQ_REFRESH_SECONDS): what an alert
-# rule needs to say "not ready", "serving a model the registry lost" or "its data is old".
-MODEL_LOADED = bentoml.metrics.Gauge(name="routeaq_model_loaded", documentation="1 when a champion is loaded and forecasts are answered, else 0")
+# rule needs to say "not ready", "serving a model the registry lost" or "its data is old". One
+# value per series whatever the worker (``livemostrecent``: no pid label).
+LIVE = "livemostrecent"
+MODEL_LOADED = bentoml.metrics.Gauge(
+    name="routeaq_model_loaded", documentation="1 when a champion is loaded and forecasts are answered, else 0", multiprocess_mode=LIVE
+)
 MODEL_VERSION = bentoml.metrics.Gauge(
-    name="routeaq_model_version_info", documentation="1 for each champion served, labelled by pollutant, model and version", labelnames=["pollutant", "model", "version"]
+    name="routeaq_model_version_info", documentation="1 for each champion served (0 for one served before), by pollutant, model and version",
+    labelnames=["pollutant", "model", "version"], multiprocess_mode=LIVE,
 )
 DATA_AGE = bentoml.metrics.Gauge(
-    name="routeaq_newest_observation_age_hours", documentation="Hours since each site's newest observation in the served history", labelnames=["site"]
+    name="routeaq_newest_observation_age_hours", documentation="Hours since each site's newest observation in the served history",
+    labelnames=["site"], multiprocess_mode=LIVE,
 )
 PROBLEMS = bentoml.metrics.Gauge(
-    name="routeaq_serving_problems", documentation="1 for each store or registry fault readiness reports (status degraded)", labelnames=["problem"]
+    name="routeaq_serving_problems", documentation="1 while readiness reports this store or registry fault (status degraded), then 0",
+    labelnames=["problem"], multiprocess_mode=LIVE,
 )
+_published: dict[int, set[tuple[str, ...]]] = {}  # id(gauge) -> the label sets set last
+
+
+def _set_series(gauge, values: dict[tuple[str, ...], float], gone: float) -> None:  # noqa: ANN001 - a bentoml gauge
+    """Set each labelled series, and a series published before but absent now to ``gone`` (a
+    multiprocess gauge keeps its series in its files: they are overwritten, never dropped)."""
+    for labels in _published.get(id(gauge), set()) - values.keys():
+        gauge.labels(*labels).set(gone)
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    _published[id(gauge)] = set(values)
+
+
+def publish_state(forecasts: Forecasts) -> None:
+    """Set the state gauges from the readiness answer (one source for both)."""
+    status = forecasts.status()
+    MODEL_LOADED.set(1 if status["model_loaded"] else 0)
+    _set_series(PROBLEMS, {(problem,): 1.0 for problem in status["problems"]}, gone=0.0)
+    state = forecasts.current() if status["model_loaded"] else None
+    models = state.models.items() if state else []
+    _set_series(MODEL_VERSION, {(pollutant, served.name, served.version): 1.0 for pollutant, served in models}, gone=0.0)
+    now = datetime.now(timezone.utc)
+    ages = {(site,): round((now - newest).total_seconds() / 3600, 2) for site, newest in (state.data_until.items() if state else [])}
+    _set_series(DATA_AGE, ages, gone=float("nan"))
+
 
 app = FastAPI(title="RouteAQ forecasts", version="0.1.0")
 

@@ -118,19 +118,22 @@ def test_model_and_metrics_endpoints(service):
     model = requests.get(f"{url}/model").json()
     assert model["pm25"]["holdout_metrics"]["1"]["model_rmse"] < model["pm25"]["holdout_metrics"]["1"]["persistence_rmse"]
     assert model["pm25"]["max_hours_ahead"] == 48
-    requests.post(f"{url}/predict", json={"site_id": "MAN3", "timestamp": "2025-08-01T11:00:00Z", "pollutant": "o3"})
+    answer = requests.post(f"{url}/predict", json={"site_id": "MAN3", "timestamp": "2025-08-01T11:00:00Z", "pollutant": "o3"})
+    assert answer.status_code == 200, answer.text
     metrics = requests.get(f"{url}/metrics").text
     assert "bentoml_service_request_total" in metrics
     assert 'routeaq_prediction_value_count{pollutant="o3"}' in metrics
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("routeaq_") and " " in line}
-    assert samples["routeaq_model_loaded"] == 1.0
-    for pollutant in ("pm25", "pm10", "no2", "o3"):
-        assert samples[f'routeaq_model_version_info{{pollutant="{pollutant}",model="routeaq-{pollutant}",version="{model[pollutant]["version"]}"}}'] == 1.0
-    ages = {key: value for key, value in samples.items() if key.startswith("routeaq_newest_observation_age_hours")}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = [sample for family in text_string_to_metric_families(metrics) for sample in family.samples if sample.name.startswith("routeaq_")]
+    assert [s.value for s in samples if s.name == "routeaq_model_loaded"] == [1.0]
+    versions = {(s.labels["pollutant"], s.labels["model"], s.labels["version"]) for s in samples if s.name == "routeaq_model_version_info" and s.value == 1}
+    assert versions == {(p, f"routeaq-{p}", model[p]["version"]) for p in ("pm25", "pm10", "no2", "o3")}
     health = requests.get(f"{url}/health").json()
-    assert sorted(ages) == sorted(f'routeaq_newest_observation_age_hours{{site="{site}"}}' for site in health["data_until"])
+    ages = {s.labels["site"]: s.value for s in samples if s.name == "routeaq_newest_observation_age_hours"}
+    assert sorted(ages) == sorted(health["data_until"])
     assert all(abs(age - health["feature_age_hours"]) < 1 for age in ages.values())  # every site ends at the newest hour here
-    assert not [key for key in samples if key.startswith("routeaq_serving_problems")]
+    assert not [s for s in samples if s.name == "routeaq_serving_problems" and s.value]
 
 
 def test_dagster_webserver_serves_the_workspace(tmp_path):
@@ -169,7 +172,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(service, tmp_path):
     url, _ = service
     result = subprocess.run(
         [str(BIN / "schemathesis"), "--no-color", "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "60", "--seed", "7", "--generation-database", "none"],
+         "--max-examples", "25", "--seed", "7", "--generation-database", "none"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -7,13 +7,12 @@ import dagster as dg
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather, site_registry
-from routeaq_assets.defs.partitions import hourly_partitions
 from routeaq_assets.defs.serving import online_features
 from routeaq_assets.defs.training import candidates, champions
 
 registry_job = dg.define_asset_job("registry_job", selection=[site_registry])
 ingest_job = dg.define_asset_job(
-    "ingest_job", selection=[raw_aurn, raw_weather, silver_features], partitions_def=hourly_partitions
+    "ingest_job", selection=[raw_aurn, raw_weather, silver_features]
 )
 train_job = dg.define_asset_job(
     "train_job", selection=dg.AssetSelection.assets(*candidates, *champions, online_features)

@@ -106,48 +106,35 @@ def utc_hours(table: pl.DataFrame) -> pl.Expr:
     return date.dt.convert_time_zone("UTC").cast(TIME)
 
 
-def _where(table: pl.DataFrame, at: int, source: str) -> tuple[str, str]:
-    """(origin, place) of row ``at``: its file (``__file`` when the table joins several) and its
-    line (``__line``, a CSV's line numbers) or row number."""
+def _raise_first(table: pl.DataFrame, bad: pl.Series, column: str, problem: str, *, source: str, site_id: str | None) -> None:
+    """Raise naming the file, site, column and line of the first row flagged in ``bad``, and how
+    many there are. The file is ``__file`` when the table joins several files, else ``source``;
+    the line ``__line`` when the reader kept one (a CSV's line numbers), else rows count from 1."""
+    if not bad.any():
+        return
+    at = int(bad.arg_true()[0])
     where = f"line {table['__line'][at]}" if "__line" in table.columns else f"row {at + 1}"
     origin = f"local:{table['__file'][at]}" if "__file" in table.columns else source
-    return origin, where
+    site = site_id if site_id is not None else table["code"][at]
+    raise SourceDataError(f"{origin}: site {site}, column {column!r}, {where}: {table[column][at]!r} {problem} ({int(bad.sum())} such cells in the column)")
 
 
 def require_dates(table: pl.DataFrame, *, source: str, site_id: str | None) -> None:
     """Raise naming the file, site and line of the first ``date`` that is missing or does not
     parse as a date and time (a cut line, a stray value)."""
-    if table.schema["date"] != pl.Utf8:
-        bad = table["date"].is_null()
-    else:
-        bad = table.select(utc_hours(table).is_null()).to_series()
-    if bad.any():
-        at = int(bad.arg_true()[0])
-        origin, where = _where(table, at, source)
-        site = site_id if site_id is not None else table["code"][at]
-        raise SourceDataError(
-            f"{origin}: site {site}, column 'date', {where}: {table['date'][at]!r} is not a date and time like 2017-01-01 00:00:00 "
-            f"({int(bad.sum())} such cells in the column)"
-        )
+    bad = table.select(utc_hours(table).is_null()).to_series() if table.schema["date"] == pl.Utf8 else table["date"].is_null()
+    _raise_first(table, bad, "date", "is not a date and time like 2017-01-01 00:00:00", source=source, site_id=site_id)
 
 
 def require_numbers(table: pl.DataFrame, columns: list[str], *, source: str, site_id: str | None) -> None:
     """Raise naming the file, site, column and line of the first cell in ``columns`` that is text
-    where a number belongs (``NA``/``NaN``/empty are missing values, not errors). Lines come from
-    a ``__line`` column when the reader kept one (a CSV's line numbers), else rows count from 1;
-    the file from ``__file`` when the table joins several files."""
+    where a number belongs (``NA``/``NaN``/empty are missing values, not errors)."""
     for column in columns:
         if table.schema[column].is_numeric() or table.schema[column] == pl.Null:
             continue
         text = table[column].cast(pl.Utf8).str.strip_chars()
         bad = text.is_not_null() & ~text.str.to_lowercase().is_in(["", "na", "nan"]) & text.cast(pl.Float64, strict=False).is_null()
-        if bad.any():
-            at = int(bad.arg_true()[0])
-            origin, where = _where(table, at, source)
-            site = site_id if site_id is not None else table["code"][at]
-            raise SourceDataError(
-                f"{origin}: site {site}, column {column!r}, {where}: {text[at]!r} is not a number ({int(bad.sum())} such cells in the column)"
-            )
+        _raise_first(table, bad, column, "is not a number", source=source, site_id=site_id)
 
 
 def openair_to_observations(

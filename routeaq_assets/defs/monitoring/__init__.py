@@ -5,20 +5,19 @@ import dagster as dg
 from routeaq_assets.core.retraining import RetrainPolicy
 from routeaq_assets.defs.monitoring.alerts import monitoring_alerts
 from routeaq_assets.defs.monitoring.assets import drift_reports, forecast_performance, interval_calibration
-from routeaq_assets.defs.monitoring.daily import daily_partitions, daqi_verification
+from routeaq_assets.defs.monitoring.daily import daqi_verification
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
 
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
     selection=[forecast_performance, interval_calibration, *drift_reports],
-    partitions_def=forecast_performance.partitions_def,
 )
 
 # At 50 past, score and check for drift the hour that ingest_job_schedule ingested at 20 past.
 monitoring_schedule = dg.build_schedule_from_partitioned_job(monitoring_job, minute_of_hour=50, name="monitoring_schedule")
 
 # Each UK day's daily index forecasts scored once the day is over and ingested (01:30 UK time).
-daily_verification_job = dg.define_asset_job("daily_verification_job", selection=[daqi_verification], partitions_def=daily_partitions)
+daily_verification_job = dg.define_asset_job("daily_verification_job", selection=[daqi_verification])
 daily_verification_schedule = dg.build_schedule_from_partitioned_job(
     daily_verification_job, hour_of_day=1, minute_of_hour=30, name="daily_verification_schedule"
 )
