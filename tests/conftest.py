@@ -82,7 +82,10 @@ def copy_home(trained_home: Path, into: Path) -> Path:
 # The fast tier (``make test-fast``): everything but the tests that train (the trained home, or a
 # pipeline of their own) or start processes (bentoml serve, the Dagster CLI, servers).
 SLOW_FIXTURES = {"trained_home", "local_home", "production_stack"}
-SLOW_MODULES = {"test_e2e", "test_dagster_ui", "test_production", "test_production_shared", "test_monitoring_loop", "test_reliability", "test_page"}
+SLOW_MODULES = {
+    "test_e2e", "test_dagster_ui", "test_production", "test_production_shared", "test_production_settings", "test_monitoring_loop",
+    "test_monitoring_drift", "test_reliability", "test_page", "test_assets", "test_evaluation", "test_progress",
+}
 
 
 def pytest_collection_modifyitems(items):
