@@ -40,7 +40,7 @@ class PollutantState:
     scored_hours: int  # forecasts behind ``skill``
     skill_low_since: datetime | None  # the first hour of the current run of low skill
     champion_version: str | None
-    champion_data_end: datetime | None  # where the champion's training data ends
+    champion_data_end: datetime | None  # the newest hour of the champion's training data
     last_request: datetime | None  # the newest hour a retrain was requested at
     requested: frozenset[str] = frozenset()  # condition keys already requested
 

@@ -61,7 +61,8 @@ def pollutant_state(lake: Lake, model_store: ModelStore, policy: RetrainPolicy, 
     try:
         mv = client.get_model_version_by_alias(name, CHAMPION)
         version = str(mv.version)
-        data_end = datetime.fromisoformat(client.get_run(mv.run_id).data.params["holdout_end"])
+        # holdout_end is exclusive (the hour after the newest one trained on): the age counts from that newest hour
+        data_end = datetime.fromisoformat(client.get_run(mv.run_id).data.params["holdout_end"]) - timedelta(hours=1)
     except MlflowException as exc:  # no registered model or no alias yet: the age rule has nothing to judge
         if exc.error_code not in NOT_FOUND:
             raise
