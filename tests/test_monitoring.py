@@ -114,7 +114,7 @@ def test_drift_report_records_each_hour_small_and_readable(monitored_home):
     assert metadata["window_hours"].value == CURRENT_WINDOW_HOURS == 24
     assert metadata["method"].value == "wasserstein_distance_norm"
     assert isinstance(metadata["drifted"].value, bool) and metadata["drifted_share"].value == round(metadata["drifted_share"].value, 3)
-    distances = [c["distance"] for c in metadata["columns"].value if c["distance"] is not None]
+    distances = [r.data["distance"] for r in metadata["columns"].records if r.data["distance"] is not None]
     assert distances == sorted(distances, reverse=True) and len(distances) == 10
     assert "| feature | distance | threshold | drifted |" in metadata["summary"].value
     folder = monitored_home / "lake" / "reports" / "drift" / "pm25"

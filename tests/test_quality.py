@@ -22,6 +22,11 @@ def test_completeness_counts_values_per_day_and_judges_today_on_the_hours_passed
     result = daily_completeness(frame, end=START + timedelta(days=1, hours=8))
     assert result["completeness"].to_list() == [0.75, 0.75]  # 18/24 yesterday, 6/8 so far today
     assert result["hours_expected"].to_list() == [24, 8]
+    # A series that starts at noon (a window's first day) is judged on its own 12 hours.
+    noon = hours([1.0] * 12, start=START + timedelta(hours=12))
+    first = pl.DataFrame({"site_id": ["AAA"], "pollutant": ["no2"], "first": [START + timedelta(hours=12)]}, schema_overrides={"first": TIME})
+    assert daily_completeness(noon, end=START + timedelta(days=1), first=first)["completeness"].to_list() == [1.0]
+    assert daily_completeness(noon, end=START + timedelta(days=1))["completeness"].to_list() == [0.5]
 
 
 def test_frozen_runs_need_consecutive_identical_values():

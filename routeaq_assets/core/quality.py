@@ -7,17 +7,24 @@ from datetime import datetime, timedelta
 import polars as pl
 
 
-def daily_completeness(observations: pl.DataFrame, end: datetime) -> pl.DataFrame:
+def daily_completeness(observations: pl.DataFrame, end: datetime, first: pl.DataFrame | None = None) -> pl.DataFrame:
     """Share of hours with a value per site, pollutant and UTC day, counting a day's hours only
-    up to ``end`` (so today's partial day is judged on the hours that have passed)."""
-    return (
+    up to ``end`` (so today's partial day is judged on the hours that have passed) and, with
+    ``first`` (``site_id``, ``pollutant``, ``first``: each one's first stored hour), only from
+    that hour (a series that starts mid-day, a window's first day, is judged on its own hours)."""
+    daily = (
         observations.with_columns(pl.col("time").dt.truncate("1d").alias("day"))
         .group_by("site_id", "pollutant", "day")
         .agg(pl.col("value").count().alias("hours_with_value"))
-        .with_columns(
-            pl.min_horizontal(pl.lit(24), ((pl.lit(end) - pl.col("day")).dt.total_hours())).alias("hours_expected")
-        )
+    )
+    before = pl.lit(0)
+    if first is not None:
+        daily = daily.join(first, on=["site_id", "pollutant"], how="left")
+        before = ((pl.col("first") - pl.col("day")).dt.total_hours()).clip(0, 24).fill_null(0)
+    return (
+        daily.with_columns((pl.min_horizontal(pl.lit(24), (pl.lit(end) - pl.col("day")).dt.total_hours()) - before).alias("hours_expected"))
         .with_columns((pl.col("hours_with_value") / pl.col("hours_expected")).alias("completeness"))
+        .select("site_id", "pollutant", "day", "hours_with_value", "hours_expected", "completeness")
         .sort("site_id", "pollutant", "day")
     )
 

@@ -96,7 +96,10 @@ def quality_checks(warehouse: WarehouseResource, start: datetime, end: datetime)
         "SELECT site_id, time, pollutant, value FROM observations WHERE time >= ? AND time < ?",
         [min(day_start, end - timedelta(hours=FROZEN_HOURS * 2)), end],
     )
-    completeness = daily_completeness(recent.filter(pl.col("time") >= day_start), end)
+    # Each series is judged from its first stored hour: a window that starts mid-day, or a site
+    # that starts reporting mid-day, is not incomplete for the hours before it existed.
+    first = warehouse.query("SELECT site_id, pollutant, min(time) AS first FROM observations GROUP BY site_id, pollutant")
+    completeness = daily_completeness(recent.filter(pl.col("time") >= day_start), end, first)
     low = completeness.filter(pl.col("completeness") < MIN_DAILY_COMPLETENESS)
     yield dg.AssetCheckResult(
         check_name=CHECK_COMPLETENESS,

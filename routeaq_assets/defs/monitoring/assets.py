@@ -47,6 +47,16 @@ def hours_of(context: dg.AssetExecutionContext) -> list[datetime]:
     return [window.start + timedelta(hours=k) for k in range(count)]
 
 
+# The drift metadata's ten most distant columns, as a table in the UI.
+DRIFT_COLUMNS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("column", "string", description="feature"),
+        dg.TableColumn("distance", "float", description="normalised Wasserstein distance, reference to the last 24 hours"),
+        dg.TableColumn("threshold", "float", description="the feature's own threshold"),
+        dg.TableColumn("drifted", "bool"),
+    ]
+)
+
 def prune(lake: Lake, folder: str, suffix: str, newest: datetime, keep: int | None = None, days: int | None = None) -> int:
     """Delete the oldest files of a folder: beyond ``keep`` files, or older than ``days``."""
     keys = lake.list_keys(folder, suffix)
@@ -242,7 +252,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
             html_path = lake.write_bytes(f"{folder}/{hour_stamp(hour)}.html", drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
         prune(lake, folder, ".html", hours[-1], keep=MAX_HTML)
         prune(lake, folder, ".json", hours[-1], days=RETAIN_DAYS)
-        top = [{"column": c.column, "distance": c.value, "threshold": c.threshold, "drifted": c.drifted} for c in summary.ranked()[:10]]
+        top = [dg.TableRecord({"column": c.column, "distance": c.value, "threshold": c.threshold, "drifted": c.drifted}) for c in summary.ranked()[:10]]
         return dg.MaterializeResult(
             metadata={
                 "drifted": summary.drifted,
@@ -258,7 +268,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
                 "reference_rows": reference.height,
                 "current_rows": summary.current_rows,
                 "summary": dg.MetadataValue.md(summary.markdown()),
-                "columns": dg.MetadataValue.json(top),
+                "columns": dg.MetadataValue.table(records=top, schema=DRIFT_COLUMNS_SCHEMA),
                 **({"report": dg.MetadataValue.path(html_path)} if html_path else {}),
             }
         )
