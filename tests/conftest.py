@@ -26,7 +26,7 @@ def partition_key(hour: datetime) -> str:
 
 
 def home_env(home: Path) -> dict[str, str]:
-    """Environment for a RouteAQ home: data, Dagster instance and sites."""
+    """Environment for a RouteAQ home: data, Dagster instance, BentoML's home and sites."""
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():
@@ -36,6 +36,9 @@ def home_env(home: Path) -> dict[str, str]:
         "DAGSTER_HOME": str(dagster_home),
         "ROUTEAQ_SITES": ",".join(TEST_SITES),
         "OMP_WAIT_POLICY": "PASSIVE",
+        # bentoml serve keeps its Prometheus files in $BENTOML_HOME/prometheus_multiproc_dir and
+        # clears it at start: two services sharing it (two test workers) lose each other's metrics.
+        "BENTOML_HOME": str(home / "bentoml"),
     }
 
 

@@ -40,6 +40,7 @@ def settings_for(home, **env) -> Settings:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ROUTEAQ_HOME", str(home))
         patch.delenv("ROUTEAQ_ONLINE_STORE", raising=False)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the home's own registry unless one is given
         for key, value in env.items():
             patch.setenv(key, value)
         return load_settings()
@@ -47,8 +48,10 @@ def settings_for(home, **env) -> Settings:
 
 @pytest.fixture(scope="module")
 def forecasts(trained_home) -> Forecasts:
-    service = Forecasts(settings_for(trained_home))
-    assert service.refresh(), service._reason
+    with pytest.MonkeyPatch.context() as patch:  # loading sets MLFLOW_TRACKING_URI (mlflow.set_tracking_uri): not for later tests
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        service = Forecasts(settings_for(trained_home))
+        assert service.refresh(), service._reason
     return service
 
 
@@ -173,6 +176,7 @@ def test_a_champion_the_registry_no_longer_holds_keeps_serving_degraded_named_an
     served = {p: m.version for p, m in service.current().models.items()}
     assert service.status()["status"] == "ok"
     uri = service.settings.mlflow_tracking_uri
+    assert uri == f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"  # the copy's registry: this test deletes models
 
     client = MlflowClient(uri, registry_uri=uri)
     client.delete_registered_model_alias("routeaq-no2", "champion")
