@@ -86,24 +86,6 @@ def publish_state(forecasts: Forecasts) -> None:
 app = FastAPI(title="RouteAQ forecasts", version="0.1.0")
 
 
-def publish_state(forecasts: Forecasts) -> None:
-    """Set the state gauges from the readiness answer (one source for both)."""
-    status = forecasts.status()
-    MODEL_LOADED.set(1 if status["model_loaded"] else 0)
-    for gauge in (MODEL_VERSION, DATA_AGE, PROBLEMS):
-        gauge.clear()
-    for problem in status["problems"]:
-        PROBLEMS.labels(problem=problem).set(1)
-    if not status["model_loaded"]:
-        return
-    state = forecasts.current()
-    for pollutant, served in state.models.items():
-        MODEL_VERSION.labels(pollutant=pollutant, model=served.name, version=served.version).set(1)
-    now = datetime.now(timezone.utc)
-    for site, newest in state.data_until.items():
-        DATA_AGE.labels(site=site).set(round((now - newest).total_seconds() / 3600, 2))
-
-
 @app.exception_handler(ForecastError)
 def _forecast_error(_: Request, exc: ForecastError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content={"error": exc.message, "field": exc.field})

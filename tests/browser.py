@@ -18,7 +18,6 @@ be had, or the browser does not start, the test is skipped with a message saying
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from debian import apt_install
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -59,23 +59,11 @@ def _ensure_playwright() -> None:
         pytest.skip(f"browser test: could not install {requirement}: {done.stderr.strip()[-500:]}")
 
 
-def _apt_get(*args: str) -> subprocess.CompletedProcess:
-    # wait for another apt-get (a parallel test run) instead of failing on its lock
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=300", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-
-
 def chromium_executable() -> str:
     """The path of Debian's Chromium, installed with apt-get when missing; skips the test if it cannot be had."""
-    if Path(CHROMIUM).exists():
-        return CHROMIUM
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip(f"browser test: {CHROMIUM} is missing and cannot be installed here (needs root and apt-get: apt-get install -y chromium)")
-    update = _apt_get("update")
-    install = _apt_get("install", "-y", "--no-install-recommends", "chromium")
-    if install.returncode != 0 or not Path(CHROMIUM).exists():
-        problem = (install.stderr or update.stderr).strip()[-500:]
-        pytest.skip(f"browser test: apt-get install -y chromium did not give {CHROMIUM}: {problem}")
+    problem = apt_install(["chromium"], [CHROMIUM])
+    if problem:
+        pytest.skip(f"browser test: {problem}")
     return CHROMIUM
 
 

@@ -82,6 +82,7 @@ class Settings:
         return missing
     webhook_url: str = field(default="", repr=False)  # alerts; off when empty
     webhook_token: str = field(default="", repr=False)
+    pushgateway_url: str = field(default="", repr=False)  # the batch stage's metrics; off when empty
     demo_shift: str = ""  # an injected shift of the demo network (sources.demo_network.Shift.parse)
 
     @property
@@ -162,5 +163,6 @@ def load_settings() -> Settings:
         aws_region=os.environ.get("AWS_REGION", "").strip() or os.environ.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1",
         webhook_url=os.environ.get("ROUTEAQ_WEBHOOK_URL", "").strip(),
         webhook_token=os.environ.get("ROUTEAQ_WEBHOOK_TOKEN", "").strip(),
+        pushgateway_url=os.environ.get("ROUTEAQ_PUSHGATEWAY_URL", "").strip(),
         demo_shift=os.environ.get("ROUTEAQ_DEMO_SHIFT", "").strip(),
     )

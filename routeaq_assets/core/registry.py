@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,20 @@ class ForecastRegistry:
             if exc.error_code in NOT_FOUND:
                 return None
             raise
+
+    def champion_trained_until(self, name: str) -> tuple[str | None, datetime | None]:
+        """The champion's version and the end of the newest hour it trained on (its run's
+        ``holdout_end``, which is exclusive); (None, None) when the model or alias does not exist.
+        Any other failure raises."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException as exc:
+            if exc.error_code in NOT_FOUND:
+                return None, None
+            raise
+        return str(mv.version), datetime.fromisoformat(self.client.get_run(mv.run_id).data.params["holdout_end"])
 
     def champions(self, prefix: str) -> dict[str, str]:
         """The champion version of every registered model whose name starts with ``prefix-``,

@@ -2,12 +2,14 @@
 
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.progress import Progress
+from routeaq_assets.core.pushgateway import ingest_figures, push
 from routeaq_assets.core.quality import (
     describe_duplicates,
     describe_missing_hours,
@@ -97,6 +99,15 @@ def _registry(warehouse: WarehouseResource) -> pl.DataFrame:
     return warehouse.query("SELECT * FROM sites")
 
 
+def _newest_by_site(warehouse: WarehouseResource, end: datetime) -> dict[str, datetime]:
+    """Each site's newest stored observation with a value, looked for from 30 days before the
+    window's end (a site silent for longer drops out of the figures)."""
+    rows = warehouse.query(
+        "SELECT site_id, max(time) AS newest FROM observations WHERE value IS NOT NULL AND time >= ? GROUP BY site_id", [end - timedelta(days=30)]
+    )
+    return dict(rows.iter_rows())
+
+
 @dg.asset(**HOURLY_INGEST, check_specs=observation_check_specs("raw_aurn"))
 def raw_aurn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, observations: ObservationSource):
     """Hourly observations of every registered site (observations contract), read from the
@@ -139,6 +150,8 @@ def raw_aurn(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ob
     quarantine = pl.concat(quarantined.values())
     keys = ["site_id", "time", "pollutant"]
     changes = value_changes(previous, frame, quarantine)
+    if url := load_settings().pushgateway_url:
+        push(url, "ingest", ingest_figures(frame.height, _newest_by_site(warehouse, end), datetime.now(timezone.utc)), context.log)
     yield dg.MaterializeResult(
         metadata={
             "rows": frame.height,

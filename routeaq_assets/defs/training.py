@@ -6,15 +6,16 @@ of those leads or whose interval is off target; ``{p}_champion`` moves the MLflo
 alias only when the candidate also beats the champion on the same hours."""
 
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.environment import model_name
+from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.intervals import recalibrated
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import GATE_LEADS, TRAINING_LEADS, TrainingSettings, champion_overlap, day_ahead_decision
+from routeaq_assets.core.pushgateway import champion_figures, push
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.resources import ModelStore, WarehouseResource
@@ -200,6 +201,8 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             registry.record_rejection(candidate["model_name"], candidate["version"], decision.reason)
             serving = candidate["champion_version"]
         context.log.info(f"{candidate['model_name']} v{candidate['version']}: {'promoted' if decision.promote else 'not promoted'}: {decision.reason}")
+        version, trained_until = registry.champion_trained_until(candidate["model_name"])
+        push(load_settings().pushgateway_url, "champion", champion_figures(pollutant, version, trained_until, decision.promote, datetime.now(timezone.utc)), context.log, pollutant=pollutant)
         by_lead = candidate["by_lead"]
         return dg.MaterializeResult(
             metadata={

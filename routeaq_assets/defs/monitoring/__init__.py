@@ -1,4 +1,4 @@
-"""Monitoring: forecast scoring, interval recalibration, drift per pollutant, the retraining policy's sensor and alerts."""
+"""Monitoring: forecast scoring, interval recalibration, drift per pollutant, the retraining policy's sensor, alerts and the platform's metrics."""
 
 import dagster as dg
 
@@ -6,6 +6,7 @@ from routeaq_assets.core.retraining import RetrainPolicy
 from routeaq_assets.defs.monitoring.alerts import monitoring_alerts
 from routeaq_assets.defs.monitoring.assets import drift_reports, forecast_performance, interval_calibration
 from routeaq_assets.defs.monitoring.daily import daqi_verification
+from routeaq_assets.defs.monitoring.platform import platform_metrics
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
 
 monitoring_job = dg.define_asset_job(
@@ -29,5 +30,5 @@ def build_monitoring(policy: RetrainPolicy = RetrainPolicy(), training_run_confi
         "assets": [forecast_performance, interval_calibration, *drift_reports, daqi_verification],
         "jobs": [monitoring_job, daily_verification_job],
         "schedules": [monitoring_schedule, daily_verification_schedule],
-        "sensors": [build_retraining_sensor(policy, training_run_config), monitoring_alerts],
+        "sensors": [build_retraining_sensor(policy, training_run_config), monitoring_alerts, platform_metrics],
     }

@@ -19,6 +19,7 @@ from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON
 from routeaq_assets.core.models import GATE_LEADS
 from routeaq_assets.core.predictions import read_prediction_log
+from routeaq_assets.core.pushgateway import drift_figures, interval_figures, performance_figures, push
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.shared import PREDICTIONS, shared_folder
 from routeaq_assets.defs.features import silver_features
@@ -136,6 +137,7 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
 
     window = history.filter(pl.col("time") >= window_start)
     scores = scoring.rolling_scores(window)
+    push(settings.pushgateway_url, "forecast_performance", performance_figures(scores, end), context.log)
     plots = {p: path for p in FORECAST_POLLUTANTS if (path := _plot(lake, window, p))}
     figures = {
         scoring.metadata_key(r["pollutant"], r["hours_ahead"], name): float(r[name]) if r[name] is not None else None
@@ -179,6 +181,7 @@ def interval_calibration(context: dg.AssetExecutionContext, warehouse: Warehouse
     factors = intervals.interval_factors(scored, end)
     where = online_store.publish_interval_factors(factors)
     pooled = factors.filter(pl.col("site_id") == intervals.ALL_SITES)
+    push(load_settings().pushgateway_url, "interval_calibration", interval_figures(pooled), context.log)
     table = "\n".join(
         ["| pollutant | hours ahead | pooled factor | forecasts |", "|---|---|---|---|"]
         + [f"| {r['pollutant']} | {r['hours_ahead']} | {r['factor']:.3f} | {r['forecasts']} |" for r in pooled.iter_rows(named=True)]
@@ -250,6 +253,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
         if newest_fired is not None or config.html:
             hour, current = newest_fired or (hours[-1], current)
             html_path = lake.write_bytes(f"{folder}/{hour_stamp(hour)}.html", drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
+        push(load_settings().pushgateway_url, "drift", drift_figures(pollutant, summary.drifted_share, summary.drifted, fired), context.log, pollutant=pollutant)
         prune(lake, folder, ".html", hours[-1], keep=MAX_HTML)
         prune(lake, folder, ".json", hours[-1], days=RETAIN_DAYS)
         top = [dg.TableRecord({"column": c.column, "distance": c.value, "threshold": c.threshold, "drifted": c.drifted}) for c in summary.ranked()[:10]]

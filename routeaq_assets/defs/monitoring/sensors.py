@@ -11,9 +11,7 @@ import dagster as dg
 
 from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.notify import notifier_from_settings
-from mlflow.exceptions import MlflowException
-
-from routeaq_assets.core.registry import CHAMPION, NOT_FOUND
+from routeaq_assets.core.pushgateway import push, retrain_request_figures
 from routeaq_assets.core.retraining import Decision, PollutantState, RetrainPolicy, decide
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.jobs import train_job
@@ -55,17 +53,10 @@ def pollutant_state(lake: Lake, model_store: ModelStore, policy: RetrainPolicy, 
         hour = now
         while (s := _skill(lake, pollutant, hour)[0]) is not None and s < policy.min_skill:
             low_since, hour = hour, hour - timedelta(hours=1)
-    client = model_store.registry().client
-    version, data_end = None, None
-    name = model_name(pollutant, model_store.prefix)
-    try:
-        mv = client.get_model_version_by_alias(name, CHAMPION)
-        version = str(mv.version)
-        # holdout_end is exclusive (the hour after the newest one trained on): the age counts from that newest hour
-        data_end = datetime.fromisoformat(client.get_run(mv.run_id).data.params["holdout_end"]) - timedelta(hours=1)
-    except MlflowException as exc:  # no registered model or no alias yet: the age rule has nothing to judge
-        if exc.error_code not in NOT_FOUND:
-            raise
+    # No registered model or alias yet: the age rule has nothing to judge. The age counts from
+    # the newest hour trained on (the hour before the exclusive end).
+    version, trained_until = model_store.registry().champion_trained_until(model_name(pollutant, model_store.prefix))
+    data_end = trained_until - timedelta(hours=1) if trained_until else None
     last = cursor.get("last_request", {}).get(pollutant)
     return PollutantState(
         pollutant=pollutant,
@@ -111,10 +102,13 @@ def build_retraining_sensor(policy: RetrainPolicy = RetrainPolicy(), run_config:
                 )
             )
             cursor.setdefault("last_request", {})[d.pollutant] = now.isoformat()
+            counts = cursor.setdefault("request_counts", {})
+            counts[f"{d.pollutant}/{d.rule}"] = counts.get(f"{d.pollutant}/{d.rule}", 0) + 1
             cursor["requested"] = [*cursor.get("requested", []), d.key][-REMEMBERED_KEYS:]
             if notifier is not None:
                 delivery = notifier.send("retrain_requested", d.reason, pollutant=d.pollutant, rule=d.rule, condition=d.key, hour=now.isoformat())
                 context.log.info(f"alert retrain_requested to {delivery.destination}: delivered={delivery.delivered} after {delivery.attempts} attempt(s)")
+        push(load_settings().pushgateway_url, "retraining_policy", retrain_request_figures(cursor.get("request_counts", {})), context.log)
         said = f"at {now:%Y-%m-%d %H:00} UTC: " + " | ".join(d.reason for d in decisions)
         cursor["last_tick"] = said[:2000]
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor), skip_reason=None if requests else dg.SkipReason(said))

@@ -1,0 +1,185 @@
+"""The batch stage's figures for Prometheus, pushed to a Pushgateway: the convention for batch
+jobs, whose processes end before any scrape. Prometheus scrapes the gateway, which keeps each
+group's last push and its ``push_time_seconds``.
+
+Off unless ``ROUTEAQ_PUSHGATEWAY_URL`` is set. Each stage pushes one group (``job="routeaq"``,
+``stage`` and, for a stage that runs per pollutant, ``pollutant``) and a push replaces that
+group's figures, so a series a stage no longer reports goes with its next push. A push that
+fails is logged and never fails the run that made the figures: they are in Dagster's metadata as
+well, and the ``RouteAQMetricsNotPushed`` rule (deploy/prometheus/rules/routeaq.yml) fires when a
+group stops arriving. The URL's path and credentials are never logged (``destination``).
+
+Every figure is one of ``METRICS``: its name, type and help are declared once, here, for the
+code, the alert rules and the dashboards alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import polars as pl
+from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway
+
+JOB = "routeaq"
+
+# name -> (type, help, label names)
+METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "routeaq_ingest_success_timestamp_seconds": ("gauge", "When raw_aurn last stored a window without a failed site-year (Unix time)", ()),
+    "routeaq_ingest_rows": ("gauge", "Observation rows the last successful ingestion stored", ()),
+    "routeaq_newest_observation_timestamp_seconds": ("gauge", "The hour (its end, Unix time) of each site's newest stored observation", ("site",)),
+    "routeaq_forecast_skill": ("gauge", "Rolling skill against persistence (1 - RMSE / persistence RMSE) over the scored hours", ("pollutant", "hours_ahead")),
+    "routeaq_forecast_rmse": ("gauge", "Rolling RMSE of the served forecasts, ug/m3", ("pollutant", "hours_ahead")),
+    "routeaq_forecast_persistence_rmse": ("gauge", "Rolling RMSE of persistence on the same hours, ug/m3", ("pollutant", "hours_ahead")),
+    "routeaq_forecast_coverage": ("gauge", "Rolling share of observations inside the served 80 % interval", ("pollutant", "hours_ahead")),
+    "routeaq_forecast_scored": ("gauge", "Forecasts scored in the rolling window", ("pollutant", "hours_ahead")),
+    "routeaq_scored_hour_timestamp_seconds": ("gauge", "The newest hour forecast_performance scored (its end, Unix time)", ()),
+    "routeaq_drift_share": ("gauge", "Share of the model's input columns that drifted in the 24 hours to the newest hour", ("pollutant",)),
+    "routeaq_drift_detected": ("gauge", "1 when the newest hour's drift report fired, else 0", ("pollutant",)),
+    "routeaq_drift_hours_fired": ("gauge", "Hours of the last drift run whose report fired", ("pollutant",)),
+    "routeaq_interval_factor": ("gauge", "Pooled factor applied to the champion's interval offsets to hold 80 % coverage", ("pollutant", "hours_ahead")),
+    "routeaq_champion_version": ("gauge", "The registered version that holds the champion alias", ("pollutant",)),
+    "routeaq_champion_trained_until_timestamp_seconds": ("gauge", "The end of the newest hour the champion trained on (Unix time)", ("pollutant",)),
+    "routeaq_promotion_decision_timestamp_seconds": ("gauge", "When the last promotion decision was made (Unix time), by its outcome", ("pollutant", "decision")),
+    "routeaq_retrain_requests": ("counter", "Retraining runs the policy requested, by pollutant and rule", ("pollutant", "rule")),
+    "routeaq_failed_runs": ("gauge", "Failed Dagster runs recorded, by Dagster job (dagster_job: the Pushgateway's job label is the group's)", ("dagster_job",)),
+    "routeaq_check_passed": ("gauge", "1 when the newest evaluation of a watched asset check passed, else 0", ("asset", "check", "severity")),
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def registry_of(figures: list[Figure]) -> CollectorRegistry:
+    """A registry holding ``figures``; each name must be declared in ``METRICS`` with its labels."""
+    registry, made = CollectorRegistry(), {}
+    for figure in figures:
+        if figure.name not in METRICS:
+            raise ValueError(f"undeclared metric {figure.name!r}; declare it in core.pushgateway.METRICS")
+        kind, documentation, labelnames = METRICS[figure.name]
+        if set(figure.labels) != set(labelnames):
+            raise ValueError(f"{figure.name} takes labels {labelnames}, got {tuple(figure.labels)}")
+        if figure.name not in made:
+            cls = Counter if kind == "counter" else Gauge
+            made[figure.name] = cls(figure.name, documentation, labelnames, registry=registry)
+        metric = made[figure.name].labels(**figure.labels) if labelnames else made[figure.name]
+        if kind == "counter":
+            metric.inc(figure.value)
+        else:
+            metric.set(figure.value)
+    return registry
+
+
+class Pushgateway:
+    def __init__(self, url: str, timeout_s: float = 5.0):
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"ROUTEAQ_PUSHGATEWAY_URL must start with http:// or https:// (got a value starting {url[:8]!r})")
+        self._url, self.timeout_s = url.rstrip("/"), timeout_s
+
+    @property
+    def destination(self) -> str:
+        parts = urlsplit(self._url)
+        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+    def __repr__(self) -> str:
+        return f"Pushgateway({self.destination})"
+
+    def push(self, stage: str, figures: list[Figure], **grouping: str) -> tuple[bool, str]:
+        """Replace the group ``stage`` (and ``grouping``) with ``figures``: whether it was taken,
+        and what happened in words for the run's log. Never raises for an unreachable or refusing
+        gateway."""
+        registry = registry_of(figures)
+        try:
+            push_to_gateway(self._url, job=JOB, registry=registry, grouping_key={"stage": stage, **grouping}, timeout=self.timeout_s)
+        except OSError as exc:  # URLError, HTTPError, timeouts and refused connections
+            return False, f"metrics of {stage} not pushed to {self.destination}: {type(exc).__name__}: {getattr(exc, 'reason', '') or getattr(exc, 'code', '')}"
+        return True, f"{len(figures)} metrics of {stage} pushed to {self.destination}"
+
+
+def pushgateway_from_settings(url: str) -> Pushgateway | None:
+    """The configured Pushgateway, or None when pushing is off (no URL)."""
+    return Pushgateway(url) if url else None
+
+
+def push(url: str, stage: str, figures: list[Figure], log, **grouping: str) -> None:  # noqa: ANN001 - a logger
+    """Push ``figures`` where ``url`` says (nothing when it is empty) and log what happened: a
+    failed push as a warning."""
+    gateway = pushgateway_from_settings(url)
+    if gateway is None:
+        return
+    taken, said = gateway.push(stage, figures, **grouping)
+    (log.info if taken else log.warning)(said)
+
+
+# What each stage pushes, from the figures it already computed.
+
+def _unix(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def ingest_figures(rows: int, newest_by_site: dict[str, datetime], succeeded_at: datetime) -> list[Figure]:
+    """``newest_by_site``: each site's newest stored observation hour (hour-beginning); the
+    figure is that hour's end, when the observation was complete."""
+    return [
+        Figure("routeaq_ingest_success_timestamp_seconds", _unix(succeeded_at)),
+        Figure("routeaq_ingest_rows", float(rows)),
+        *(Figure("routeaq_newest_observation_timestamp_seconds", _unix(hour + timedelta(hours=1)), {"site": site}) for site, hour in newest_by_site.items()),
+    ]
+
+
+def performance_figures(scores: pl.DataFrame, scored_until: datetime) -> list[Figure]:
+    """``scores``: ``core.scoring.rolling_scores``; ``scored_until``: the end of the newest hour scored."""
+    columns = {"skill": "routeaq_forecast_skill", "rmse": "routeaq_forecast_rmse", "persistence_rmse": "routeaq_forecast_persistence_rmse",
+               "coverage": "routeaq_forecast_coverage", "hours": "routeaq_forecast_scored"}
+    figures = [Figure("routeaq_scored_hour_timestamp_seconds", _unix(scored_until))]
+    for row in scores.iter_rows(named=True):
+        labels = {"pollutant": row["pollutant"], "hours_ahead": str(row["hours_ahead"])}
+        figures += [Figure(name, float(row[column]), labels) for column, name in columns.items() if row[column] is not None and math.isfinite(row[column])]
+    return figures
+
+
+def drift_figures(pollutant: str, drifted_share: float, drifted: bool, hours_fired: int) -> list[Figure]:
+    labels = {"pollutant": pollutant}
+    return [
+        Figure("routeaq_drift_share", drifted_share, labels),
+        Figure("routeaq_drift_detected", 1.0 if drifted else 0.0, labels),
+        Figure("routeaq_drift_hours_fired", float(hours_fired), labels),
+    ]
+
+
+def interval_figures(pooled: pl.DataFrame) -> list[Figure]:
+    """``pooled``: the all-sites rows of ``core.intervals.interval_factors``."""
+    return [
+        Figure("routeaq_interval_factor", float(r["factor"]), {"pollutant": r["pollutant"], "hours_ahead": str(r["hours_ahead"])})
+        for r in pooled.iter_rows(named=True)
+    ]
+
+
+def champion_figures(pollutant: str, version: str | None, trained_until: datetime | None, promoted: bool, decided_at: datetime) -> list[Figure]:
+    """``trained_until``: the end of the newest hour the champion trained on."""
+    labels = {"pollutant": pollutant}
+    figures = [Figure("routeaq_promotion_decision_timestamp_seconds", _unix(decided_at), {**labels, "decision": "promoted" if promoted else "kept"})]
+    if version is not None:
+        figures.append(Figure("routeaq_champion_version", float(version), labels))
+    if trained_until is not None:
+        figures.append(Figure("routeaq_champion_trained_until_timestamp_seconds", _unix(trained_until), labels))
+    return figures
+
+
+def retrain_request_figures(counts: dict[str, int]) -> list[Figure]:
+    """``counts``: requests made so far, by ``pollutant/rule`` (kept in the sensor's cursor)."""
+    return [Figure("routeaq_retrain_requests", float(n), dict(zip(("pollutant", "rule"), key.split("/", 1)))) for key, n in sorted(counts.items())]
+
+
+def platform_figures(failed_runs: dict[str, int], checks: dict[tuple[str, str, str], bool]) -> list[Figure]:
+    """``failed_runs`` by job; ``checks``: (asset, check, severity) -> whether its newest evaluation passed."""
+    return [
+        *(Figure("routeaq_failed_runs", float(n), {"dagster_job": job}) for job, n in sorted(failed_runs.items())),
+        *(Figure("routeaq_check_passed", 1.0 if passed else 0.0, {"asset": a, "check": c, "severity": s}) for (a, c, s), passed in sorted(checks.items())),
+    ]
