@@ -37,7 +37,7 @@ test-fast: install
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(ARGS)
 
 serve: install instance
-	$(BIN)/bentoml serve routeaq_serving.service:RouteAQ --port 3000
+	$(BIN)/bentoml serve routeaq_serving.service:RouteAQ --port 8000
 
 # The UI and the daemon (schedules, sensors, automation conditions, queued runs) on the same
 # instance; switch the loop on in the UI (README: "The monitoring loop").

@@ -23,6 +23,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from routeaq_assets.core.environment import PARTITIONS_START_FILE
 from routeaq_assets.core.progress import PREFIX as PROGRESS
 
 DEFAULT_END = "2025-08-01T12:00:00Z"
@@ -156,6 +157,14 @@ def prepare_instance() -> Path:
     return home
 
 
+def record_partitions_start(home: Path, start: datetime) -> None:
+    """Every Dagster process on this home (the demo's runs, ``make dev`` later) counts partitions
+    from the earliest window a demo backfilled into it (``core.environment.partitions_start``)."""
+    path = home / PARTITIONS_START_FILE
+    earlier = path.read_text().strip() if path.is_file() else None
+    path.write_text(min(filter(None, [earlier, partition_key(start)])))
+
+
 def main() -> None:
     home = prepare_instance()
     start, end = demo_window(os.environ.get("ROUTEAQ_DEMO_END", DEFAULT_END), int(os.environ.get("ROUTEAQ_DEMO_DAYS", "60")))
@@ -163,6 +172,7 @@ def main() -> None:
     log = home / "logs" / f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
+    record_partitions_start(home, start)
     print(f"RouteAQ demo: {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, data under {home}")
     print(f"(full logs: {log})")
 
@@ -186,7 +196,7 @@ def main() -> None:
           f"(80% interval {prediction['lower']}..{prediction['upper']}, model v{prediction['model_version']})")
     print(f"\nDemo finished in {time.monotonic() - began:.0f}s. Where to look next:")
     print("  make dev     # Dagster UI on http://127.0.0.1:3000: assets, runs, checks, the retraining and alert sensors")
-    print("  make serve   # the forecast API on http://127.0.0.1:3000 (POST /predict, GET /health)")
+    print("  make serve   # the forecast API on http://127.0.0.1:8000 (POST /predict, GET /health, /reports/... the UI links to)")
     print(f"  {home / 'lake' / 'reports' / 'drift'}   # drift records per pollutant and hour (JSON; an Evidently page when one fired)")
     print("  make demo-drift   # the monitoring loop through an injected NO2 shift, hour by hour")
     print(f"  {home / 'predictions'}   # the prediction log")

@@ -122,7 +122,7 @@ def _retrain(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.Run
 
 
 def main() -> None:
-    from routeaq_assets.demo import prepare_instance, step
+    from routeaq_assets.demo import prepare_instance, record_partitions_start, step
 
     shift_at = datetime.fromisoformat(os.environ.get("ROUTEAQ_DRIFT_SHIFT_AT", DEFAULT_SHIFT_AT))
     os.environ.setdefault("ROUTEAQ_DEMO_SHIFT", f"no2:scale:2@{shift_at.isoformat()}")
@@ -130,6 +130,7 @@ def main() -> None:
     home = prepare_instance()
     first = shift_at - timedelta(hours=before)
     start = first - timedelta(days=int(os.environ.get("ROUTEAQ_DEMO_DAYS", "60")))
+    record_partitions_start(home, start)
     from routeaq_assets.definitions import defs
 
     instance = dg.DagsterInstance.get()

@@ -15,6 +15,10 @@ class UnknownSite(ForecastError):
     status = 404
 
 
+class UnknownReport(ForecastError):
+    status = 404
+
+
 class OutOfRange(ForecastError):
     status = 422
 

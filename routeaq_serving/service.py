@@ -23,8 +23,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, shared_folder
-from routeaq_serving import admin, page
+from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, REPORTS, shared_folder
+from routeaq_serving import admin, page, reports
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
 from routeaq_serving.prediction_log import PredictionLog
 from routeaq_serving.daily import daily_outlook
@@ -161,6 +161,7 @@ def model() -> dict:
 
 page.install(app)  # GET / (the forecast page), /api/sites, /api/sites/{site_id}, /static
 admin.install(app)  # POST /admin/reload
+reports.install(app)  # GET /reports/... (drift pages and plots the Dagster UI links to)
 
 
 # One line per request in the access log costs more than a forecast; Prometheus counts requests.
@@ -172,6 +173,7 @@ class RouteAQ:
         self.refresh_seconds = settings.refresh_seconds
         self.forecasts = Forecasts(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_dir, shared_folder(settings, PREDICTION_LOG))
+        self.lake_root, self.shared_reports = settings.lake_root, shared_folder(settings, REPORTS)
         self.admin_token = admin.admin_token()
         self.forecasts.refresh()
         publish_state(self.forecasts)

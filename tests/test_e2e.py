@@ -136,6 +136,22 @@ def test_model_and_metrics_endpoints(service):
     assert not [s for s in samples if s.name == "routeaq_serving_problems" and s.value]
 
 
+def test_reports_open_from_the_service_and_nothing_else_does(service):
+    """The Dagster UI links drift pages and plots to GET /reports/...: the lake's report files
+    are served with their media type; a missing one, another suffix or a way out of the folder is 404."""
+    url, home = service
+    page = home / "lake" / "reports" / "drift" / "no2" / "2025-08-01T11.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("<html><body>drift</body></html>")
+    answer = requests.get(f"{url}/reports/drift/no2/2025-08-01T11.html")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html") and "drift" in answer.text
+    (home / "lake" / "secret.json").write_text("{}")
+    for name in ("drift/no2/2025-08-01T12.html", "drift/no2/../../secret.json", "drift/%2e%2e/%2e%2e/secret.json", "../warehouse.duckdb", "drift/no2/2025-08-01T11.htm"):
+        refused = requests.get(f"{url}/reports/{name}")
+        assert refused.status_code == 404, (name, refused.status_code, refused.text[:200])
+    assert "never written, or pruned since" in requests.get(f"{url}/reports/drift/no2/2025-08-01T12.html").json()["error"]
+
+
 def test_dagster_webserver_serves_the_workspace(tmp_path):
     env = {**os.environ, **home_env(tmp_path / "routeaq")}
     port = free_port()

@@ -82,7 +82,9 @@ def test_forecast_performance_equals_a_recomputation_from_the_log_and_the_observ
     assert "no2_6h_skill" in metadata and "| no2 | 48 |" in metadata["scores"].value
     record = json.loads((monitored_home / "lake" / "reports" / "performance" / "2025-08-01T11.json").read_text())
     assert {(r["pollutant"], r["hours_ahead"]) for r in record["scores"]} == {(p, h) for p in ("pm25", "pm10", "no2", "o3") for h in GATE_LEADS}
-    assert (monitored_home / "lake" / "reports" / "performance" / "forecast_vs_observed_no2.png").read_bytes()[:4] == b"\x89PNG"
+    # One plot per partition, linked from the UI through the service's /reports route.
+    assert metadata["plot_no2"].value == "http://localhost:8000/reports/performance/plots/2025-08-01T11-no2.png"
+    assert (monitored_home / "lake" / "reports" / "performance" / "plots" / "2025-08-01T11-no2.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_forecast_performance_scores_the_champion_as_of_each_hour_when_nothing_was_served(monitored_home):

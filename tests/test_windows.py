@@ -1,10 +1,11 @@
-"""The one rule for the years a half-open window [start, end) touches."""
+"""The one rule for the years a half-open window [start, end) touches, and where partitions start."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import polars as pl
+import pytest
 
 from routeaq_assets.core.stores import HistoryStore
 from routeaq_assets.core.windows import year_span
@@ -35,3 +36,20 @@ def test_demo_weather_ending_at_new_year_does_not_simulate_the_new_year(tmp_path
     weather = source.window(site, start, end)
     assert sorted(set(weather["time"].to_list())) == [start, datetime(2024, 12, 31, 23, tzinfo=UTC)]
     assert sorted(p.name for p in (tmp_path / "open-meteo").iterdir()) == ["MY1_2024.json"]
+
+
+def test_partitions_start_where_the_setting_or_the_demo_says_and_a_bad_start_is_named(tmp_path, monkeypatch):
+    from routeaq_assets.core.environment import ConfigurationError, partitions_start
+    from routeaq_assets.demo import record_partitions_start
+
+    monkeypatch.setenv("ROUTEAQ_HOME", str(tmp_path))
+    monkeypatch.delenv("ROUTEAQ_PARTITIONS_START")
+    assert partitions_start() == "2015-01-01-00:00"  # nothing said: the archives' reach
+    record_partitions_start(tmp_path, datetime(2025, 6, 2, 12, tzinfo=UTC))
+    record_partitions_start(tmp_path, datetime(2025, 6, 4, 12, tzinfo=UTC))  # a later demo window keeps the earlier start
+    assert partitions_start() == "2025-06-02-12:00"
+    monkeypatch.setenv("ROUTEAQ_PARTITIONS_START", "2020-03-01")
+    assert partitions_start() == "2020-03-01-00:00"  # the setting wins
+    monkeypatch.setenv("ROUTEAQ_PARTITIONS_START", "2020-03-01T00:00Z")
+    with pytest.raises(ConfigurationError, match="ROUTEAQ_PARTITIONS_START must be an hour as YYYY-MM-DD-HH:MM"):
+        partitions_start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 DEFAULT_DEMO_SITES = ("CLL2", "MY1", "MAN3", "BIRR", "CARD", "LEED")
@@ -37,6 +38,27 @@ def model_name(pollutant: str, prefix: str = MODEL_PREFIX) -> str:
     """The registered MLflow model of a pollutant (``routeaq-pm25``): one model serves every hour
     ahead."""
     return f"{prefix}-{pollutant}"
+
+
+DEFAULT_PARTITIONS_START = "2015-01-01-00:00"  # the openair archives reach back this far for most sites
+PARTITIONS_START_FILE = "partitions_start"  # in ROUTEAQ_HOME: the demo's window start, written by the demo
+
+
+def partitions_start() -> str:
+    """The first hourly partition (UTC, ``YYYY-MM-DD-HH:MM``): ``ROUTEAQ_PARTITIONS_START`` (that
+    form, or a date), else the first hour of the window the demo backfilled into this home
+    (``$ROUTEAQ_HOME/partitions_start``), else 2015-01-01. Read when the definitions load, so that
+    the Dagster UI counts and fills partitions from where the data starts."""
+    given = os.environ.get("ROUTEAQ_PARTITIONS_START", "").strip()
+    written = Path(os.environ.get("ROUTEAQ_HOME", ".routeaq")) / PARTITIONS_START_FILE
+    value = given or (written.read_text().strip() if written.is_file() else DEFAULT_PARTITIONS_START)
+    for form in ("%Y-%m-%d-%H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(value, form).strftime("%Y-%m-%d-%H:%M")
+        except ValueError:
+            continue
+    where = "ROUTEAQ_PARTITIONS_START" if given else str(written)
+    raise ConfigurationError(f"{where} must be an hour as YYYY-MM-DD-HH:MM (UTC) or a date, got {value!r}")
 
 
 def get_environment() -> str:
@@ -83,6 +105,8 @@ class Settings:
     webhook_url: str = field(default="", repr=False)  # alerts; off when empty
     webhook_token: str = field(default="", repr=False)
     pushgateway_url: str = field(default="", repr=False)  # the batch stage's metrics; off when empty
+    # Where people reach the forecast service: the Dagster UI links reports and plots to it.
+    service_url: str = "http://localhost:8000"
     demo_shift: str = ""  # an injected shift of the demo network (sources.demo_network.Shift.parse)
 
     @property
@@ -164,5 +188,6 @@ def load_settings() -> Settings:
         webhook_url=os.environ.get("ROUTEAQ_WEBHOOK_URL", "").strip(),
         webhook_token=os.environ.get("ROUTEAQ_WEBHOOK_TOKEN", "").strip(),
         pushgateway_url=os.environ.get("ROUTEAQ_PUSHGATEWAY_URL", "").strip(),
+        service_url=os.environ.get("ROUTEAQ_SERVICE_URL", "").strip() or "http://localhost:8000",
         demo_shift=os.environ.get("ROUTEAQ_DEMO_SHIFT", "").strip(),
     )

@@ -16,6 +16,16 @@ from routeaq_assets.core.environment import ConfigurationError, Settings
 from routeaq_assets.core.files import write_atomically
 
 PREDICTIONS, HISTORY = "predictions", "history"
+# The monitoring reports and plots: the lake's ``reports/`` keys, which the service serves at
+# ``/reports/...`` so that the Dagster UI links to pages a browser opens.
+REPORTS = "reports"
+
+
+def report_url(service_url: str, key: str) -> str:
+    """The address at which the service serves the lake's ``reports/...`` file ``key``."""
+    if not key.startswith(f"{REPORTS}/"):
+        raise ValueError(f"{key!r} is not a report: report keys start with {REPORTS}/")
+    return f"{service_url.rstrip('/')}/{key}"
 
 
 class SharedFolder:
@@ -37,6 +47,17 @@ class SharedFolder:
         """Name -> ETag of every object whose name starts with ``under``."""
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/{under}")
         return {o["Key"].removeprefix(f"{self.prefix}/"): o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+    def read(self, name: str) -> bytes | None:
+        """The object ``name``'s bytes, or None if there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
 
     def modified(self, name: str) -> float | None:
         """When the object was last written (a POSIX time), or None if there is none."""
@@ -75,7 +96,7 @@ def s3_client(settings: Settings):  # noqa: ANN201 - a boto3 S3 client
 
 
 def shared_folder(settings: Settings, name: str) -> SharedFolder | None:
-    """The shared folder ``name`` (``PREDICTIONS`` or ``HISTORY``) of a production deployment;
+    """The shared folder ``name`` (``PREDICTIONS``, ``HISTORY`` or ``REPORTS``) of a production deployment;
     None when embedded, where the files stay under ``ROUTEAQ_HOME``."""
     if settings.environment != "production":
         return None

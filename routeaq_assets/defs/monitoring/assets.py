@@ -21,17 +21,19 @@ from routeaq_assets.core.models import GATE_LEADS
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.pushgateway import drift_figures, interval_figures, performance_figures, push
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.core.shared import PREDICTIONS, shared_folder
+from routeaq_assets.core.shared import PREDICTIONS, report_url, shared_folder
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
 from routeaq_assets.resources import Lake, ModelStore, OnlineStore, WarehouseResource
 
 PERFORMANCE = "reports/performance"
+PLOTS = f"{PERFORMANCE}/plots"
 # What accumulates in the lake: a JSON record per hour (a few kB) for RETAIN_DAYS, and the
 # Evidently page (several MB) only for hours that drifted or were asked for, the newest MAX_HTML.
 RETAIN_DAYS = 90
 MAX_HTML = 24
+MAX_PLOTS = 24 * len(FORECAST_POLLUTANTS)  # a day of hourly runs
 
 
 def drift_folder(pollutant: str) -> str:
@@ -92,13 +94,17 @@ def _as_of(warehouse: WarehouseResource, model_store: ModelStore, logged: pl.Dat
     return frames
 
 
-def _plot(lake: Lake, scored: pl.DataFrame, pollutant: str) -> str | None:
+def _plot(lake: Lake, scored: pl.DataFrame, pollutant: str, hour: datetime) -> str | None:
+    """The forecast-against-observed plot of the rolling window ending with ``hour``, one file per
+    partition (``reports/performance/plots/{hour}-{pollutant}.png``); its key, or None."""
     rows = scored.filter((pl.col("pollutant") == pollutant) & (pl.col("hours_ahead") == 1) & pl.col("observed").is_not_null())
     if rows.is_empty():
         return None
     site = rows["site_id"].sort()[0]
     data = forecast_plot(rows.rename({"observed": "target", "persistence": "target_lag_1"}), site, pollutant, hours=scoring.ROLLING_HOURS)
-    return lake.write_bytes(f"{PERFORMANCE}/forecast_vs_observed_{pollutant}.png", data)
+    key = f"{PLOTS}/{hour_stamp(hour)}-{pollutant}.png"
+    lake.write_bytes(key, data)
+    return key
 
 
 @dg.asset(
@@ -138,7 +144,8 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
     window = history.filter(pl.col("time") >= window_start)
     scores = scoring.rolling_scores(window)
     push(settings.pushgateway_url, "forecast_performance", performance_figures(scores, end), context.log)
-    plots = {p: path for p in FORECAST_POLLUTANTS if (path := _plot(lake, window, p))}
+    plots = {p: key for p in FORECAST_POLLUTANTS if (key := _plot(lake, window, p, hours[-1]))}
+    prune(lake, PLOTS, ".png", hours[-1], keep=MAX_PLOTS)
     figures = {
         scoring.metadata_key(r["pollutant"], r["hours_ahead"], name): float(r[name]) if r[name] is not None else None
         for r in scores.iter_rows(named=True)
@@ -152,7 +159,7 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
             "rolling_hours": scoring.ROLLING_HOURS,
             "scores": dg.MetadataValue.md(scoring.scores_markdown(scores, window_start, end)),
             **{k: dg.MetadataValue.float(round(v, 4)) for k, v in figures.items() if v is not None},
-            **{f"plot_{p}": dg.MetadataValue.path(path) for p, path in plots.items()},
+            **{f"plot_{p}": dg.MetadataValue.url(report_url(settings.service_url, key)) for p, key in plots.items()},
         }
     )
 
@@ -249,10 +256,11 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
                 fired, newest_fired = fired + 1, (hour, current)
         # Evidently's page for the newest hour that fired (or the last hour, on request): one per
         # run, so a backfill over a drifted week writes one page, not 168.
-        html_path = None
+        html_key = None
         if newest_fired is not None or config.html:
             hour, current = newest_fired or (hours[-1], current)
-            html_path = lake.write_bytes(f"{folder}/{hour_stamp(hour)}.html", drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
+            html_key = f"{folder}/{hour_stamp(hour)}.html"
+            lake.write_bytes(html_key, drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
         push(load_settings().pushgateway_url, "drift", drift_figures(pollutant, summary.drifted_share, summary.drifted, fired), context.log, pollutant=pollutant)
         prune(lake, folder, ".html", hours[-1], keep=MAX_HTML)
         prune(lake, folder, ".json", hours[-1], days=RETAIN_DAYS)
@@ -273,7 +281,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
                 "current_rows": summary.current_rows,
                 "summary": dg.MetadataValue.md(summary.markdown()),
                 "columns": dg.MetadataValue.table(records=top, schema=DRIFT_COLUMNS_SCHEMA),
-                **({"report": dg.MetadataValue.path(html_path)} if html_path else {}),
+                **({"report": dg.MetadataValue.url(report_url(load_settings().service_url, html_key))} if html_key else {}),
             }
         )
 

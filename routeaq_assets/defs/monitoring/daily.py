@@ -26,13 +26,13 @@ from routeaq_assets.core.daily_verification import (
     verification_scores,
     with_outcomes,
 )
-from routeaq_assets.core.environment import model_name
+from routeaq_assets.core.environment import model_name, partitions_start
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.resources import ModelStore, WarehouseResource
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date="2015-01-01", timezone="Europe/London")
+daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start()[:10], timezone="Europe/London")  # UK days, from the hours' start
 CLIMATOLOGY_DAYS = 90  # observed days before the partition whose index frequencies are the climatology
 SCORED_DAYS = 90  # days of stored forecasts the reported scores pool
 
