@@ -1,16 +1,17 @@
-"""The Dagster UI in a real browser: a drift report materialized the demo's way opens from the
-asset's page with its figures, the run belongs to the UI's code location (re-executable without
-the "different code location" warning), and the retraining_policy sensor's tick history says why
-no retrain was requested. Screenshots go to .routeaq/test-artifacts/."""
+"""The Dagster UI in a real browser, after ingestion and monitoring run the demo's way: partitions
+counted from the window's start, checks that pass (the freshness warning says why), forecast
+figures and a plot that opens from its link, a drift report with its figures, the run in the UI's
+own code location (re-executable without the "different code location" warning), and the
+retraining_policy sensor's tick history saying why no retrain was requested. Screenshots go to
+.routeaq/test-artifacts/."""
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -19,8 +20,10 @@ from dagster._core.scheduler.instigation import InstigatorType
 import requests
 
 from browser import chromium_page
-from conftest import REPO, home_env, partition_key
-from service_process import free_port, stop
+from conftest import REPO, WINDOW_END, WINDOW_START, copy_home, home_env, partition_key
+from service_process import bentoml_serve, free_port, stop
+
+from routeaq_assets.demo import record_partitions_start
 
 pytestmark = pytest.mark.e2e
 
@@ -84,16 +87,30 @@ def skip_welcome(page) -> None:
         pass
 
 
-def test_drift_report_and_sensor_reason_in_the_dagster_ui(trained_home, tmp_path):
-    home = tmp_path / "routeaq"
-    shutil.copytree(trained_home, home, symlinks=True)
-    env = {**os.environ, **home_env(home)}
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-
-    # The drift report of one hour, materialized the way the demo does.
-    done = subprocess.run([sys.executable, "-m", "routeaq_assets.workspace_run", "--job", "monitoring_job", "--partition", partition_key(HOUR)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+def workspace_run(env: dict[str, str], *args: str) -> None:
+    """A job run the way the demo runs it (``routeaq_assets.workspace_run``: ``dagster job launch``)."""
+    done = subprocess.run([sys.executable, "-m", "routeaq_assets.workspace_run", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_the_dagster_ui_tells_the_truth_after_ingestion_and_monitoring(trained_home, tmp_path):
+    """As after the demo: partitions counted from the window's start, no check failed but the
+    freshness warning of a window that ended in the past (which says why), forecast_performance
+    with figures and a plot that opens from its link (served by the service), the drift report's
+    figures, the run in the UI's own code location, and the retraining sensor's reason."""
+    home = copy_home(trained_home, tmp_path)
+    record_partitions_start(home, WINDOW_START)  # as the demo records its window
+    env = {k: v for k, v in {**os.environ, **home_env(home)}.items() if k != "ROUTEAQ_PARTITIONS_START"}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with bentoml_serve(home, log=tmp_path / "serve.log") as service:
+        env["ROUTEAQ_SERVICE_URL"] = service
+        # The last day ingested and the last hour monitored, the way the demo runs them.
+        workspace_run(env, "--job", "ingest_job", "--partition-range", f"{partition_key(WINDOW_END - timedelta(hours=24))}...{partition_key(HOUR)}")
+        workspace_run(env, "--job", "monitoring_job", "--partition", partition_key(HOUR))
+        _look_at_the_ui(home, env, service, tmp_path)
+
+
+def _look_at_the_ui(home: Path, env: dict[str, str], service: str, tmp_path: Path) -> None:
 
     saved = dict(os.environ)
     os.environ.update(home_env(home))
@@ -116,6 +133,34 @@ def test_drift_report_and_sensor_reason_in_the_dagster_ui(trained_home, tmp_path
     assert all(f"{p}: no rule met: drift alarm 0 consecutive h" in reason for p in ("pm25", "no2", "o3")), reason
 
     with dagster_webserver(env, tmp_path / "webserver.log") as url, chromium_page() as page:
+        # Partitions from the window's start to now, the day ingested through this instance filled.
+        page.goto(f"{url}/assets/raw_aurn?view=partitions")
+        skip_welcome(page)
+        page.get_by_text("Materialized (24)").wait_for()
+        counts = {len(dg.HourlyPartitionsDefinition(start_date=partition_key(WINDOW_START), timezone="UTC", end_offset=k).get_partition_keys()) for k in (0, 1)}
+        assert any(page.get_by_text(f"{n:,} Partitions").count() for n in counts), page.inner_text("body")[:1500]
+        page.screenshot(path=str(ARTIFACTS / "dagster-ui-partitions.png"))
+
+        # Every check of raw_aurn passes but the freshness warning, which says why.
+        page.goto(f"{url}/assets/raw_aurn?view=checks")
+        page.get_by_text("newest_hour_is_recent").first.wait_for()
+        listed = page.inner_text("body")
+        for check in ("daily_completeness", "no_frozen_values", "no_rows_quarantined", "one_row_per_site_hour", "stored_values_not_nulled", "values_in_physical_range"):
+            assert f"{check}\nSucceeded" in listed, listed[:2000]
+        page.get_by_text("newest_hour_is_recent").first.click()
+        page.get_by_text("a backfill of past hours, or a feed that stopped").first.wait_for()
+        page.screenshot(path=str(ARTIFACTS / "dagster-ui-checks.png"))
+
+        # forecast_performance has figures, and its plot opens from the link.
+        page.goto(f"{url}/assets/forecast_performance?partition={partition_key(HOUR)}")
+        link = page.locator(f"a[href='{service}/reports/performance/plots/{HOUR:%Y-%m-%dT%H}-no2.png']").first
+        link.wait_for()
+        page.get_by_text("no2_skill", exact=True).first.wait_for()
+        page.screenshot(path=str(ARTIFACTS / "dagster-ui-forecast-performance.png"))
+        plot = page.goto(link.get_attribute("href"))
+        assert plot.status == 200 and plot.headers["content-type"] == "image/png"
+        page.screenshot(path=str(ARTIFACTS / "dagster-ui-forecast-plot.png"))
+
         # The run's page: the job is found in the UI's own code location.
         location_name = run.remote_job_origin.location_name
         page.goto(f"{url}/runs/{run.run_id}")

@@ -157,9 +157,10 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
             "forecasts_logged": logged.height,
             "forecasts_as_of_champion": forecasts.height - logged.height,
             "rolling_hours": scoring.ROLLING_HOURS,
+            # The plots first: a long list of figures follows them in the UI.
+            **{f"plot_{p}": dg.MetadataValue.url(report_url(settings.service_url, key)) for p, key in plots.items()},
             "scores": dg.MetadataValue.md(scoring.scores_markdown(scores, window_start, end)),
             **{k: dg.MetadataValue.float(round(v, 4)) for k, v in figures.items() if v is not None},
-            **{f"plot_{p}": dg.MetadataValue.url(report_url(settings.service_url, key)) for p, key in plots.items()},
         }
     )
 
