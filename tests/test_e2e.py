@@ -152,30 +152,6 @@ def test_reports_open_from_the_service_and_nothing_else_does(service):
     assert "never written, or pruned since" in requests.get(f"{url}/reports/drift/no2/2025-08-01T12.html").json()["error"]
 
 
-def test_dagster_webserver_serves_the_workspace(tmp_path):
-    env = {**os.environ, **home_env(tmp_path / "routeaq")}
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        query = {"query": "{ repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name } } } } }"}
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                answer = requests.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=5).json()
-                break
-            except (requests.RequestException, ValueError):
-                assert time.monotonic() < deadline and process.poll() is None, "dagster-webserver did not start"
-                time.sleep(1)
-        jobs = {j["name"] for node in answer["data"]["repositoriesOrError"]["nodes"] for j in node["jobs"]}
-        assert {"ingest_job", "train_job"} <= jobs
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 def test_bentofile_builds_offline(tmp_path):
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
     result = subprocess.run([str(BIN / "bentoml"), "build", "--output", "tag"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)

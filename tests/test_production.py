@@ -1,10 +1,14 @@
 """Production mode against real servers on this machine: the Dagster instance on PostgreSQL
 (deploy/dagster.yaml), the lake on a moto S3 server, an ``mlflow server`` on PostgreSQL and that
-S3, the online store on Redis, and a real ``bentoml serve`` answering from the champion."""
+S3, the online store on Redis, and a real ``bentoml serve`` answering from the champion. The whole
+loop runs there: ingestion, features, training and promotion, publishing, serving and its log,
+scoring, interval factors, drift, the retraining policy and the alerts sensor."""
 
+import json
 import os
 import shutil
 import subprocess
+import time
 from datetime import timedelta
 
 import dagster as dg
@@ -27,6 +31,8 @@ from production_services import (  # noqa: F401 - fixtures
 )
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.shared import SharedFolder
+from routeaq_assets.defs.monitoring.alerts import monitoring_alerts
+from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
 from routeaq_assets.definitions import build_definitions
 from routeaq_assets.resources import get_resources
 from service_process import BIN, bentoml_serve, stop
@@ -44,13 +50,40 @@ def dagster_instance_env(database: str) -> dict[str, str]:
 
 def production_instance(tmp_path) -> dg.DagsterInstance:
     instance_home = tmp_path / "dagster-prod"
-    instance_home.mkdir()
+    instance_home.mkdir(exist_ok=True)
     shutil.copy(REPO / "deploy" / "dagster.yaml", instance_home / "dagster.yaml")
     return dg.DagsterInstance.from_config(str(instance_home))
 
 
 def range_tags(start, end) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": partition_key(start), "dagster/asset_partition_range_end": partition_key(end - timedelta(hours=1))}
+
+
+def close_the_loop(defs: dg.Definitions, instance: dg.DagsterInstance, hour, service: str, s3_endpoint: str, bucket: str, version: str) -> None:
+    """Monitoring on the production stack, as the hourly schedule and the sensors run it: the
+    served forecast scored from the log the pod shipped to S3, interval factors published to
+    Redis, the drift report's records in S3, the retraining policy reading them and the MLflow
+    server, the alerts sensor reading the PostgreSQL event log, and the plot served back from S3."""
+    monitoring = [defs.get_assets_def(n) for n in ("forecast_performance", "interval_calibration", "pm25_drift_report")]
+    monitored = dg.materialize(monitoring, resources=defs.resources, instance=instance, partition_key=partition_key(hour))
+    assert monitored.success
+    performance = monitored.asset_materializations_for_node("forecast_performance")[0].metadata
+    assert performance["forecasts_logged"].value == 1 and performance["forecasts_as_of_champion"].value > 0
+    assert -1 < performance["pm25_skill"].value <= 1
+    assert monitored.asset_materializations_for_node("interval_calibration")[0].metadata["published_to"].value.startswith("redis://")
+    stamp = f"{hour:%Y-%m-%dT%H}"
+    keys = {o["Key"] for o in s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/reports/")["Contents"]}
+    assert {f"routeaq/reports/performance/{stamp}.json", f"routeaq/reports/performance/plots/{stamp}-pm25.png", f"routeaq/reports/drift/pm25/{stamp}.json",
+            f"routeaq/reports/drift/pm25/thresholds-v{version}.json"} <= keys
+    plot = requests.get(performance["plot_pm25"].value.replace("http://localhost:8000", service), timeout=10)
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:  # the S3 resource is a context manager
+        policy = build_retraining_sensor().evaluate_tick(context)
+    assert not policy.run_requests and f"at {hour:%Y-%m-%d %H}:00 UTC: pm25: no rule met: drift alarm" in policy.skip_message
+    assert f"champion v{version} data 0 h old" in policy.skip_message
+    alerts = monitoring_alerts.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert json.loads(alerts.cursor)["pm25_champion"] > 0 and "new events read" in alerts.skip_message
 
 
 def test_runs_and_materializations_are_stored_in_postgres(home, tmp_path, monkeypatch, postgres_database):
@@ -69,7 +102,7 @@ def test_runs_and_materializations_are_stored_in_postgres(home, tmp_path, monkey
 
 
 @pytest.mark.e2e
-def test_a_small_run_in_production_mode_ends_in_a_served_prediction(home, tmp_path, monkeypatch, s3_endpoint, bucket, new_database, redis_target):
+def test_the_whole_loop_runs_in_production_mode(home, tmp_path, monkeypatch, s3_endpoint, bucket, new_database, redis_target):
     mlflow_server, tracking_uri = start_mlflow_server(new_database(), s3_endpoint, bucket, tmp_path / "mlflow.log")
     try:
         for key, value in {**production_env(bucket, s3_endpoint, tracking_uri, redis_target), **dagster_instance_env(new_database())}.items():
@@ -129,15 +162,23 @@ def test_a_small_run_in_production_mode_ends_in_a_served_prediction(home, tmp_pa
 
         assert not (home / "offline").exists()  # the run wrote them to S3 only: its disk goes with its pod
         # The model comes through the MLflow server; the service reads S3 for its history files
-        # and ships its prediction log there (here only at shutdown: the timer waits an hour).
-        with bentoml_serve(home / "service-pod", tmp_path / "serve.log", env={"ROUTEAQ_PREDICTION_FLUSH_SECONDS": "3600"}) as url:
+        # and ships its prediction log there every second.
+        shared = SharedFolder(s3_client(s3_endpoint), bucket, "routeaq/predictions")
+        with bentoml_serve(home / "service-pod", tmp_path / "serve.log", env={"ROUTEAQ_PREDICTION_FLUSH_SECONDS": "1"}) as url:
             health = requests.get(f"{url}/health", timeout=10).json()
             assert health["models"] == {"pm25": champion.version}
             assert (home / "service-pod" / "offline" / "panel-2025.parquet").exists()  # the history files reached the pod
             answer = requests.post(f"{url}/predict", json={"site_id": "MY1", "timestamp": "2025-08-01T12:00:00Z"}, timeout=10)
             assert answer.status_code == 200, answer.text
             assert answer.json()["model_version"] == champion.version and answer.json()["pm25_pred"] >= 0
-        shared = SharedFolder(s3_client(s3_endpoint), bucket, "routeaq/predictions")
+            last = WINDOW_END - timedelta(hours=1)
+            assert requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T11:00:00Z"}, timeout=10).status_code == 200
+            deadline = time.monotonic() + 30
+            while read_prediction_log(tmp_path / "shipped", last, WINDOW_END, shared).is_empty():
+                assert time.monotonic() < deadline, "the pod did not ship its prediction log"
+                time.sleep(0.5)
+            with production_instance(tmp_path) as instance:
+                close_the_loop(defs, instance, last, url, s3_endpoint, bucket, champion.version)
         logged = read_prediction_log(tmp_path / "monitoring", WINDOW_END, WINDOW_END + timedelta(hours=1), shared)
         assert logged.select("site_id", "model_version", "pred").rows() == [("MY1", champion.version, answer.json()["pred"])]
     finally:

@@ -95,9 +95,10 @@ def test_a_chunk_s3_refused_stays_and_a_later_flush_ships_it(tmp_path):
         server.stop()
 
 
-def test_monitoring_in_production_scores_what_the_service_shipped(monitored_home, production, tmp_path):
-    """forecast_performance reads the prediction log from S3 in production: the pod's folder is
-    on another machine, so nothing of it is in this home."""
+def test_forecast_performance_reads_the_prediction_log_the_pods_shipped_to_s3(monitored_home, production, tmp_path):
+    """The prediction log alone in S3 (the warehouse and registry are this home's own): the pod's
+    folder is on another machine, so nothing of it is in this home. The whole monitoring loop on
+    the production stack is tests/test_production.py's."""
     for local in (monitored_home / "predictions").glob("predictions-*.jsonl"):
         local.unlink()  # what other tests served from the shared trained home: not this pod's
     pod = PredictionLog(tmp_path / "pod", shared_folder(production, PREDICTIONS), name="pod-a-1")

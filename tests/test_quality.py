@@ -86,3 +86,26 @@ def test_out_of_range_values_are_split_off_with_the_reason_and_repeated_hours_ar
     assert quarantined["reason"].to_list() == ["no2 -500.0 outside the physical range -10.0 to 2000.0 ug/m3"]
     repeated = duplicate_hours(pl.concat([frame, frame.head(1)]))
     assert repeated.select("pollutant", "copies", "files").rows() == [("no2", 2, "MY1_2025.csv")]
+
+
+def test_the_quality_checks_say_what_they_compared_when_they_warn(tmp_path):
+    """Completeness and frozen values, run on a warehouse: a failing check names how many of
+    what it judged fell short, and the worst case, in words the UI shows."""
+    from routeaq_assets.defs.ingest_checks import CHECK_COMPLETENESS, CHECK_FROZEN, quality_checks
+    from routeaq_assets.resources import Warehouse
+
+    outage = [1.0 + (h % 5) if not 30 <= h < 42 else None for h in range(48)]  # day 2: 12 of 24 hours
+    stuck = [7.0] * 48
+    frame = pl.concat([hours(outage, "AAA"), hours(stuck, "BBB")])
+    warehouse = Warehouse(path=str(tmp_path / "warehouse.duckdb"))
+    with warehouse.connect() as con:
+        con.execute("CREATE TABLE observations AS SELECT * FROM frame")
+    results = {r.check_name: r for r in quality_checks(warehouse, START, START + timedelta(hours=48))}
+    completeness = results[CHECK_COMPLETENESS]
+    assert not completeness.passed
+    assert completeness.description == (
+        "1 of 4 site-pollutant-days in 2025-03-01..2025-03-03 00:00 have values for under 75% of their hours (sensor outages); "
+        "the lowest: AAA no2 2025-03-02, 12 of 24 hours"
+    )
+    frozen = results[CHECK_FROZEN]
+    assert not frozen.passed and frozen.description.startswith("1 runs of ") and "one unchanged value (a stuck sensor)" in frozen.description

@@ -14,7 +14,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
+
+from routeaq_assets.core.redact import destination
 
 EVENTS = ("check_failed", "retrain_requested", "promotion_decision", "stale_data", "champion_loses_to_persistence", "champion_missing_from_registry")
 
@@ -38,8 +39,7 @@ class WebhookNotifier:
 
     @property
     def destination(self) -> str:
-        parts = urlsplit(self._url)
-        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return destination(self._url)
 
     def __repr__(self) -> str:
         return f"WebhookNotifier({self.destination})"

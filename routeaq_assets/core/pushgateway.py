@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 import polars as pl
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway
+
+from routeaq_assets.core.redact import destination
 
 JOB = "routeaq"
 
@@ -84,8 +85,7 @@ class Pushgateway:
 
     @property
     def destination(self) -> str:
-        parts = urlsplit(self._url)
-        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return destination(self._url)
 
     def __repr__(self) -> str:
         return f"Pushgateway({self.destination})"

@@ -26,6 +26,13 @@ def _secrets(uri: str) -> list[str]:
     return found
 
 
+def destination(url: str) -> str:
+    """Scheme, host and port of ``url`` only: how a webhook or gateway is named in logs, where its
+    path or query may hold the secret (a Slack webhook's path, say)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` with its password and secret query values replaced by ``***``; the user name,
     host, port and path stay, so the store is still recognisable."""

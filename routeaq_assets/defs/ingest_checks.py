@@ -101,10 +101,16 @@ def quality_checks(warehouse: WarehouseResource, start: datetime, end: datetime)
     first = warehouse.query("SELECT site_id, pollutant, min(time) AS first FROM observations GROUP BY site_id, pollutant")
     completeness = daily_completeness(recent.filter(pl.col("time") >= day_start), end, first)
     low = completeness.filter(pl.col("completeness") < MIN_DAILY_COMPLETENESS)
+    worst = low.sort("completeness").row(0, named=True) if not low.is_empty() else None
     yield dg.AssetCheckResult(
         check_name=CHECK_COMPLETENESS,
         passed=low.is_empty(),
         severity=dg.AssetCheckSeverity.WARN,
+        description=None if worst is None else (
+            f"{low.height} of {completeness.height} site-pollutant-days in {day_start:%Y-%m-%d}..{end:%Y-%m-%d %H:00} have values for under "
+            f"{MIN_DAILY_COMPLETENESS:.0%} of their hours (sensor outages); the lowest: {worst['site_id']} {worst['pollutant']} "
+            f"{worst['day']:%Y-%m-%d}, {worst['hours_with_value']} of {worst['hours_expected']} hours"
+        ),
         metadata={
             "threshold": MIN_DAILY_COMPLETENESS,
             "site_days_below": low.height,
@@ -117,6 +123,7 @@ def quality_checks(warehouse: WarehouseResource, start: datetime, end: datetime)
         check_name=CHECK_FROZEN,
         passed=frozen.is_empty(),
         severity=dg.AssetCheckSeverity.WARN,
+        description=None if frozen.is_empty() else f"{frozen.height} runs of {FROZEN_HOURS} or more hours with one unchanged value (a stuck sensor)",
         metadata={"threshold_hours": FROZEN_HOURS, "frozen_runs": frozen.height, "examples": dg.MetadataValue.md(markdown_table(frozen, limit=10))},
     )
     (newest,) = warehouse.query("SELECT max(time) FROM observations WHERE value IS NOT NULL").row(0)
