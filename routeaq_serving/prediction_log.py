@@ -15,6 +15,7 @@ flush ships it again, under the same names, so nothing is lost or doubled."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -39,6 +40,9 @@ class PredictionLog:
         self._lock = threading.Lock()  # appends (event loop and thread pool) and the flushing timer
         self._path: Path | None = None
         self._fd: int | None = None
+        self.problem: str | None = None  # why the last append was not logged; None once one fits
+        self.lost = 0  # predictions not logged, since the service started
+        self._unlogged = 0  # of those, in the episode ``problem`` describes
 
     def _target(self, now: datetime) -> Path:
         if self.shared is None:
@@ -50,18 +54,49 @@ class PredictionLog:
             os.close(self._fd)  # releases the chunk's lock: it can be shipped
         self._fd, self._path = None, None
 
-    def append(self, records: list[dict]) -> None:
+    def append(self, records: list[dict]) -> bool:
+        """Log ``records``; False when the disk would not take them (full, or over a quota). Then
+        the file is cut back to its last whole line, ``problem`` says what happened and ``lost``
+        counts the predictions not logged; the service answers on, and the next append that fits
+        clears ``problem``."""
         now = datetime.now(timezone.utc)
         data = prediction_lines(records, now)
         with self._lock:
             path = self._target(now)
-            if path != self._path:
-                self._close()
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                if self.shared is not None:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX)  # an open chunk is never shipped
-                self._path = path
-            os.write(self._fd, data)
+            try:
+                if path != self._path:
+                    self._close()
+                    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    if self.shared is not None:
+                        fcntl.flock(self._fd, fcntl.LOCK_EX)  # an open chunk is never shipped
+                    self._path = path
+                self._write_whole(data)
+            except OSError as exc:
+                first = self.problem is None
+                self.lost += len(records)
+                self._unlogged = (0 if first else self._unlogged) + len(records)
+                self.problem = f"{self._unlogged} predictions not logged to {path}: {exc.strerror or exc}"
+                if first:  # once per episode: a full disk would otherwise log at every request
+                    log.error("prediction log: %s; answering on without logging until it fits again", self.problem)
+                return False
+            if self.problem is not None:
+                log.warning("prediction log: writing again to %s after %d predictions were not logged", path, self._unlogged)
+                self.problem = None
+        return True
+
+    def _write_whole(self, data: bytes) -> None:
+        """One ``write`` of whole lines, or none: a short write (the disk filled during it) is cut
+        back to where it began, so the file never ends in a torn line. This process is the
+        file's one writer (a day file has one service process; a chunk is this process's own)."""
+        end = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, data)
+        except OSError:
+            os.ftruncate(self._fd, end)
+            raise
+        if written != len(data):
+            os.ftruncate(self._fd, end)
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({written} of {len(data)} bytes written, cut back)")
 
     def flush(self) -> int:
         """Production: close the open chunk and ship every chunk not held by a writer. Returns how

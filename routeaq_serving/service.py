@@ -86,6 +86,13 @@ def publish_state(forecasts: Forecasts) -> None:
 app = FastAPI(title="RouteAQ forecasts", version="0.1.0")
 
 
+def _log_predictions(service, records: list[dict]) -> None:  # noqa: ANN001 - the RouteAQ service
+    """Log what was answered; a disk that will not take it is a readiness problem, never a
+    failed answer (``PredictionLog.append``)."""
+    service.prediction_log.append(records)
+    service.forecasts.report("prediction_log", service.prediction_log.problem)
+
+
 @app.exception_handler(ForecastError)
 def _forecast_error(_: Request, exc: ForecastError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content={"error": exc.message, "field": exc.field})
@@ -108,7 +115,7 @@ def _service() -> "RouteAQ":
 def _answer(items: list[PredictRequest]) -> list[dict]:
     service = _service()
     results = service.forecasts.forecast([ForecastItem(i.site_id.upper(), i.timestamp, i.pollutant) for i in items])
-    service.prediction_log.append(results)
+    _log_predictions(service, results)
     for result in results:
         PREDICTIONS.labels(pollutant=result["pollutant"]).observe(result["pred"])
     return results
@@ -138,7 +145,7 @@ def predict_daily(request: DailyRequest) -> JSONResponse:
     if site_id not in state.sites:
         raise UnknownSite(f"unknown site_id {request.site_id!r}; known sites: {sorted(state.sites)}", "site_id")
     days, answers = daily_outlook(service.forecasts, state, site_id)
-    service.prediction_log.append(answers)
+    _log_predictions(service, answers)
     origin = state.origin.strftime("%Y-%m-%dT%H:%M:%SZ")
     return JSONResponse({"site_id": site_id, "origin": origin, "days": [d.as_dict() for d in days]})
 

@@ -113,6 +113,7 @@ class ServingState:
         self._state: State | None = None
         self._reason = "not loaded yet"
         self._problems: dict[str, str] = {}  # store -> why it could not be read at the last refresh
+        self._reported: dict[str, str] = {}  # a part beside the stores (the prediction log) -> its fault now
         self._alerted_lost: frozenset[tuple[str, str]] = frozenset()  # the lost champions last alerted
         self._lock = threading.Lock()
 
@@ -254,10 +255,18 @@ class ServingState:
                 return
         self._alerted_lost = keys
 
+    def report(self, part: str, problem: str | None) -> None:
+        """A fault of a part beside the stores (the prediction log): named in readiness until
+        the part reports None."""
+        if problem is None:
+            self._reported.pop(part, None)
+        else:
+            self._reported[part] = problem
+
     def problems(self) -> dict:
         """Stores that could not be read: the registry and the online store at the last refresh,
-        and each unreadable yearly history file."""
-        problems: dict = dict(self._problems)
+        and each unreadable yearly history file; and the faults parts beside them reported."""
+        problems: dict = {**self._problems, **self._reported}
         if history := self.history.problems():
             problems["history"] = history
         return problems

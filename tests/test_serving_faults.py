@@ -11,8 +11,10 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -278,3 +280,53 @@ def test_a_lagging_site_is_answered_hours_ahead_of_its_own_newest_observation(tr
     log.append([lagged, current])
     logged = read_prediction_log(tmp_path / "predictions").sort("site_id")
     assert logged["hours_ahead"].to_list() == [1, 6] and (logged["time"] - logged["origin"]).to_list() == [timedelta(hours=1), timedelta(hours=6)]
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "64k"):
+    """A tmpfs of ``size`` at ``folder``: a disk that fills. Skips where mounting is not allowed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a tmpfs mount (root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_disk_that_fills_under_the_prediction_log_tears_no_line_and_answering_goes_on(forecasts, tmp_path, caplog):
+    """A real full disk (a 64 kB tmpfs): the log is cut back to its last whole line, every line
+    logged reads back, readiness names the fault until space returns, the fault is logged once,
+    and the service's logging step never raises (the answer goes out)."""
+    from routeaq_serving.service import _log_predictions
+    from test_monitoring import served
+
+    hour = datetime(2025, 8, 1, 10, tzinfo=UTC)
+    with small_disk(tmp_path / "disk") as disk:
+        ballast = disk / "ballast"
+        ballast.write_bytes(b"x" * 16_000)
+        service = SimpleNamespace(prediction_log=PredictionLog(disk / "predictions"), forecasts=forecasts)
+        logged, batches = 0, 0
+        with caplog.at_level(logging.ERROR, logger="routeaq.serving"):
+            while service.prediction_log.problem is None and batches < 500:
+                batch = [served(site, hour, "no2", 10.0 + batches) for site in ("CLL2", "MY1", "MAN3")]
+                _log_predictions(service, batch)
+                logged += len(batch) if service.prediction_log.problem is None else 0
+                batches += 1
+            for _ in range(3):  # more requests on the full disk: answered, not logged, reported once
+                _log_predictions(service, [served("MY1", hour, "o3", 1.0)])
+        assert service.prediction_log.problem is not None, "the disk never filled"
+        assert "No space left on device" in service.prediction_log.problem and "6 predictions not logged" in service.prediction_log.problem
+        assert forecasts.status()["status"] == "degraded" and forecasts.status()["problems"]["prediction_log"] == service.prediction_log.problem
+        assert len([r for r in caplog.records if "predictions not logged" in r.getMessage()]) == 1
+        (day_file,) = (disk / "predictions").iterdir()
+        text = day_file.read_text()
+        assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
+        assert len(text.splitlines()) == logged
+
+        ballast.unlink()  # space again: the next prediction is logged and readiness clears
+        _log_predictions(service, [served("CLL2", hour, "pm25", 3.0)])
+        assert service.prediction_log.problem is None and "prediction_log" not in forecasts.status()["problems"]
+        assert len(day_file.read_text().splitlines()) == logged + 1
+        service.prediction_log.close()
