@@ -23,7 +23,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from routeaq_assets.core.environment import PARTITIONS_START_FILE
+from routeaq_assets.core.environment import PARTITIONS_START_FILE, ConfigurationError, require_writable_home
 from routeaq_assets.core.progress import PREFIX as PROGRESS
 
 DEFAULT_END = "2025-08-01T12:00:00Z"
@@ -149,6 +149,10 @@ def serve_and_predict(site_id: str, hour: datetime, log: Path) -> dict:
 def prepare_instance() -> Path:
     """ROUTEAQ_HOME and the Dagster instance under it (defaults as the Makefile sets them)."""
     home = Path(os.environ.setdefault("ROUTEAQ_HOME", str(REPO / ".routeaq"))).resolve()
+    try:
+        require_writable_home(home)
+    except ConfigurationError as exc:
+        raise SystemExit(f"RouteAQ demo: {exc}") from None
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster")))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     dagster_home.mkdir(parents=True, exist_ok=True)

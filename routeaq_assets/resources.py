@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from routeaq_assets.core.environment import MODEL_PREFIX, Settings, load_settings
+from routeaq_assets.core.environment import MODEL_PREFIX, Settings, load_settings, require_writable_home
 from routeaq_assets.core.files import write_atomically
 from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
@@ -463,4 +463,5 @@ def get_resources(settings: Settings | None = None) -> dict[str, dg.Configurable
     """The resources of the environment ``ROUTEAQ_ENV`` names. In production this checks that every
     service answers, so a deployment with a missing or unreachable service fails at start-up."""
     settings = settings or load_settings()
+    require_writable_home(settings.home)
     return RESOURCES_BY_ENVIRONMENT[settings.environment](settings)

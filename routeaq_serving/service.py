@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from routeaq_assets.core.environment import load_settings
+from routeaq_assets.core.environment import load_settings, require_writable_home
 from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, REPORTS, shared_folder
 from routeaq_serving import admin, page, reports
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
@@ -177,6 +177,7 @@ reports.install(app)  # GET /reports/... (drift pages and plots the Dagster UI l
 class RouteAQ:
     def __init__(self) -> None:
         settings = load_settings()
+        require_writable_home(settings.home)  # the prediction log and caches live there
         self.refresh_seconds = settings.refresh_seconds
         self.forecasts = Forecasts(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_dir, shared_folder(settings, PREDICTION_LOG))

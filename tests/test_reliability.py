@@ -588,3 +588,29 @@ def test_the_first_commands_of_a_new_home_open_its_dagster_instance_one_at_a_tim
     for opener in openers:
         _, err = opener.communicate(timeout=120)
         assert opener.returncode == 0, err[-3000:]
+
+
+# -- a home that cannot be written ---------------------------------------------------------------
+
+
+def test_a_read_only_home_is_refused_at_start_naming_it(tmp_path):
+    """ROUTEAQ_HOME on a read-only mount (root ignores file modes, so a read-only bind mount is the
+    real thing): the code location, the demo and the service refuse to start with one sentence
+    naming the folder and why, instead of an OSError halfway through a run."""
+    source, home = tmp_path / "source", tmp_path / "home"
+    source.mkdir()
+    home.mkdir()
+    bound = subprocess.run(["mount", "--bind", str(source), str(home)], capture_output=True, text=True)
+    if bound.returncode != 0:
+        pytest.skip(f"a read-only home needs a bind mount (root): {bound.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(home)], check=True, capture_output=True)
+        said = f"ROUTEAQ_HOME {home} cannot be written (Read-only file system)"
+        env = {**os.environ, **{k: v for k, v in home_env(tmp_path / "elsewhere").items() if k != "ROUTEAQ_HOME"}, "ROUTEAQ_HOME": str(home)}
+        for command in (["-c", "import routeaq_assets.definitions"], ["-m", "routeaq_assets.demo"]):
+            done = subprocess.run([sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode != 0 and said in done.stderr, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr  # the demo says it in one line
+        assert list(source.iterdir()) == []  # nothing was written, nothing half-made
+    finally:
+        subprocess.run(["umount", str(home)], capture_output=True)

@@ -139,6 +139,22 @@ class Settings:
         return self.home / "predictions"
 
 
+def require_writable_home(home: Path) -> None:
+    """Raise ``ConfigurationError`` naming ``home`` when nothing can be written there (a read-only
+    mount, no permission, a full disk): every RouteAQ process writes under it, and finding out
+    at start-up beats a raw ``OSError`` halfway through a run."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"ROUTEAQ_HOME {home} cannot be written ({exc.strerror or exc}): RouteAQ keeps its warehouse, lake, models, "
+            "Dagster instance, caches and logs there; point ROUTEAQ_HOME at a writable folder"
+        ) from None
+
+
 def load_settings() -> Settings:
     home = Path(os.environ.get("ROUTEAQ_HOME", ".routeaq")).resolve()
     sites_env = os.environ.get("ROUTEAQ_SITES", "").strip()
