@@ -1,5 +1,6 @@
 """Rolling-origin backtests and the local-file source on real openair tables a user brings."""
 
+import shutil
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -24,6 +25,7 @@ def user_folder(tmp_path_factory):
     abd = abd.rename({c: c.lower() for c in abd.columns if c not in ("date", "site", "code")}).rename({"noxasno2": "nox", "temp": "air_temp"})
     abd.drop("code").write_csv(folder / "ABD_2017.csv")
     read_rdata_table(FIXTURES / "AH_2017.RData").write_parquet(folder / "aston-hill.parquet")
+    shutil.copy(FIXTURES / "AURN_metadata.RData", folder)  # openair's site metadata, as published beside the site-years: no site's data
     return folder
 
 

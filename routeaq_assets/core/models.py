@@ -48,6 +48,11 @@ WHOLE_LEADS_UP_TO = 3
 LEAD_SAMPLE_SEED = 5  # of the hash that draws the rows
 # What the booster predicts; recorded with every registered model and checked when one is loaded.
 TARGET_KIND = "change_from_base"
+# Leads that also get a booster of their own, trained on that lead's rows alone: at one hour the
+# model of every lead lost 1.6-2.7 points of skill to a direct model on the real files (NO2, O3;
+# bench/RESULTS.md, "Every hour to 48 ahead"), and a one-hour model costs a seventh of the rows.
+DIRECT_LEADS = (1,)
+MIN_DIRECT_ROWS = 200
 
 
 @dataclass(frozen=True)
@@ -135,14 +140,23 @@ class Forecaster:
     quantiles: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
     level_edges: dict[int, tuple[float, ...]] = field(default_factory=dict)
     leads: tuple[int, ...] = (1,)
+    direct: dict[int, lgb.Booster] = field(default_factory=dict)  # lead -> its own booster (DIRECT_LEADS)
 
     @property
     def max_hours_ahead(self) -> int:
         return max(self.leads)
 
     def point(self, x: np.ndarray, base: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """The point forecast: base + predicted change, never below zero."""
-        return np.clip(base + self.booster.predict(x, num_threads=num_threads), 0.0, None)
+        """The point forecast: base + predicted change, never below zero; the change from the
+        lead's own booster where it has one."""
+        change = self.booster.predict(x, num_threads=num_threads)
+        if self.direct:
+            lead = x[:, self.feature_names.index("hours_ahead")]
+            for hours, booster in self.direct.items():
+                rows = lead == hours
+                if rows.any():
+                    change[rows] = booster.predict(x[rows], num_threads=num_threads)
+        return np.clip(base + change, 0.0, None)
 
     def predict(self, features: pl.DataFrame, num_threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x, base = feature_matrix(features, self.feature_names), forecast_base(features)
@@ -180,6 +194,7 @@ class Forecaster:
             "interval_quantiles": [[lead, level_bin, *q] for (lead, level_bin), q in sorted(self.quantiles.items())],
             "level_edges": {str(lead): list(edges) for lead, edges in sorted(self.level_edges.items())},
             "leads": list(self.leads),
+            "direct_leads": sorted(self.direct),
             "coverage": self.coverage,
             "target_kind": TARGET_KIND,
         }
@@ -231,7 +246,13 @@ def train_forecaster(
         data = lgb.Dataset(x, label=change, weight=lead_weights(frame, change), feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
         return lgb.train(params, data, num_boost_round=num_boost_round)
 
-    point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage)  # calibration only
+    def fit_direct(frame: pl.DataFrame) -> dict[int, lgb.Booster]:
+        if "hours_ahead" not in frame.columns or frame["hours_ahead"].n_unique() < 2:  # a one-lead model is direct already
+            return {}
+        own = {lead: frame.filter(pl.col("hours_ahead") == lead) for lead in DIRECT_LEADS}
+        return {lead: fit_booster(rows) for lead, rows in own.items() if rows.height >= MIN_DIRECT_ROWS}
+
+    point = Forecaster(booster=fit_booster(fit), q_lower=0.0, q_upper=0.0, coverage=coverage, direct=fit_direct(fit))  # calibration only
     predicted = point.point(feature_matrix(calibration), forecast_base(calibration))
     alpha = (1.0 - coverage) / 2.0
     residual = (calibration["target"].to_numpy() - predicted) / interval_scale(calibration)
@@ -253,6 +274,7 @@ def train_forecaster(
                 quantiles[(lead, int(b))] = tuple(float(q) for q in np.quantile(cell, [alpha, 1.0 - alpha]))
     return Forecaster(
         booster=fit_booster(rows),
+        direct=fit_direct(rows),
         q_lower=float(q_lower),
         q_upper=float(q_upper),
         coverage=coverage,

@@ -69,6 +69,11 @@ def require_existing_store(tracking_uri: str) -> None:
             raise RegistryUnavailable(f"no MLflow store at {shown}: train a model first, or point MLFLOW_TRACKING_URI at the registry")
 
 
+def direct_artifact(lead: int) -> str:
+    """Where a candidate's run keeps the booster of a lead that has its own (``Forecaster.direct``)."""
+    return f"direct/lead-{lead}.txt"
+
+
 @dataclass
 class RegisteredForecaster:
     name: str
@@ -148,6 +153,8 @@ class ForecastRegistry:
             mlflow.log_params({k: v for k, v in params.items() if not isinstance(v, (dict, list))})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.log_dict(full_metadata, "forecaster.json")
+            for lead, booster in sorted(forecaster.direct.items()):  # a lead's own booster, in LightGBM's text form too
+                mlflow.log_text(booster.model_to_string(), direct_artifact(lead))
             x = feature_matrix(example.head(5), forecaster.feature_names)
             signature = infer_signature(
                 pl.DataFrame(x, schema=list(forecaster.feature_names), orient="row").to_pandas(),
@@ -191,8 +198,15 @@ class ForecastRegistry:
         metadata = json.loads(json.dumps(mlmodel.metadata or {}))
         if metadata.get("target_kind") != TARGET_KIND:
             raise ValueError(f"{name} v{mv.version} predicts {metadata.get('target_kind')!r}, this code serves {TARGET_KIND!r}: retrain it")
+        direct = {
+            int(lead): lightgbm.Booster(
+                model_file=self._mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=direct_artifact(lead), tracking_uri=self.tracking_uri)
+            )
+            for lead in metadata.get("direct_leads", [])
+        }
         forecaster = Forecaster(
             booster=booster,
+            direct=direct,
             quantiles={(int(lead), int(level_bin)): (float(lo), float(hi)) for lead, level_bin, lo, hi in metadata.get("interval_quantiles", [])},
             level_edges={int(lead): tuple(float(e) for e in edges) for lead, edges in metadata.get("level_edges", {}).items()},
             leads=tuple(int(h) for h in metadata.get("leads", [1])),

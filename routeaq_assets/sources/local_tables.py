@@ -7,7 +7,8 @@ site (the site code is the file name up to the first ``_``: ``MY1_2023.csv``, ``
 files with a ``code`` column holding the site code.
 
 Each file is read on its own. One that cannot be read (binary, a cut or ragged row, a date that
-does not parse) fails the site its name gives and no other; an empty file is no new data.
+does not parse) fails the site its name gives and no other; an empty file is no new data, and so
+is openair's site metadata table (``AURN_metadata.RData``: sites, not hours).
 """
 
 from __future__ import annotations
@@ -64,10 +65,17 @@ class Folder:
         return self.tables.get(site_id)
 
 
+# openair's site metadata (importMeta, e.g. AURN_metadata.RData beside the site-years): a table of
+# sites, not of hours; a folder may hold it, and it is no site's data.
+SITE_METADATA_COLUMNS = {"site_id", "latitude", "longitude"}
+
+
 def _read_file(path: Path) -> pl.DataFrame:
     table = read_openair_table(path)
     if table.is_empty():
         return table
+    if "date" not in table.columns and SITE_METADATA_COLUMNS <= set(table.columns):
+        return table.clear()  # site metadata: read as no data
     if "date" not in table.columns:
         raise SourceDataError(f"{path.name}: no 'date' column; columns are {table.columns}")
     table = table.with_columns(_site_column(table, path).alias("__site"), pl.lit(str(path)).alias("__file"))
