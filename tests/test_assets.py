@@ -122,6 +122,7 @@ def test_training_promotes_a_champion_that_beats_persistence(trained_home, monke
         assert champion is not None
         for metrics in champion.metadata["holdout_metrics"].values():  # every gate lead
             assert metrics["model_rmse"] < metrics["persistence_rmse"]
+        assert set(champion.forecaster.direct) == {1} and champion.metadata["direct_leads"] == [1]  # the one-hour booster came back from the registry
         tags = registry.client.get_model_version(f"routeaq-{pollutant}", champion.version).tags
         assert tags["promotion"] == "promoted"
 

@@ -105,3 +105,21 @@ def test_the_gate_alone_says_it_did_not_compare_the_champion_and_still_refuses_a
     assert alone.promote and "the champion is compared when promoting" in alone.reason and "no champion" not in alone.reason
     refused = day_ahead_decision(by_lead, 0.8, compare_champion=False, champion_refused="it trained on them")
     assert not refused.promote and "not compared with the champion: it trained on them" in refused.reason
+
+
+def test_the_one_hour_lead_is_forecast_by_its_own_booster_and_the_others_by_the_shared_one(demo_features):
+    """A model of several leads carries a booster trained on the one-hour rows alone (DIRECT_LEADS):
+    one-hour rows take its change, the other leads the shared booster's."""
+    from routeaq_assets.core.features import feature_matrix
+    from routeaq_assets.core.models import DIRECT_LEADS, forecast_base
+
+    six = demo_features.with_columns(pl.lit(6, pl.Int64).alias("hours_ahead"))  # the same hours, labelled 6 h ahead
+    rows = pl.concat([demo_features, six]).filter(pl.col("time") < datetime(2024, 3, 1, tzinfo=timezone.utc))
+    forecaster = train_forecaster(rows, num_boost_round=30)
+    assert DIRECT_LEADS == (1,) and set(forecaster.direct) == {1}
+    x, base = feature_matrix(rows, forecaster.feature_names), forecast_base(rows)
+    one = rows["hours_ahead"].to_numpy() == 1
+    expected = np.where(one, forecaster.direct[1].predict(x), forecaster.booster.predict(x))
+    assert np.allclose(forecaster.point(x, base), np.clip(base + expected, 0, None), equal_nan=True)
+    assert not np.allclose(forecaster.direct[1].predict(x[one]), forecaster.booster.predict(x[one]))
+    assert train_forecaster(demo_features.filter(pl.col("time") < datetime(2024, 3, 1, tzinfo=timezone.utc)), num_boost_round=30).direct == {}  # one lead: direct already
