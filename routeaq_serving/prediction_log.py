@@ -137,3 +137,10 @@ class PredictionLog:
         self.flush()
         with self._lock:
             self._close()
+
+
+def log_answers(service, records: list[dict]) -> None:  # noqa: ANN001 - the RouteAQ service
+    """Log what the service answered; a disk that will not take it is a readiness problem
+    (``problems.prediction_log``), never a failed answer (``PredictionLog.append``)."""
+    service.prediction_log.append(records)
+    service.forecasts.report("prediction_log", service.prediction_log.problem)

@@ -26,7 +26,7 @@ from routeaq_assets.core.environment import load_settings, require_writable_home
 from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, REPORTS, shared_folder
 from routeaq_serving import admin, page, reports
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
-from routeaq_serving.prediction_log import PredictionLog
+from routeaq_serving.prediction_log import PredictionLog, log_answers
 from routeaq_serving.daily import daily_outlook
 from routeaq_serving.errors import UnknownSite
 from routeaq_serving.schemas import BatchRequest, BatchResponse, DailyRequest, DailyResponse, PredictRequest, PredictResponse
@@ -86,13 +86,6 @@ def publish_state(forecasts: Forecasts) -> None:
 app = FastAPI(title="RouteAQ forecasts", version="0.1.0")
 
 
-def _log_predictions(service, records: list[dict]) -> None:  # noqa: ANN001 - the RouteAQ service
-    """Log what was answered; a disk that will not take it is a readiness problem, never a
-    failed answer (``PredictionLog.append``)."""
-    service.prediction_log.append(records)
-    service.forecasts.report("prediction_log", service.prediction_log.problem)
-
-
 @app.exception_handler(ForecastError)
 def _forecast_error(_: Request, exc: ForecastError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content={"error": exc.message, "field": exc.field})
@@ -115,7 +108,7 @@ def _service() -> "RouteAQ":
 def _answer(items: list[PredictRequest]) -> list[dict]:
     service = _service()
     results = service.forecasts.forecast([ForecastItem(i.site_id.upper(), i.timestamp, i.pollutant) for i in items])
-    _log_predictions(service, results)
+    log_answers(service, results)
     for result in results:
         PREDICTIONS.labels(pollutant=result["pollutant"]).observe(result["pred"])
     return results
@@ -145,7 +138,7 @@ def predict_daily(request: DailyRequest) -> JSONResponse:
     if site_id not in state.sites:
         raise UnknownSite(f"unknown site_id {request.site_id!r}; known sites: {sorted(state.sites)}", "site_id")
     days, answers = daily_outlook(service.forecasts, state, site_id)
-    _log_predictions(service, answers)
+    log_answers(service, answers)
     origin = state.origin.strftime("%Y-%m-%dT%H:%M:%SZ")
     return JSONResponse({"site_id": site_id, "origin": origin, "days": [d.as_dict() for d in days]})
 

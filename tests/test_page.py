@@ -158,6 +158,31 @@ def _expect_equal(shown: dict, forecasts: dict) -> None:
         assert s["band"].startswith(f"DAQI {f['daqi']['index']} {f['daqi']['band']}"), key
 
 
+def test_the_best_time_is_the_true_minimum_of_the_served_forecasts(serving):
+    """The cleanest 2 hours in the next 48 at MY1: every pollutant's hour forecast one by one as
+    POST /predict answers it, each hour's worst share of the Moderate boundary, the mean over each
+    window; the answer's window is the minimum (and the worst the maximum) of those."""
+    from routeaq_assets.core.best_time import LOW_TOP
+    from routeaq_serving.best_time import best_time_at
+
+    state = serving.current()
+    result, answers = best_time_at(serving, state, "MY1", 2, 48)
+    start = datetime.fromisoformat(result["first_hour"].replace("Z", "+00:00"))
+    assert start == max(t for (site, p), t in state.origins.items() if site == "MY1") + timedelta(hours=1)
+    share: dict[datetime, float] = {}
+    for k in range(48):
+        hour = start + timedelta(hours=k)
+        if any(hour > state.origins[("MY1", p)] + timedelta(hours=state.models[p].forecaster.max_hours_ahead) for p in result["pollutants"]):
+            continue
+        served = serving.forecast([ForecastItem("MY1", hour, p) for p in result["pollutants"]])
+        share[hour] = max(a["pred"] / LOW_TOP[a["pollutant"]] for a in served)
+    means = {h: (share[h] + share[h + timedelta(hours=1)]) / 2 for h in share if h + timedelta(hours=1) in share}
+    best, worst = min(means, key=lambda h: (means[h], h)), min(means, key=lambda h: (-means[h], h))
+    assert result["best"]["start"] == f"{best:%Y-%m-%dT%H:%M:%SZ}" and result["best"]["exposure"] == round(means[best], 3)
+    assert result["worst"]["start"] == f"{worst:%Y-%m-%dT%H:%M:%SZ}"
+    assert result["now"]["start"] == result["first_hour"] and len(answers) == len(share) * len(result["pollutants"])
+
+
 @pytest.mark.e2e
 def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, served_env, tmp_path):
     with bentoml_serve(trained_home, log=tmp_path / "serve.log", env=served_env) as url:
@@ -167,6 +192,12 @@ def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, se
         daily = requests.post(f"{url}/predict/daily", json={"site_id": "my1"}, timeout=30)
         assert daily.status_code == 200, daily.text
         assert [d["day"] for d in daily.json()["days"]] == [d["day"] for d in next(s for s in sites["sites"] if s["site_id"] == "MY1")["daily"]]
+        best = requests.get(f"{url}/api/best-time", params={"site_id": "my1", "hours": 2, "within": 24}, timeout=30)
+        assert best.status_code == 200 and best.json()["best"]["exposure"] <= best.json()["now"]["exposure"], best.text
+        assert "best-time" in "".join(schema["paths"]) and best.headers.get("content-type", "").startswith("application/json")
+        for params, field in (({"site_id": "MY1", "hours": 4}, "hours"), ({"site_id": "MY1", "within": 12}, "within"), ({"site_id": "ZZZ"}, "site_id")):
+            refused = requests.get(f"{url}/api/best-time", params=params, timeout=30)
+            assert refused.status_code in (404, 422) and field in refused.text, (params, refused.text)
         unknown = requests.post(f"{url}/predict/daily", json={"site_id": "ZZZ"}, timeout=30)
         assert unknown.status_code == 404 and "unknown site_id 'ZZZ'" in unknown.json()["error"]
         with chromium_page() as page:

@@ -299,7 +299,7 @@ def test_a_disk_that_fills_under_the_prediction_log_tears_no_line_and_answering_
     """A real full disk (a 64 kB tmpfs): the log is cut back to its last whole line, every line
     logged reads back, readiness names the fault until space returns, the fault is logged once,
     and the service's logging step never raises (the answer goes out)."""
-    from routeaq_serving.service import _log_predictions
+    from routeaq_serving.prediction_log import log_answers
     from test_monitoring import served
 
     hour = datetime(2025, 8, 1, 10, tzinfo=UTC)
@@ -311,11 +311,11 @@ def test_a_disk_that_fills_under_the_prediction_log_tears_no_line_and_answering_
         with caplog.at_level(logging.ERROR, logger="routeaq.serving"):
             while service.prediction_log.problem is None and batches < 500:
                 batch = [served(site, hour, "no2", 10.0 + batches) for site in ("CLL2", "MY1", "MAN3")]
-                _log_predictions(service, batch)
+                log_answers(service, batch)
                 logged += len(batch) if service.prediction_log.problem is None else 0
                 batches += 1
             for _ in range(3):  # more requests on the full disk: answered, not logged, reported once
-                _log_predictions(service, [served("MY1", hour, "o3", 1.0)])
+                log_answers(service, [served("MY1", hour, "o3", 1.0)])
         assert service.prediction_log.problem is not None, "the disk never filled"
         assert "No space left on device" in service.prediction_log.problem and "6 predictions not logged" in service.prediction_log.problem
         assert forecasts.status()["status"] == "degraded" and forecasts.status()["problems"]["prediction_log"] == service.prediction_log.problem
@@ -326,7 +326,7 @@ def test_a_disk_that_fills_under_the_prediction_log_tears_no_line_and_answering_
         assert len(text.splitlines()) == logged
 
         ballast.unlink()  # space again: the next prediction is logged and readiness clears
-        _log_predictions(service, [served("CLL2", hour, "pm25", 3.0)])
+        log_answers(service, [served("CLL2", hour, "pm25", 3.0)])
         assert service.prediction_log.problem is None and "prediction_log" not in forecasts.status()["problems"]
         assert len(day_file.read_text().splitlines()) == logged + 1
         service.prediction_log.close()
