@@ -230,6 +230,22 @@ def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, se
                 assert skill.locator(".skill-value").inner_text() == f"{p['skill']['skill']:.2f}"
             path = _shot(page, "page-site-MY1")
             assert path.stat().st_size > 50_000
+
+            # the cleanest hours: what the page says is the API's window, for the activity chosen
+            for hours, within in ((2, "24"), (3, "48")):
+                box = page.locator(".best-time")
+                if (hours, within) != (2, "24"):
+                    box.evaluate("b => b.dataset.ready = 'false'")
+                    page.select_option(".best-time select[name=within]", within)
+                    page.select_option(".best-time select[name=hours]", str(hours))
+                page.wait_for_selector(".best-time[data-ready=true] .best")
+                answer = requests.get(f"{url}/api/best-time", params={"site_id": "MY1", "hours": hours, "within": within}, timeout=30).json()
+                shown = box.locator(".best")
+                assert (shown.get_attribute("data-start"), shown.get_attribute("data-band")) == (answer["best"]["start"], answer["best"]["band"])
+                assert box.locator(".worst").get_attribute("data-start") == answer["worst"]["start"]
+                assert f"Cleanest {hours} h in the next {within} h:" in shown.inner_text() and "NO₂ about" in shown.inner_text()
+            box.scroll_into_view_if_needed()
+            _shot(page, "page-best-time-MY1")
         with chromium_page(viewport={"width": 390, "height": 844}) as phone:
             phone.goto(url)
             phone.wait_for_selector("body[data-ready=true]")

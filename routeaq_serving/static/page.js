@@ -188,6 +188,46 @@ function historyTable(p) {
     el("table", { class: "grid" }, el("thead", {}, el("tr", {}, ["Hour", `Observed (${UNIT})`, "Forecast", "Range", "Forecast made by"].map((t) => el("th", { scope: "col" }, t)))), el("tbody", {}, rows)));
 }
 
+// The cleanest hours for an activity: /api/best-time, in words, beside now and the worst window.
+const ukHour = new Intl.DateTimeFormat("en-GB", { timeZone: UK, hour: "2-digit", minute: "2-digit" });
+
+function windowText(w) {
+  const values = Object.entries(w.means).map(([p, v]) => `${POLLUTANTS[p]} about ${Math.round(v)}`).join(", ");
+  return `${fmtTime(w.start)} to ${ukHour.format(new Date(w.end))}: ${w.band} (${values} ${UNIT})`;
+}
+
+async function renderBestTime(box, siteId) {
+  const hours = box.querySelector("select[name=hours]").value;
+  const within = box.querySelector("select[name=within]").value;
+  const answer = box.querySelector(".best-time-answer");
+  const asked = (box.asked = (box.asked || 0) + 1);  // only the newest question's answer is shown
+  try {
+    const data = await getJSON(`/api/best-time?site_id=${encodeURIComponent(siteId)}&hours=${hours}&within=${within}`);
+    if (asked !== box.asked) return;
+    answer.replaceChildren(
+      el("p", { class: "best", "data-start": data.best.start, "data-band": data.best.band }, el("strong", {}, `Cleanest ${hours} h in the next ${within} h: `), windowText(data.best)),
+      el("p", { class: "now", "data-start": data.now.start }, "Starting now: ", windowText(data.now)),
+      el("p", { class: "worst", "data-start": data.worst.start }, "Worst: ", windowText(data.worst)),
+    );
+  } catch (error) {
+    if (asked !== box.asked) return;
+    answer.replaceChildren(notice("warning", "No cleanest hours for this site.", error.message));
+  }
+  box.dataset.ready = "true";
+}
+
+function bestTimeBox(siteId) {
+  const choose = (name, label, options, chosen) => el("label", {}, `${label} `,
+    el("select", { name }, options.map((o) => el("option", { value: o, selected: o === chosen }, `${o} hours`))));
+  const box = el("section", { class: "best-time", "aria-label": "Cleanest hours" }, el("h3", {}, "When to go out"),
+    el("form", {}, choose("hours", "Activity", [1, 2, 3], 2), " ", choose("within", "in the next", [24, 48], 24)),
+    el("div", { class: "best-time-answer", role: "status", "aria-live": "polite" }, "Finding the cleanest hours…"),
+    el("p", { class: "legend-note" }, "Judged by the most polluting pollutant's forecast against where its Moderate band begins; roadside sites read higher than background sites nearby."));
+  box.addEventListener("change", () => { box.dataset.ready = "false"; renderBestTime(box, siteId); });
+  renderBestTime(box, siteId);
+  return box;
+}
+
 async function renderSite(siteId) {
   const box = document.getElementById("site");
   const title = document.getElementById("site-title");
@@ -203,7 +243,7 @@ async function renderSite(siteId) {
     return;
   }
   title.textContent = data.site_name ? `${data.site_name} (${data.site_id})` : data.site_id;
-  box.replaceChildren(el("p", { class: "meta" }, `Newest observation ${fmtTime(data.newest_observation)} (${fmtAge(data.age_hours)}). The last 7 days up to ${fmtTime(data.forecast_origin)}, then the next hours.`));
+  box.replaceChildren(el("p", { class: "meta" }, `Newest observation ${fmtTime(data.newest_observation)} (${fmtAge(data.age_hours)}). The last 7 days up to ${fmtTime(data.forecast_origin)}, then the next hours.`), bestTimeBox(data.site_id));
   for (const p of data.pollutants) {
     const panel = el("section", { class: "pollutant-panel", "data-pollutant": p.pollutant, "aria-label": POLLUTANTS[p.pollutant] }, el("h3", {}, POLLUTANTS[p.pollutant]));
     box.append(panel);
