@@ -24,9 +24,8 @@ from routeaq_assets.core.sites import load_packaged_registry, measures
 from routeaq_serving.errors import ForecastError, UnknownSite
 from routeaq_serving.daily import daily_outlook
 from routeaq_serving.forecasts import ForecastItem, Forecasts, answer, hours_ahead
-from routeaq_serving.state import State
+from routeaq_serving.state import STALE_AFTER_HOURS, State
 
-STALE_AFTER_HOURS = 3
 FEED_STOPPED_HOURS = 24
 HISTORY_DAYS = 7
 HOUR = timedelta(hours=1)

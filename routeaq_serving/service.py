@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 import bentoml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
 from routeaq_assets.core.environment import load_settings, require_writable_home
@@ -84,6 +85,8 @@ def publish_state(forecasts: Forecasts) -> None:
 
 
 app = FastAPI(title="RouteAQ forecasts", version="0.1.0")
+# Answers over 1 kB go compressed to a client that accepts gzip (a site's page data is ~130 kB of JSON).
+app.add_middleware(GZipMiddleware, minimum_size=1000)
 
 
 @app.exception_handler(ForecastError)

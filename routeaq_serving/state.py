@@ -39,6 +39,9 @@ class StoreFault(Exception):
     """A store the state is loaded from cannot be read; the message is safe to show."""
 
 
+STALE_AFTER_HOURS = 3  # the network's newest observation older than this: the data is stale
+
+
 @dataclass(frozen=True)
 class Rows:
     """Prepared model inputs for some site-hours of one pollutant."""
@@ -273,19 +276,24 @@ class ServingState:
 
     def status(self) -> dict:
         """Readiness: ``unavailable`` with the reason until a state is loaded; then ``ok``, or
-        ``degraded`` while a store cannot be read (the last good state serves what it can)."""
+        ``degraded`` while a store cannot be read (the last good state serves what it can) or
+        while the newest observation is more than ``STALE_AFTER_HOURS`` old (``stale_data``,
+        with its age: forecasts then start from that hour, not from now)."""
         state = self._state
         problems = self.problems()
         if state is None:
             return {"status": "unavailable", "model_loaded": False, "reason": self._reason, "problems": problems}
         newest = max(state.data_until.values()) if state.data_until else None
+        age = (datetime.now(timezone.utc) - newest).total_seconds() / 3600 if newest else None
+        if age is not None and age > STALE_AFTER_HOURS:
+            problems["stale_data"] = f"the newest observation ({newest:%Y-%m-%dT%H:%M}Z) is {age:,.0f} hours old (stale after {STALE_AFTER_HOURS})"
         return {
             "status": "degraded" if problems else "ok",
             "problems": problems,
             "model_loaded": True,
             "models": {p: m.version for p, m in state.models.items()},
             "newest_observation": newest.isoformat() if newest else None,
-            "feature_age_hours": round((datetime.now(timezone.utc) - newest).total_seconds() / 3600, 1) if newest else None,
+            "feature_age_hours": round(age, 1) if age is not None else None,
             "forecast_hours": [state.earliest_hour.isoformat(), state.last_hour.isoformat()],
             "online_hours": [state.first_hour.isoformat(), state.last_hour.isoformat()],
             "hours_ahead": {p: [1, *sorted(h for q, h in state.ahead if q == p)] for p in state.models},

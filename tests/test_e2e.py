@@ -59,7 +59,9 @@ def service(trained_home, tmp_path_factory):
 def test_health_reports_the_loaded_models(service):
     url, _ = service
     body = requests.get(f"{url}/health").json()
-    assert body["status"] == "ok" and body["model_loaded"] is True
+    # The trained home's data ends in 2025: loaded and answering, and degraded only because it is stale, with its age.
+    assert body["status"] == "degraded" and body["model_loaded"] is True and set(body["problems"]) == {"stale_data"}
+    assert f"is {body['feature_age_hours']:,.0f} hours old (stale after 3)" in body["problems"]["stale_data"]
     assert set(body["models"]) == {"pm25", "pm10", "no2", "o3"}
     assert body["newest_observation"].startswith("2025-08-01T11:00")
 
@@ -133,7 +135,7 @@ def test_model_and_metrics_endpoints(service):
     ages = {s.labels["site"]: s.value for s in samples if s.name == "routeaq_newest_observation_age_hours"}
     assert sorted(ages) == sorted(health["data_until"])
     assert all(abs(age - health["feature_age_hours"]) < 1 for age in ages.values())  # every site ends at the newest hour here
-    assert not [s for s in samples if s.name == "routeaq_serving_problems" and s.value]
+    assert [s.labels["problem"] for s in samples if s.name == "routeaq_serving_problems" and s.value] == ["stale_data"]  # the 2025 data
 
 
 def test_reports_open_from_the_service_and_nothing_else_does(service):
@@ -262,7 +264,7 @@ def test_started_without_its_registry_the_service_is_not_ready_until_an_authoris
         shutil.copytree(trained_home / "mlflow", home / "mlflow")
         assert requests.get(f"{url}/ready").status_code == 503  # nothing reloads on its own yet
         reloaded = requests.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {token}"})
-        assert reloaded.status_code == 200 and reloaded.json()["reloaded"] and reloaded.json()["status"] == "ok", reloaded.text
+        assert reloaded.status_code == 200 and reloaded.json()["reloaded"] and set(reloaded.json()["problems"]) == {"stale_data"}, reloaded.text
         assert requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T10:00:00Z"}).status_code == 200
     assert token not in log.read_text()
 

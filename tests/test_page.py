@@ -8,6 +8,9 @@ no ozone instrument in the AURN metadata) reports CLL2's hours without ozone. Th
 
 from __future__ import annotations
 
+import gzip
+import json
+
 from decimal import ROUND_HALF_UP, Decimal
 
 from datetime import datetime, timedelta, timezone
@@ -192,6 +195,12 @@ def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, se
         daily = requests.post(f"{url}/predict/daily", json={"site_id": "my1"}, timeout=30)
         assert daily.status_code == 200, daily.text
         assert [d["day"] for d in daily.json()["days"]] == [d["day"] for d in next(s for s in sites["sites"] if s["site_id"] == "MY1")["daily"]]
+        for route in ("/api/sites", "/api/sites/MY1"):  # compressed for a client that accepts it, whole for one that does not
+            packed = requests.get(f"{url}{route}", headers={"Accept-Encoding": "gzip"}, timeout=30, stream=True)
+            raw = packed.raw.read(decode_content=False)
+            plain = requests.get(f"{url}{route}", headers={"Accept-Encoding": "identity"}, timeout=30)
+            assert packed.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+            assert len(raw) < len(plain.content) / 4 and json.loads(gzip.decompress(raw)) == plain.json()
         best = requests.get(f"{url}/api/best-time", params={"site_id": "my1", "hours": 2, "within": 24}, timeout=30)
         assert best.status_code == 200 and best.json()["best"]["exposure"] <= best.json()["now"]["exposure"], best.text
         assert "best-time" in "".join(schema["paths"]) and best.headers.get("content-type", "").startswith("application/json")
