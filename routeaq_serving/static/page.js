@@ -4,6 +4,7 @@
 
 const POLLUTANTS = { pm25: "PM2.5", pm10: "PM10", no2: "NO₂", o3: "O₃" };
 const UNIT = "µg/m³";
+const FEW_FORECASTS = 48;  // skill and coverage from fewer forecasts than this say so
 const UK = "Europe/London";
 const ukTime = new Intl.DateTimeFormat("en-GB", {
   timeZone: UK, weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
@@ -31,7 +32,16 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const fmtTime = (iso) => (iso ? ukTime.format(new Date(iso)) : "unknown");
+// A time in another year than this one carries its year: "Fri 1 Aug 2025, 12:00 BST" beside "491 days old".
+const ukTimeYear = new Intl.DateTimeFormat("en-GB", {
+  timeZone: UK, weekday: "short", day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
+});
+const ukYear = new Intl.DateTimeFormat("en-GB", { timeZone: UK, year: "numeric" });
+function fmtTime(iso) {
+  if (!iso) return "unknown";
+  const t = new Date(iso);
+  return (ukYear.format(t) === ukYear.format(new Date()) ? ukTime : ukTimeYear).format(t);
+}
 const fmtNum = (value) => (value === null || value === undefined ? "no value" : value.toFixed(1));
 
 function fmtAge(hours) {
@@ -144,7 +154,10 @@ function skillText(s) {
     el("span", { class: "mae-forecast" }, fmtNum(s.mae_forecast)), ` ${UNIT}, against `,
     el("span", { class: "mae-persistence" }, fmtNum(s.mae_persistence)), ` ${UNIT} for persistence; skill `,
     el("span", { class: "skill-value" }, s.skill === null ? "not defined" : s.skill.toFixed(2)), `${verdict}. ` +
-    `The observation was inside the forecast range in ${Math.round(s.interval_coverage * 100)}% of these hours.`);
+    `The observation was inside the forecast range in ${Math.round(s.interval_coverage * 100)}% of these hours.`,
+    s.hours < FEW_FORECASTS ? el("strong", { class: "few" }, ` Only ${s.hours} forecasts: too few to judge the model by.`) : null,
+    s.interval_coverage < 0.75 || s.interval_coverage > 0.85
+      ? el("strong", { class: "coverage-off" }, ` That is outside the 75-85% expected of an 80% range.`) : null);
 }
 
 function chartData(p) {
