@@ -56,14 +56,17 @@ class Rows:
 
 def prepare(panel: pl.DataFrame, pollutant: str, model: RegisteredForecaster, first: datetime, horizon: int, factors: pl.DataFrame) -> Rows:
     """Model inputs for every site-hour of ``panel`` from ``first``; the interval offsets are the
-    model's times the site's published factor for ``pollutant`` and ``horizon`` (1 without one)."""
+    model's times the site's published factor for ``pollutant`` and ``horizon`` (1 without one)
+    and the adjustment of the forecast's level."""
     rows = build_features(panel, pollutant, horizon).filter(pl.col("time") >= first)
-    lower, upper = model.forecaster.interval_offsets(rows)
-    keys = rows.select("site_id", pl.lit(pollutant).alias("pollutant"), pl.lit(horizon, pl.Int64).alias("hours_ahead"))
-    factor = factors_for(factors, keys)
+    x, base = feature_matrix(rows, model.forecaster.feature_names), forecast_base(rows)
+    pred = model.forecaster.point(x, base)
+    lower, upper = model.forecaster.interval_offsets(rows, pred)
+    keys = rows.select("site_id", pl.lit(pollutant).alias("pollutant"), pl.lit(horizon, pl.Int64).alias("hours_ahead")).with_columns(pl.Series("pred", pred))
+    factor = factors_for(factors, keys)  # the site's factor, times the adjustment of the forecast's level
     return Rows(
-        x=feature_matrix(rows, model.forecaster.feature_names),
-        base=forecast_base(rows),
+        x=x,
+        base=base,
         lower_offset=lower * factor,
         upper_offset=upper * factor,
         factor=factor,

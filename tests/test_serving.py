@@ -162,7 +162,7 @@ def test_online_history_through_the_real_redis(trained_home, monkeypatch):
     # The monitoring loop's interval factors travel through the same Redis, beside the panel.
     from routeaq_assets.core.intervals import FACTORS
 
-    factors = pl.DataFrame({"pollutant": ["no2"], "hours_ahead": [1], "site_id": ["MAN3"], "factor": [2.0], "forecasts": [300], "as_of": [datetime(2025, 8, 1, tzinfo=UTC)]}, schema=FACTORS)
+    factors = pl.DataFrame({"pollutant": ["no2"], "hours_ahead": [1], "site_id": ["MAN3"], "factor": [2.0], "forecasts": [300], "as_of": [datetime(2025, 8, 1, tzinfo=UTC)], "level_low": [None], "level_high": [None]}, schema=FACTORS)
     assert "routeaq:online:panel:interval_factors" in defs.resources["online_store"].publish_interval_factors(factors)
     assert service.refresh(), service._reason
     stretched = service.forecast([ForecastItem("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0]
@@ -204,8 +204,9 @@ def test_prediction_log_round_trips_the_contract(tmp_path):
 
 def test_published_interval_factors_stretch_the_served_interval_and_are_logged(forecasts):
     """Factors from the monitoring loop (``interval_calibration``) reach the service at its next
-    refresh: a site's own factor, else its pollutant's pooled one, else 1; the forecast itself is
-    unchanged and the answer says what the interval was multiplied by."""
+    refresh: a site's own factor, else its pollutant's pooled one, else 1, times the adjustment of
+    the forecast's level; the forecast itself is unchanged and the answer says what the interval
+    was multiplied by."""
     from routeaq_assets.core.intervals import FACTORS
     from routeaq_assets.core.stores import interval_factor_store
 
@@ -213,8 +214,10 @@ def test_published_interval_factors_stretch_the_served_interval_and_are_logged(f
     items = [ForecastItem("MY1", hour, "no2"), ForecastItem("CLL2", hour, "no2"), ForecastItem("MY1", hour, "pm25")]
     before = forecasts.forecast(items)
     assert [a["interval_factor"] for a in before] == [1.0, 1.0, 1.0]
+    # MY1's own factor, the pooled one, and a level adjustment for NO2 forecasts of 0 to 1000 (every one here).
     factors = pl.DataFrame(
-        {"pollutant": ["no2", "no2"], "hours_ahead": [1, 1], "site_id": ["MY1", ""], "factor": [2.0, 1.5], "forecasts": [500, 900], "as_of": [hour, hour]},
+        {"pollutant": ["no2", "no2", "no2"], "hours_ahead": [1, 1, 1], "site_id": ["MY1", "", ""], "factor": [2.0, 1.5, 1.2], "forecasts": [500, 900, 900],
+         "as_of": [hour] * 3, "level_low": [None, None, 0.0], "level_high": [None, None, 1000.0]},
         schema=FACTORS,
     )
     store = interval_factor_store(forecasts.settings.online_store_target)
@@ -224,7 +227,7 @@ def test_published_interval_factors_stretch_the_served_interval_and_are_logged(f
         after = forecasts.forecast(items)
     finally:
         store.path.unlink()  # the trained home is shared with other tests
-    for was, now, factor in zip(before, after, (2.0, 1.5, 1.0)):
-        assert now["pred"] == was["pred"] and now["interval_factor"] == factor
+    for was, now, factor in zip(before, after, (2.0 * 1.2, 1.5 * 1.2, 1.0)):
+        assert now["pred"] == was["pred"] and now["interval_factor"] == pytest.approx(factor, abs=1e-4)
         assert now["upper"] - now["pred"] == pytest.approx(factor * (was["upper"] - was["pred"]), abs=2e-3)
         assert now["lower"] == pytest.approx(max(0.0, now["pred"] - factor * (was["pred"] - was["lower"])), abs=2e-3) or was["lower"] == 0.0

@@ -188,7 +188,8 @@ def interval_calibration(context: dg.AssetExecutionContext, warehouse: Warehouse
     )
     factors = intervals.interval_factors(scored, end)
     where = online_store.publish_interval_factors(factors)
-    pooled = factors.filter(pl.col("site_id") == intervals.ALL_SITES)
+    pooled = factors.filter((pl.col("site_id") == intervals.ALL_SITES) & pl.col("level_low").is_null())
+    levels = factors.filter(pl.col("level_low").is_not_null())
     push(load_settings().pushgateway_url, "interval_calibration", interval_figures(pooled), context.log)
     table = "\n".join(
         ["| pollutant | hours ahead | pooled factor | forecasts |", "|---|---|---|---|"]
@@ -202,6 +203,7 @@ def interval_calibration(context: dg.AssetExecutionContext, warehouse: Warehouse
             "factors": factors.height,
             "published_to": where,
             "pooled_factors": dg.MetadataValue.md(table),
+            "level_adjustments": levels.height,
             **{f"factor_{r['pollutant']}_{r['hours_ahead']}h": dg.MetadataValue.float(round(r["factor"], 4)) for r in pooled.iter_rows(named=True)},
         }
     )
