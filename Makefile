@@ -40,7 +40,7 @@ serve: install instance
 	$(BIN)/bentoml serve routeaq_serving.service:RouteAQ --port 8000
 
 # The UI and the daemon (schedules, sensors, automation conditions, queued runs) on the same
-# instance; switch the loop on in the UI (README: "The monitoring loop").
+# instance; switch the loop on in the UI (docs/monitoring.md).
 dev: install instance
 	$(BIN)/dagster dev -w workspace.yaml
 
