@@ -35,9 +35,17 @@ class ForecastItem:
     pollutant: str
 
 
+def known_site(state: State, given: str) -> str:
+    """The site a request names, in any case, as the state knows it (upper case), or
+    ``UnknownSite`` listing the known ones."""
+    if given.upper() not in state.sites:
+        raise UnknownSite(f"unknown site_id {given!r}; known sites: {sorted(state.sites)}", "site_id")
+    return given.upper()
+
+
 def _check(state: State, item: ForecastItem, horizon: int) -> None:
     site_id, hour, pollutant = item.site_id, item.hour, item.pollutant
-    if site_id not in state.sites:
+    if site_id not in state.sites:  # items name sites as the state does: no case folding here
         raise UnknownSite(f"unknown site_id {site_id!r}; known sites: {sorted(state.sites)}", "site_id")
     if pollutant not in state.models:
         raise NotReady(f"no champion model for {pollutant}: train and promote one", "pollutant")

@@ -17,7 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from routeaq_assets.core.best_time import LOOK_AHEAD_HOURS
 from routeaq_serving import page_data
 from routeaq_serving.best_time import best_time_at
-from routeaq_serving.errors import OutOfRange, UnknownSite
+from routeaq_serving.errors import OutOfRange
+from routeaq_serving.forecasts import known_site
 from routeaq_serving.page_schemas import SiteResponse, SitesResponse
 from routeaq_serving.prediction_log import log_answers
 
@@ -65,10 +66,7 @@ def best_time(
         raise OutOfRange(f"within must be one of {list(LOOK_AHEAD_HOURS)} hours, got {within}", "within")
     service = bentoml.get_current_service()
     state = service.forecasts.current()
-    site = site_id.upper()
-    if site not in state.sites:
-        raise UnknownSite(f"unknown site_id {site_id!r}; known sites: {sorted(state.sites)}", "site_id")
-    result, answers = best_time_at(service.forecasts, state, site, hours, within)
+    result, answers = best_time_at(service.forecasts, state, known_site(state, site_id), hours, within)
     log_answers(service, answers)
     return result
 

@@ -21,9 +21,9 @@ import polars as pl
 from routeaq_assets.core.daqi import daqi
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.sites import load_packaged_registry, measures
-from routeaq_serving.errors import ForecastError, UnknownSite
+from routeaq_serving.errors import ForecastError
 from routeaq_serving.daily import daily_outlook
-from routeaq_serving.forecasts import ForecastItem, Forecasts, answer, hours_ahead
+from routeaq_serving.forecasts import ForecastItem, Forecasts, answer, hours_ahead, known_site
 from routeaq_serving.state import STALE_AFTER_HOURS, State
 
 FEED_STOPPED_HOURS = 24
@@ -228,9 +228,7 @@ def site_detail(serving: Forecasts, site_id: str, now: datetime) -> dict:
     """The last ``HISTORY_DAYS`` of one site: observations, the forecasts made for those hours
     (served, else as-of champion forecasts), the next hours, and skill against persistence."""
     state = serving.current()
-    site_id = site_id.upper()
-    if site_id not in state.sites:
-        raise UnknownSite(f"unknown site_id {site_id!r}; known sites: {sorted(state.sites)}", "site_id")
+    site_id = known_site(state, site_id.upper())
     registry = _site_registry(state.sites)
     names = dict(registry.select("site_id", "site_name").unique("site_id").iter_rows())
     start = state.origin - (24 * HISTORY_DAYS - 1) * HOUR

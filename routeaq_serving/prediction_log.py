@@ -41,8 +41,7 @@ class PredictionLog:
         self._path: Path | None = None
         self._fd: int | None = None
         self.problem: str | None = None  # why the last append was not logged; None once one fits
-        self.lost = 0  # predictions not logged, since the service started
-        self._unlogged = 0  # of those, in the episode ``problem`` describes
+        self._unlogged = 0  # predictions not logged in the episode ``problem`` describes
 
     def _target(self, now: datetime) -> Path:
         if self.shared is None:
@@ -56,8 +55,8 @@ class PredictionLog:
 
     def append(self, records: list[dict]) -> bool:
         """Log ``records``; False when the disk would not take them (full, or over a quota). Then
-        the file is cut back to its last whole line, ``problem`` says what happened and ``lost``
-        counts the predictions not logged; the service answers on, and the next append that fits
+        the file is cut back to its last whole line and ``problem`` says what happened and how
+        many predictions went unlogged; the service answers on, and the next append that fits
         clears ``problem``."""
         now = datetime.now(timezone.utc)
         data = prediction_lines(records, now)
@@ -73,7 +72,6 @@ class PredictionLog:
                 self._write_whole(data)
             except OSError as exc:
                 first = self.problem is None
-                self.lost += len(records)
                 self._unlogged = (0 if first else self._unlogged) + len(records)
                 self.problem = f"{self._unlogged} predictions not logged to {path}: {exc.strerror or exc}"
                 if first:  # once per episode: a full disk would otherwise log at every request

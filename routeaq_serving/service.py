@@ -26,10 +26,9 @@ from fastapi.responses import JSONResponse
 from routeaq_assets.core.environment import load_settings, require_writable_home
 from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, REPORTS, shared_folder
 from routeaq_serving import admin, page, reports
-from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts
+from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts, known_site
 from routeaq_serving.prediction_log import PredictionLog, log_answers
 from routeaq_serving.daily import daily_outlook
-from routeaq_serving.errors import UnknownSite
 from routeaq_serving.schemas import BatchRequest, BatchResponse, DailyRequest, DailyResponse, PredictRequest, PredictResponse
 
 PREDICTIONS = bentoml.metrics.Histogram(
@@ -137,9 +136,7 @@ def predict_daily(request: DailyRequest) -> JSONResponse:
     hourly forecasts it rests on are logged as every forecast is."""
     service = _service()
     state = service.forecasts.current()
-    site_id = request.site_id.upper()
-    if site_id not in state.sites:
-        raise UnknownSite(f"unknown site_id {request.site_id!r}; known sites: {sorted(state.sites)}", "site_id")
+    site_id = known_site(state, request.site_id)
     days, answers = daily_outlook(service.forecasts, state, site_id)
     log_answers(service, answers)
     origin = state.origin.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -130,9 +130,9 @@ def factors_for(factors: pl.DataFrame, keys: pl.DataFrame) -> np.ndarray:
     if "pred" not in keys.columns or "level_low" not in factors.columns:
         return site
     levels = factors.filter(is_level)
-    adjustment = np.ones(keys.height)
     if levels.is_empty():
         return site
+    adjustment = np.ones(keys.height)
     pollutant, hours, pred = keys["pollutant"].cast(pl.Utf8).to_numpy(), keys["hours_ahead"].cast(pl.Int64).to_numpy(), keys["pred"].to_numpy()
     for row in levels.iter_rows(named=True):
         inside = (pollutant == row["pollutant"]) & (hours == row["hours_ahead"]) & (pred >= row["level_low"]) & (pred < row["level_high"])

@@ -6,8 +6,8 @@ Off unless ``ROUTEAQ_PUSHGATEWAY_URL`` is set. Each stage pushes one group (``jo
 ``stage`` and, for a stage that runs per pollutant, ``pollutant``) and a push replaces that
 group's figures, so a series a stage no longer reports goes with its next push. A push that
 fails is logged and never fails the run that made the figures: they are in Dagster's metadata as
-well, and the ``RouteAQMetricsNotPushed`` rule (deploy/prometheus/rules/routeaq.yml) fires when a
-group stops arriving. The URL's path and credentials are never logged (``destination``).
+well, and the ``RouteAQMonitoringNotPushed`` rule (deploy/prometheus/rules/routeaq.yml) fires when a
+monitoring group stops arriving. The URL's path and credentials are never logged (``destination``).
 
 Every figure is one of ``METRICS``: its name, type and help are declared once, here, for the
 code, the alert rules and the dashboards alike.

@@ -217,30 +217,29 @@ class ForecastRegistry:
         )
         return RegisteredForecaster(name=name, version=str(mv.version), forecaster=forecaster, metadata=metadata)
 
-    def champion_version(self, name: str) -> str | None:
-        """The champion's version; None when the model or alias does not exist. Any other
-        failure (an unreachable server) raises."""
+    def _champion(self, name: str):  # noqa: ANN202 - an MLflow ModelVersion
+        """The model version holding the champion alias; None when the model or alias does not
+        exist. Any other failure (an unreachable server) raises."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return str(self.client.get_model_version_by_alias(name, CHAMPION).version)
+            return self.client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException as exc:
             if exc.error_code in NOT_FOUND:
                 return None
             raise
 
+    def champion_version(self, name: str) -> str | None:
+        """The champion's version; None when the model or alias does not exist."""
+        mv = self._champion(name)
+        return str(mv.version) if mv is not None else None
+
     def champion_trained_until(self, name: str) -> tuple[str | None, datetime | None]:
         """The champion's version and the end of the newest hour it trained on (its run's
-        ``holdout_end``, which is exclusive); (None, None) when the model or alias does not exist.
-        Any other failure raises."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            mv = self.client.get_model_version_by_alias(name, CHAMPION)
-        except MlflowException as exc:
-            if exc.error_code in NOT_FOUND:
-                return None, None
-            raise
+        ``holdout_end``, which is exclusive); (None, None) when the model or alias does not exist."""
+        mv = self._champion(name)
+        if mv is None:
+            return None, None
         return str(mv.version), datetime.fromisoformat(self.client.get_run(mv.run_id).data.params["holdout_end"])
 
     def champions(self, prefix: str) -> dict[str, str]:

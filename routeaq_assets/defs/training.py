@@ -201,8 +201,9 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             registry.record_rejection(candidate["model_name"], candidate["version"], decision.reason)
             serving = candidate["champion_version"]
         context.log.info(f"{candidate['model_name']} v{candidate['version']}: {'promoted' if decision.promote else 'not promoted'}: {decision.reason}")
-        version, trained_until = registry.champion_trained_until(candidate["model_name"])
-        push(load_settings().pushgateway_url, "champion", champion_figures(pollutant, version, trained_until, decision.promote, datetime.now(timezone.utc)), context.log, pollutant=pollutant)
+        if url := load_settings().pushgateway_url:  # the champion's figures cost two registry calls: only when pushed
+            version, trained_until = registry.champion_trained_until(candidate["model_name"])
+            push(url, "champion", champion_figures(pollutant, version, trained_until, decision.promote, datetime.now(timezone.utc)), context.log, pollutant=pollutant)
         by_lead = candidate["by_lead"]
         return dg.MaterializeResult(
             metadata={

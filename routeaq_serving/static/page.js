@@ -32,7 +32,7 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// A time in another year than this one carries its year: "Fri 1 Aug 2025, 12:00 BST" beside "491 days old".
+// A time in another year than this one carries its year: "Fri, 1 Aug 2025, 12:00 BST" beside "491 days old".
 const ukTimeYear = new Intl.DateTimeFormat("en-GB", {
   timeZone: UK, weekday: "short", day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
 });
@@ -202,11 +202,9 @@ function historyTable(p) {
 }
 
 // The cleanest hours for an activity: /api/best-time, in words, beside now and the worst window.
-const ukHour = new Intl.DateTimeFormat("en-GB", { timeZone: UK, hour: "2-digit", minute: "2-digit" });
-
 function windowText(w) {
   const values = Object.entries(w.means).map(([p, v]) => `${POLLUTANTS[p]} about ${Math.round(v)}`).join(", ");
-  return `${fmtTime(w.start)} to ${ukHour.format(new Date(w.end))}: ${w.band} (${values} ${UNIT})`;
+  return `${fmtTime(w.start)} to ${ukAxisHour.format(new Date(w.end))}: ${w.band} (${values} ${UNIT})`;
 }
 
 async function renderBestTime(box, siteId) {

@@ -227,6 +227,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
         """Drift of the pollutant's model inputs over the 24 hours ending with each partition hour
         against the champion's training rows (see ``core.drift`` for the window, thresholds and
         method); a JSON record per hour, Evidently's page when the alarm fires."""
+        settings = load_settings()
         name = model_name(pollutant, model_store.prefix)
         champion = model_store.registry().load(name)
         if champion is None:
@@ -264,7 +265,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
             hour, current = newest_fired or (hours[-1], current)
             html_key = f"{folder}/{hour_stamp(hour)}.html"
             lake.write_bytes(html_key, drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
-        push(load_settings().pushgateway_url, "drift", drift_figures(pollutant, summary.drifted_share, summary.drifted, fired), context.log, pollutant=pollutant)
+        push(settings.pushgateway_url, "drift", drift_figures(pollutant, summary.drifted_share, summary.drifted, fired), context.log, pollutant=pollutant)
         prune(lake, folder, ".html", hours[-1], keep=MAX_HTML)
         prune(lake, folder, ".json", hours[-1], days=RETAIN_DAYS)
         top = [dg.TableRecord({"column": c.column, "distance": c.value, "threshold": c.threshold, "drifted": c.drifted}) for c in summary.ranked()[:10]]
@@ -284,7 +285,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
                 "current_rows": summary.current_rows,
                 "summary": dg.MetadataValue.md(summary.markdown()),
                 "columns": dg.MetadataValue.table(records=top, schema=DRIFT_COLUMNS_SCHEMA),
-                **({"report": dg.MetadataValue.url(report_url(load_settings().service_url, html_key))} if html_key else {}),
+                **({"report": dg.MetadataValue.url(report_url(settings.service_url, html_key))} if html_key else {}),
             }
         )
 
