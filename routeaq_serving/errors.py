@@ -15,6 +15,10 @@ class UnknownSite(ForecastError):
     status = 404
 
 
+class UnknownPlace(ForecastError):
+    status = 404
+
+
 class UnknownReport(ForecastError):
     status = 404
 
@@ -29,5 +33,17 @@ class NotReady(ForecastError):
 
 class StoreUnavailable(ForecastError):
     """A store the answer needs cannot be read (a corrupt history file): the server's fault."""
+
+    status = 503
+
+
+class TooManyRequests(ForecastError):
+    """A client asked more often than the route allows (the message says when to retry)."""
+
+    status = 429
+
+
+class ChannelUnavailable(ForecastError):
+    """A message could not be sent through the deployment's own channel (its SMTP server)."""
 
     status = 503

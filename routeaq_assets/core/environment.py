@@ -108,6 +108,19 @@ class Settings:
     # Where people reach the forecast service: the Dagster UI links reports and plots to it.
     service_url: str = "http://localhost:8000"
     demo_shift: str = ""  # an injected shift of the demo network (sources.demo_network.Shift.parse)
+    # Alerts people subscribe to (core.subscriptions): where subscriptions are kept (empty: the
+    # DuckDB file in the home; postgresql://... in production), the SMTP server for e-mail alerts
+    # (off when no host), whether webhooks may go to loopback over http (tests and local demos
+    # only) and the requests a minute each client address may make to the subscription routes.
+    subscriptions_db: str = field(default="", repr=False)
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: bool = False
+    alerts_allow_loopback: bool = False
+    subscription_requests_per_minute: int = 10
 
     @property
     def warehouse_path(self) -> Path:
@@ -129,6 +142,10 @@ class Settings:
     def online_store_target(self) -> str:
         """``redis://...`` in production, else the embedded Parquet file."""
         return self.online_store or str(self.online_features_path)
+
+    @property
+    def subscriptions_path(self) -> Path:
+        return self.home / "subscriptions.duckdb"
 
     @property
     def history_dir(self) -> Path:
@@ -153,6 +170,44 @@ def require_writable_home(home: Path) -> None:
             f"ROUTEAQ_HOME {home} cannot be written ({exc.strerror or exc}): RouteAQ keeps its warehouse, lake, models, "
             "Dagster instance, caches and logs there; point ROUTEAQ_HOME at a writable folder"
         ) from None
+
+
+def _flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip()
+    if value not in ("", "0", "1"):
+        raise ConfigurationError(f"{name} must be 1 (on) or 0 (off), got {value!r}")
+    return value == "1"
+
+
+def _subscription_settings() -> dict:
+    """The settings of subscribed alerts: ``ROUTEAQ_SUBSCRIPTIONS_DB``, ``ROUTEAQ_SMTP_*``,
+    ``ROUTEAQ_ALERTS_ALLOW_LOOPBACK`` and ``ROUTEAQ_SUBSCRIPTION_REQUESTS_PER_MINUTE``."""
+    database = os.environ.get("ROUTEAQ_SUBSCRIPTIONS_DB", "").strip()
+    if database and not database.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(
+            "ROUTEAQ_SUBSCRIPTIONS_DB must be a PostgreSQL URL (postgresql://user@host:5432/db), or unset for the DuckDB file in ROUTEAQ_HOME;"
+            f" got a value starting {database[:11]!r}"
+        )
+    host = os.environ.get("ROUTEAQ_SMTP_HOST", "").strip()
+    starttls = _flag("ROUTEAQ_SMTP_STARTTLS")
+    port = os.environ.get("ROUTEAQ_SMTP_PORT", "").strip() or ("587" if starttls else "25")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigurationError(f"ROUTEAQ_SMTP_PORT must be a port number 1-65535, got {port!r}")
+    sender = os.environ.get("ROUTEAQ_SMTP_FROM", "").strip()
+    user, password = os.environ.get("ROUTEAQ_SMTP_USER", "").strip(), os.environ.get("ROUTEAQ_SMTP_PASSWORD", "")
+    if host and not sender:
+        raise ConfigurationError("ROUTEAQ_SMTP_HOST is set without ROUTEAQ_SMTP_FROM: set the From address of alert e-mails (alerts@example.org)")
+    if password and not starttls:
+        raise ConfigurationError("ROUTEAQ_SMTP_PASSWORD is set without ROUTEAQ_SMTP_STARTTLS=1: the password would cross the network in clear")
+    if bool(user) != bool(password):
+        raise ConfigurationError("ROUTEAQ_SMTP_USER and ROUTEAQ_SMTP_PASSWORD go together: set both to log in, or neither")
+    rate = os.environ.get("ROUTEAQ_SUBSCRIPTION_REQUESTS_PER_MINUTE", "10").strip()
+    if not rate.isdigit() or int(rate) < 1:
+        raise ConfigurationError(f"ROUTEAQ_SUBSCRIPTION_REQUESTS_PER_MINUTE must be a whole number of at least 1, got {rate!r}")
+    return {
+        "subscriptions_db": database, "smtp_host": host, "smtp_port": int(port), "smtp_from": sender, "smtp_user": user, "smtp_password": password,
+        "smtp_starttls": starttls, "alerts_allow_loopback": _flag("ROUTEAQ_ALERTS_ALLOW_LOOPBACK"), "subscription_requests_per_minute": int(rate),
+    }
 
 
 def load_settings() -> Settings:
@@ -206,4 +261,5 @@ def load_settings() -> Settings:
         pushgateway_url=os.environ.get("ROUTEAQ_PUSHGATEWAY_URL", "").strip(),
         service_url=os.environ.get("ROUTEAQ_SERVICE_URL", "").strip() or "http://localhost:8000",
         demo_shift=os.environ.get("ROUTEAQ_DEMO_SHIFT", "").strip(),
+        **_subscription_settings(),
     )

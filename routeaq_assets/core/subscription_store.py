@@ -20,6 +20,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from routeaq_assets.core.environment import Settings
 from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.redact import redact_uri
 from routeaq_assets.core.subscriptions import Alert, Subscription, rank
@@ -199,9 +200,9 @@ class PostgresSubscriptionStore(SubscriptionStore):
             con.close()
 
 
-def subscription_store(database: str, home: Path) -> SubscriptionStore:
+def subscription_store(settings: Settings) -> SubscriptionStore:
     """The store ``ROUTEAQ_SUBSCRIPTIONS_DB`` names: PostgreSQL for ``postgresql://...``, else the
     DuckDB file in the home (the setting is checked in ``core.environment``)."""
-    if database:
-        return PostgresSubscriptionStore(database)
-    return DuckDBSubscriptionStore(home / "subscriptions.duckdb")
+    if settings.subscriptions_db:
+        return PostgresSubscriptionStore(settings.subscriptions_db)
+    return DuckDBSubscriptionStore(settings.subscriptions_path)

@@ -30,6 +30,7 @@ ALERT_PROBABILITY = 0.5
 THRESHOLDS = {"Moderate": 4, "High": 7, "Very High": 10}
 CHANNELS = ("webhook", "email")
 MAX_SITES = 20
+PENDING_HOURS = 48  # a subscription not confirmed within this is deleted with its address
 
 
 class InvalidSubscription(ValueError):

@@ -1,4 +1,4 @@
-"""Monitoring: forecast scoring, interval recalibration, drift per pollutant, the retraining policy's sensor, alerts and the platform's metrics."""
+"""Monitoring: forecast scoring, interval recalibration, drift per pollutant, the retraining policy's sensor, alerts, the platform's metrics and the alerts people subscribe to."""
 
 import dagster as dg
 
@@ -8,6 +8,7 @@ from routeaq_assets.defs.monitoring.assets import drift_reports, forecast_perfor
 from routeaq_assets.defs.monitoring.daily import daqi_verification
 from routeaq_assets.defs.monitoring.platform import platform_metrics
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
+from routeaq_assets.defs.monitoring.subscriptions import subscription_alerts, subscription_alerts_job, subscription_alerts_sensor
 
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
@@ -27,8 +28,8 @@ daily_verification_schedule = dg.build_schedule_from_partitioned_job(
 def build_monitoring(policy: RetrainPolicy = RetrainPolicy(), training_run_config: dict | None = None) -> dict:
     """The monitoring stage's definitions, with the retraining policy to apply."""
     return {
-        "assets": [forecast_performance, interval_calibration, *drift_reports, daqi_verification],
-        "jobs": [monitoring_job, daily_verification_job],
+        "assets": [forecast_performance, interval_calibration, *drift_reports, daqi_verification, subscription_alerts],
+        "jobs": [monitoring_job, daily_verification_job, subscription_alerts_job],
         "schedules": [monitoring_schedule, daily_verification_schedule],
-        "sensors": [build_retraining_sensor(policy, training_run_config), monitoring_alerts, platform_metrics],
+        "sensors": [build_retraining_sensor(policy, training_run_config), monitoring_alerts, platform_metrics, subscription_alerts_sensor],
     }
