@@ -4,7 +4,7 @@ Routes come from a FastAPI app mounted on the service, so that client mistakes g
 answers (404 unknown site, 422 naming the field) and GET routes exist:
 ``POST /predict``, ``POST /predict/batch``, ``POST /predict/daily`` (today's and tomorrow's
 daily index with its odds), ``GET /health``, ``GET /ready``, ``GET /model``, the
-forecast page (``routeaq_serving.page``) and ``POST /admin/reload`` behind a token
+forecast page (``routeaq_serving.page``), alert subscriptions (``routeaq_serving.subscriptions``) and ``POST /admin/reload`` behind a token
 (``routeaq_serving.admin``).
 BentoML adds ``/metrics`` (Prometheus: its request counts and latencies, and RouteAQ's
 ``routeaq_model_loaded``, ``routeaq_model_version_info``, ``routeaq_newest_observation_age_hours``,
@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from routeaq_assets.core.environment import load_settings, require_writable_home
 from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, REPORTS, shared_folder
-from routeaq_serving import admin, page, reports
+from routeaq_serving import admin, page, reports, subscriptions
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts, known_site
 from routeaq_serving.prediction_log import PredictionLog, log_answers
 from routeaq_serving.daily import daily_outlook
@@ -162,6 +162,7 @@ def model() -> dict:
 page.install(app)  # GET / (the forecast page), /api/sites, /api/sites/{site_id}, /static
 admin.install(app)  # POST /admin/reload
 reports.install(app)  # GET /reports/... (drift pages and plots the Dagster UI links to)
+subscriptions.install(app)  # POST /api/subscriptions, GET /api/subscriptions/confirm and /unsubscribe
 
 
 # One line per request in the access log costs more than a forecast; Prometheus counts requests.
@@ -176,6 +177,7 @@ class RouteAQ:
         self.prediction_log = PredictionLog(settings.prediction_log_dir, shared_folder(settings, PREDICTION_LOG))
         self.lake_root, self.shared_reports = settings.lake_root, shared_folder(settings, REPORTS)
         self.admin_token = admin.admin_token()
+        self.subscriptions = subscriptions.Subscriptions(settings)
         self.forecasts.refresh()
         publish_state(self.forecasts)
         self._stop = threading.Event()
