@@ -14,11 +14,14 @@ States the page names in words:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import threading
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
-from routeaq_assets.core.daqi import daqi
+from routeaq_assets.core.daily_daqi import DailyIndex
+from routeaq_assets.core.daqi import ADVICE, DEFRA_DAQI_PAGE, band_starts, daqi
+from routeaq_assets.core.places import nearest
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.core.sites import load_packaged_registry, measures
 from routeaq_serving.errors import ForecastError
@@ -52,28 +55,14 @@ def _measured(registry: pl.DataFrame, site_id: str, pollutant: str, year: int, h
     return measures(registry, site_id, pollutant, year) or has_data
 
 
-# The overview's cells show these hours ahead; a site's page shows every hour the champion serves.
-OVERVIEW_LEADS = (1, 6, 12, 24, 48)
+NEXT_HOURS = 48  # a site's page and the overview's worst hour look this far ahead of the network's newest observation
+# Concentrations on the page are given to 0.1 µg/m³: what the network's instruments report; the
+# page writes them as whole numbers ("about 21").
+DECIMALS = 1
 
 
-def _horizons(state: State, pollutant: str, leads: tuple[int, ...] | None = None) -> list[int]:
-    served = [1, *sorted(h for p, h in state.ahead if p == pollutant)]
-    return [h for h in served if leads is None or h in leads]
-
-
-def _forecast_point(result: dict, source: str) -> dict:
-    band = daqi(result["pollutant"], result["pred"])
-    return {
-        "time": result["timestamp"],
-        "hours_ahead": result["hours_ahead"],
-        "pred": result["pred"],
-        "lower": result["lower"],
-        "upper": result["upper"],
-        "interval": result["interval"],
-        "model_version": result["model_version"],
-        "source": source,
-        "daqi": band.as_dict() if band else None,
-    }
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, DECIMALS)
 
 
 def _newest(observations: pl.DataFrame, pollutant: str) -> tuple[datetime, float] | None:
@@ -105,20 +94,122 @@ def _pollutant_status(state: State, registry: pl.DataFrame, site_obs: pl.DataFra
     }
 
 
-def _next_hours(serving: Forecasts, state: State, site_id: str, pollutant: str, leads: tuple[int, ...] | None = None) -> tuple[list[dict], str | None]:
-    points, problems = [], []
-    for h in _horizons(state, pollutant, leads):
+def _answer_each(state: State, serving: Forecasts, items: list[ForecastItem]) -> tuple[dict[ForecastItem, dict], list[str]]:
+    """Answers for the items that can be answered, and why the others cannot (one batch, then
+    one by one where the batch fails)."""
+    try:
+        return dict(zip(items, answer(state, serving.history, items))), []
+    except ForecastError:
+        pass
+    found, problems = {}, []
+    for item in items:
         try:
-            (result,) = answer(state, serving.history, [ForecastItem(site_id, state.origin + h * HOUR, pollutant)])
+            (found[item],) = answer(state, serving.history, [item])
         except ForecastError as exc:
-            problems.append(exc.message)
-            continue
-        points.append(_forecast_point(result, "forecast"))
-    return points, "; ".join(problems) or None
+            if exc.message not in problems:
+                problems.append(exc.message)
+    return found, problems
+
+
+def _point(result: dict) -> dict:
+    """An hourly forecast as the page shows it: the hour, how far ahead, the value and its range
+    (µg/m³, 0.1), and its DAQI index."""
+    band = daqi(result["pollutant"], result["pred"])
+    return {
+        "time": result["timestamp"],
+        "hours_ahead": result["hours_ahead"],
+        "pred": _rounded(result["pred"]),
+        "lower": _rounded(result["lower"]),
+        "upper": _rounded(result["upper"]),
+        "index": band.index if band else None,
+    }
+
+
+def _next_hours(serving: Forecasts, state: State, site_id: str, pollutant: str) -> tuple[list[dict], str | None]:
+    """The pollutant's forecasts for each of the ``NEXT_HOURS`` hours after the network's newest
+    observation that its champion reaches, and why the others have none."""
+    items = [ForecastItem(site_id, state.origin + k * HOUR, pollutant) for k in range(1, NEXT_HOURS + 1)]
+    found, problems = _answer_each(state, serving, items)
+    return [_point(found[i]) for i in items if i in found], "; ".join(problems) or None
+
+
+def _registry_facts(state: State) -> dict[str, dict]:
+    """Name, site type and coordinates of each served site that the packaged AURN metadata knows."""
+    rows = _site_registry(state.sites).unique("site_id", keep="first").iter_rows(named=True)
+    return {r["site_id"]: {"site_name": r["site_name"], "site_type": r["location_type"], "latitude": r["latitude"], "longitude": r["longitude"]} for r in rows}
+
+
+def _facts(facts: dict[str, dict], site_id: str) -> dict:
+    return facts.get(site_id, {"site_name": None, "site_type": None, "latitude": None, "longitude": None})
+
+
+def _day_summary(day: DailyIndex) -> dict:
+    """A day's index for the overview: the index, its band, what sets it and the odds."""
+    whole = day.as_dict()
+    return {k: whole[k] for k in ("day", "index", "band", "set_by", "p_moderate_or_above", "p_high_or_above")}
+
+
+def _overview_sites(serving: Forecasts, state: State) -> list[dict]:
+    """Every site's summary: today, tomorrow, and per pollutant its state, the next hour and the
+    worst of the next ``NEXT_HOURS`` hours."""
+    registry = _site_registry(state.sites)
+    facts = _registry_facts(state)
+    now = datetime.now(timezone.utc)
+    sites = []
+    for site_id in sorted(state.sites):
+        site_obs = state.observations.filter(pl.col("site_id") == site_id)
+        pollutants = []
+        for pollutant in FORECAST_POLLUTANTS:
+            entry = _pollutant_status(state, registry, site_obs, site_id, pollutant, now)
+            points = []
+            if entry["problem"] is None:
+                points, entry["problem"] = _next_hours(serving, state, site_id, pollutant)
+            entry.pop("age_hours")  # answered per request, from newest_observation
+            entry["next_hour"] = points[0] if points else None
+            entry["worst"] = max(points, key=lambda p: (p["pred"], -p["hours_ahead"])) if points else None
+            pollutants.append(entry)
+        measured = [p for p in pollutants if p["measured"]]
+        today, tomorrow = daily_outlook(serving, state, site_id)[0]
+        sites.append({
+            "site_id": site_id,
+            **_facts(facts, site_id),
+            "newest_observation": utc(state.data_until.get(site_id)),
+            "feed_stopped": bool(measured) and all(p["feed_stopped"] for p in measured),
+            "today": _day_summary(today),
+            "tomorrow": _day_summary(tomorrow),
+            "pollutants": pollutants,
+        })
+    return sites
+
+
+class _PerState:
+    """What is computed once per served state (a state changes only when the service refreshes
+    to a new champion, panel or set of factors): the answer is built by the first request after
+    a refresh, or ahead of it by ``warm``, and shared by every request until the next."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: State | None = None
+        self._value: list[dict] | None = None
+
+    def get(self, serving: Forecasts, state: State) -> list[dict]:
+        with self._lock:
+            if self._state is not state:
+                self._value, self._state = _overview_sites(serving, state), state
+            return self._value  # type: ignore[return-value]
+
+
+_overview = _PerState()
+
+
+def warm(serving: Forecasts) -> None:
+    """Build the overview of the state just loaded, so no visitor waits for it."""
+    if serving.status()["model_loaded"]:
+        _overview.get(serving, serving.current())
 
 
 def overview(serving: Forecasts, now: datetime) -> dict:
-    """Every site with, per pollutant, the forecasts for the next hours and the data's state."""
+    """Every site's summary (``_overview_sites``) with the data's age as of ``now``."""
     status = serving.status()
     base = {
         "generated_at": utc(now),
@@ -126,42 +217,26 @@ def overview(serving: Forecasts, now: datetime) -> dict:
         "reason": status.get("reason") or status.get("warning"),
         "stale_after_hours": STALE_AFTER_HOURS,
         "feed_stopped_after_hours": FEED_STOPPED_HOURS,
+        "bands": {band: {"advice": ADVICE[band]} for band in ADVICE},
+        "daqi_page": DEFRA_DAQI_PAGE,
     }
     if not status["model_loaded"]:
-        return {**base, "newest_observation": None, "age_hours": None, "stale": None, "forecast_origin": None, "sites": []}
+        return {**base, "newest_observation": None, "age_hours": None, "stale": None, "forecast_origin": None, "interval": None, "models": {}, "sites": []}
     state = serving.current()
-    registry = _site_registry(state.sites)
-    names = dict(registry.select("site_id", "site_name").unique("site_id").iter_rows())
     newest = max(state.data_until.values()) if state.data_until else None
-    sites = []
-    for site_id in sorted(state.sites):
-        site_obs = state.observations.filter(pl.col("site_id") == site_id)
-        pollutants = []
-        for pollutant in FORECAST_POLLUTANTS:
-            entry = _pollutant_status(state, registry, site_obs, site_id, pollutant, now)
-            entry["forecasts"] = []
-            if entry["problem"] is None:
-                entry["forecasts"], entry["problem"] = _next_hours(serving, state, site_id, pollutant, OVERVIEW_LEADS)
-            pollutants.append(entry)
-        site_newest = state.data_until.get(site_id)
-        measured = [p for p in pollutants if p["measured"]]
-        days, _ = daily_outlook(serving, state, site_id)
-        sites.append({
-            "site_id": site_id,
-            "site_name": names.get(site_id),
-            "newest_observation": utc(site_newest),
-            "age_hours": _age_hours(now, site_newest),
-            "feed_stopped": bool(measured) and all(p["feed_stopped"] for p in measured),
-            "daily": [d.as_dict() for d in days],
-            "pollutants": pollutants,
-        })
     age = _age_hours(now, newest)
+    sites = [
+        {**site, "age_hours": _age_hours(now, state.data_until.get(site["site_id"]))}
+        for site in _overview.get(serving, state)
+    ]
     return {
         **base,
         "newest_observation": utc(newest),
         "age_hours": age,
         "stale": age is None or age > STALE_AFTER_HOURS,
         "forecast_origin": utc(state.origin),
+        "interval": next(iter(state.models.values())).forecaster.coverage,
+        "models": {p: m.version for p, m in sorted(state.models.items())},
         "sites": sites,
     }
 
@@ -176,17 +251,8 @@ def _served(serving: Forecasts, site_id: str, start: datetime, end: datetime) ->
 def _as_of(serving: Forecasts, state: State, site_id: str, pollutant: str, hours: list[datetime]) -> dict[datetime, dict]:
     """Champion forecasts one hour ahead for ``hours``, each from the data before it."""
     hours = [h for h in hours if h >= state.earliest_hour and hours_ahead(state, ForecastItem(site_id, h, pollutant)) == 1]
-    items = [ForecastItem(site_id, h, pollutant) for h in hours]
-    try:
-        results = answer(state, serving.history, items) if items else []
-    except ForecastError:  # one hour without history: answer the others one by one
-        results = []
-        for item in items:
-            try:
-                results.extend(answer(state, serving.history, [item]))
-            except ForecastError:
-                continue
-    return {datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")): r for r in results}
+    found, _ = _answer_each(state, serving, [ForecastItem(site_id, h, pollutant) for h in hours]) if hours else ({}, [])
+    return {item.hour: result for item, result in found.items()}
 
 
 def _trained_before(state: State, pollutant: str) -> datetime | None:
@@ -224,47 +290,79 @@ def _skill(points: list[dict], observed: dict[datetime, float]) -> dict:
     }
 
 
+def _columns(points: list[dict | None], keys: tuple[str, ...]) -> dict[str, list]:
+    """Rows as columns: one list per key, aligned with the hours, null where a row is missing."""
+    return {key: [None if p is None else p[key] for p in points] for key in keys}
+
+
 def site_detail(serving: Forecasts, site_id: str, now: datetime) -> dict:
-    """The last ``HISTORY_DAYS`` of one site: observations, the forecasts made for those hours
-    (served, else as-of champion forecasts), the next hours, and skill against persistence."""
+    """One site: today's and tomorrow's index in full; the last ``HISTORY_DAYS`` of hours with
+    the observations and the forecasts made for them (served, else as-of champion forecasts); the
+    next ``NEXT_HOURS`` hours; and skill against persistence. Hourly values come as columns
+    aligned with ``times`` and ``next_times``: no field repeats per hour."""
     state = serving.current()
     site_id = known_site(state, site_id.upper())
     registry = _site_registry(state.sites)
-    names = dict(registry.select("site_id", "site_name").unique("site_id").iter_rows())
     start = state.origin - (24 * HISTORY_DAYS - 1) * HOUR
     hours = [start + i * HOUR for i in range(24 * HISTORY_DAYS)]
+    ahead = [state.origin + k * HOUR for k in range(1, NEXT_HOURS + 1)]
     site_obs = state.observations.filter((pl.col("site_id") == site_id) & (pl.col("time") >= start - 24 * HOUR))
     served = _served(serving, site_id, start, state.origin + HOUR)
     pollutants = []
     for pollutant in FORECAST_POLLUTANTS:
         entry = _pollutant_status(state, registry, state.observations.filter(pl.col("site_id") == site_id), site_id, pollutant, now)
         observed = {t: v for t, v in site_obs.select("time", pollutant).iter_rows() if v is not None}
-        logged = {r["time"]: r for r in served.filter(pl.col("pollutant") == pollutant).iter_rows(named=True)}
+        logged = {r["time"]: {**r, "timestamp": utc(r["time"])} for r in served.filter(pl.col("pollutant") == pollutant).iter_rows(named=True)}
         missing = [h for h in hours if h not in logged] if entry["measured"] and pollutant in state.models else []
         as_of = _as_of(serving, state, site_id, pollutant, missing)
-        points = []
-        for h in hours:
-            if h in logged:
-                r = logged[h]
-                result = {**r, "timestamp": utc(h)}
-                forecast = _forecast_point(result, "served")
-            elif h in as_of:
-                forecast = _forecast_point(as_of[h], "as_of")
-            else:
-                forecast = None
-            points.append({"time": utc(h), "observed": observed.get(h), "forecast": forecast})
+        made = [logged.get(h) or as_of.get(h) for h in hours]
+        sources = ["served" if h in logged else "as_of" if h in as_of else None for h in hours]
         # as-of forecasts for hours the champion was trained on would flatter it: skill leaves them out
         trained_before = _trained_before(state, pollutant)
-        shown = [p["forecast"] for p in points if p["forecast"] and not (p["forecast"]["source"] == "as_of" and trained_before and p["time"] < utc(trained_before))]
-        upcoming = _next_hours(serving, state, site_id, pollutant)[0] if entry["problem"] is None else []
-        skill = {**_skill(shown, observed), "model_trained_before": utc(trained_before)}
-        pollutants.append({**entry, "history": points, "forecasts": upcoming, "skill": skill})
+        shown = [
+            {**m, "time": m["timestamp"]} for m, source, h in zip(made, sources, hours)
+            if m is not None and not (source == "as_of" and trained_before and h < trained_before)
+        ]
+        upcoming = {}
+        if entry["problem"] is None:
+            points, entry["problem"] = _next_hours(serving, state, site_id, pollutant)
+            upcoming = {p["time"]: p for p in points}
+        pollutants.append({
+            **entry,
+            "history": {
+                "observed": [_rounded(observed.get(h)) for h in hours],
+                **_columns([None if m is None else _point(m) for m in made], ("pred", "lower", "upper")),
+                "source": sources,
+            },
+            "next": _columns([upcoming.get(utc(t)) for t in ahead], ("pred", "lower", "upper", "index")),
+            "skill": {**_skill(shown, observed), "model_trained_before": utc(trained_before)},
+            "band_from": band_starts(pollutant),
+        })
+    days = daily_outlook(serving, state, site_id)[0]
     return {
         "site_id": site_id,
-        "site_name": names.get(site_id),
-        "start": utc(start),
+        **_facts(_registry_facts(state), site_id),
         "forecast_origin": utc(state.origin),
         "newest_observation": utc(state.data_until.get(site_id)),
         "age_hours": _age_hours(now, state.data_until.get(site_id)),
+        "interval": next(iter(state.models.values())).forecaster.coverage,
+        "today": days[0].as_dict(),
+        "tomorrow": days[1].as_dict(),
+        "times": [utc(h) for h in hours],
+        "next_times": [utc(t) for t in ahead],
         "pollutants": pollutants,
     }
+
+
+ROADSIDE_NOTE = (
+    "Roadside and kerbside sites measure the air beside busy traffic, where NO2 and PM run higher than at urban or"
+    " rural background sites a few streets away: pick the site most like where you will be."
+)
+
+
+def nearest_sites(serving: Forecasts, latitude: float, longitude: float, limit: int) -> list[dict]:
+    """The ``limit`` served sites nearest the point, nearest first: each site's overview summary
+    (today, tomorrow, site type) with its distance."""
+    state = serving.current()
+    summaries = [{k: v for k, v in site.items() if k != "pollutants"} for site in _overview.get(serving, state)]
+    return nearest(latitude, longitude, summaries, limit)

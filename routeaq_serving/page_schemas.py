@@ -10,27 +10,13 @@ from pydantic import BaseModel, Field
 from routeaq_serving.schemas import DailyIndex, Pollutant
 
 
-class DaqiBand(BaseModel):
-    index: int = Field(ge=1, le=10, description="UK Daily Air Quality Index, 1-10.")
-    band: Literal["Low", "Moderate", "High", "Very High"]
-    indicative: bool = Field(
-        description="True where the DAQI is defined on a longer mean than one hour (PM2.5: 24-hour mean, O3: running 8-hour mean):"
-        " the hourly value is placed against the bands as an indication."
-    )
-
-
-class Forecast(BaseModel):
+class HourForecast(BaseModel):
     time: str = Field(description="The hour forecast (hour beginning, UTC).")
-    hours_ahead: int
-    pred: float
+    hours_ahead: int = Field(description="Hours after the site's newest observation of the pollutant.")
+    pred: float = Field(description="µg/m³, to 0.1.")
     lower: float
-    upper: float
-    interval: float = Field(description="Nominal coverage of [lower, upper], e.g. 0.8.")
-    model_version: str
-    source: Literal["forecast", "served", "as_of"] = Field(
-        description="forecast: made now for an hour ahead; served: from the prediction log; as_of: the champion's forecast from the data before that hour."
-    )
-    daqi: DaqiBand | None
+    upper: float = Field(description="[lower, upper] is the forecast's interval, of the coverage given as `interval`.")
+    index: int | None = Field(ge=1, le=10, description="The hourly value placed against the DAQI bands (indicative for PM2.5, PM10 and O3, whose index is on a longer mean).")
 
 
 class PollutantState(BaseModel):
@@ -39,19 +25,47 @@ class PollutantState(BaseModel):
     feed_stopped: bool = Field(description="Measured, but no observation in the hours before the network's newest observation.")
     newest_observation: str | None
     newest_value: float | None
-    age_hours: float | None = Field(description="Hours between the newest observation and the time of the answer.")
     problem: str | None = Field(description="Why no forecast is shown, in words; null when there is one.")
-    forecasts: list[Forecast] = Field(description="The next hours: 1, 6, 12, 24 and 48 hours after the site's newest observation (a site's page has every hour).")
 
 
-class SiteSummary(BaseModel):
+class PollutantSummary(PollutantState):
+    next_hour: HourForecast | None = Field(description="The hour after the network's newest observation.")
+    worst: HourForecast | None = Field(description="The highest forecast of the next 48 hours (the earliest on ties).")
+
+
+class DaySummary(BaseModel):
+    day: str = Field(description="The UK local day (midnight to midnight, Europe/London).")
+    index: int | None = Field(description="The site's daily index: the highest of its pollutants'.")
+    band: Literal["Low", "Moderate", "High", "Very High"] | None
+    set_by: Pollutant | None
+    p_moderate_or_above: float | None = Field(description="Probability that the day's index reaches 4 (Moderate) or above.")
+    p_high_or_above: float | None = Field(description="Probability that the day's index reaches 7 (High) or above.")
+
+
+class SiteFacts(BaseModel):
     site_id: str
     site_name: str | None
+    site_type: str | None = Field(description="The AURN site type, e.g. Urban Traffic (roadside) or Urban Background.")
+    latitude: float | None
+    longitude: float | None
+
+
+class SiteSummary(SiteFacts):
     newest_observation: str | None
     age_hours: float | None
     feed_stopped: bool = Field(description="Every pollutant the site measures has stopped reporting.")
-    daily: list[DailyIndex] = Field(description="Today's and tomorrow's daily index (UK days), with the odds of Moderate and of High.")
-    pollutants: list[PollutantState]
+    today: DaySummary
+    tomorrow: DaySummary
+    pollutants: list[PollutantSummary]
+
+
+class Advice(BaseModel):
+    at_risk: str = Field(description="For adults and children with lung or heart conditions, and older people.")
+    everyone: str
+
+
+class BandMeaning(BaseModel):
+    advice: Advice
 
 
 class SitesResponse(BaseModel):
@@ -64,13 +78,28 @@ class SitesResponse(BaseModel):
     stale_after_hours: int
     feed_stopped_after_hours: int
     forecast_origin: str | None = Field(description="The newest observed hour the forecasts start from.")
+    interval: float | None = Field(description="Nominal coverage of every [lower, upper], e.g. 0.8.")
+    models: dict[str, str] = Field(description="The champion version serving each pollutant.")
+    bands: dict[str, BandMeaning] = Field(description="What each DAQI band means for people at risk and for everyone else.")
+    daqi_page: str = Field(description="Defra's page on the index and its health advice.")
     sites: list[SiteSummary]
 
 
-class HistoryPoint(BaseModel):
-    time: str
-    observed: float | None
-    forecast: Forecast | None
+class HistoryColumns(BaseModel):
+    observed: list[float | None]
+    pred: list[float | None] = Field(description="The forecast made for the hour (see source).")
+    lower: list[float | None]
+    upper: list[float | None]
+    source: list[Literal["served", "as_of"] | None] = Field(
+        description="served: from the prediction log; as_of: the champion's forecast from the data before that hour."
+    )
+
+
+class NextColumns(BaseModel):
+    pred: list[float | None]
+    lower: list[float | None]
+    upper: list[float | None]
+    index: list[int | None]
 
 
 class Skill(BaseModel):
@@ -85,15 +114,20 @@ class Skill(BaseModel):
 
 
 class SitePollutant(PollutantState):
-    history: list[HistoryPoint] = Field(description="Every hour of the last 7 days up to the newest observation.")
+    age_hours: float | None = Field(description="Hours between the newest observation and the time of the answer.")
+    history: HistoryColumns = Field(description="Aligned with the answer's times: the last 7 days up to the newest observation.")
+    next: NextColumns = Field(description="Aligned with the answer's next_times: the next 48 hours.")
     skill: Skill
+    band_from: dict[str, float] = Field(description="The hourly value (µg/m³) from which each of Moderate, High and Very High begins, for the chart's lines.")
 
 
-class SiteResponse(BaseModel):
-    site_id: str
-    site_name: str | None
-    start: str
+class SiteResponse(SiteFacts):
     forecast_origin: str
     newest_observation: str | None
     age_hours: float | None
+    interval: float
+    today: DailyIndex
+    tomorrow: DailyIndex
+    times: list[str] = Field(description="Every hour of the last 7 days up to the newest observation (UTC).")
+    next_times: list[str] = Field(description="The 48 hours after the newest observation (UTC).")
     pollutants: list[SitePollutant]

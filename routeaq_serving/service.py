@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse
 
 from routeaq_assets.core.environment import load_settings, require_writable_home
 from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, REPORTS, shared_folder
-from routeaq_serving import admin, page, reports, subscriptions
+from routeaq_assets.core.places import uk_places
+from routeaq_serving import admin, page, page_data, reports, subscriptions
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts, known_site
 from routeaq_serving.prediction_log import PredictionLog, log_answers
 from routeaq_serving.daily import daily_outlook
@@ -180,7 +181,9 @@ class RouteAQ:
         self.subscriptions = subscriptions.Subscriptions(settings)
         self.forecasts.refresh()
         publish_state(self.forecasts)
+        page_data.warm(self.forecasts)
         self._stop = threading.Event()
+        threading.Thread(target=uk_places, name="gazetteer-loader", daemon=True).start()
         threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
         if self.prediction_log.shared is not None:
             threading.Thread(target=self._ship, args=(settings.prediction_flush_seconds,), name="prediction-shipper", daemon=True).start()
@@ -190,6 +193,7 @@ class RouteAQ:
         while not self._stop.wait(self.refresh_seconds):
             self.forecasts.refresh()
             publish_state(self.forecasts)
+            page_data.warm(self.forecasts)
 
     def _ship(self, seconds: float) -> None:
         """Production: ship the prediction log's closed chunks to S3 every ``seconds``."""

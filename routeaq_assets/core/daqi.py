@@ -54,3 +54,34 @@ def daqi(pollutant: str, hourly_value: float | None) -> Daqi | None:
     whole = math.floor(hourly_value + 0.5)
     index = 1 + sum(whole > upper for upper in UPPER_BOUNDS[pollutant])
     return Daqi(index=index, band=BANDS[index - 1], indicative=AVERAGING[pollutant] != "hourly mean")
+
+
+DEFRA_DAQI_PAGE = "https://uk-air.defra.gov.uk/air-pollution/daqi"
+# What each band means for people, in RouteAQ's words after Defra's health advice for the DAQI
+# (DEFRA_DAQI_PAGE): "at_risk" is for adults and children with lung or heart conditions, and older
+# people; "everyone" for the rest.
+ADVICE: dict[str, dict[str, str]] = {
+    "Low": {
+        "at_risk": "Go out as you usually would.",
+        "everyone": "Go out as you usually would.",
+    },
+    "Moderate": {
+        "at_risk": "If you notice symptoms, think about doing less strenuous exercise outdoors.",
+        "everyone": "Go out as you usually would.",
+    },
+    "High": {
+        "at_risk": "Do less strenuous exercise outdoors, above all if you notice symptoms; with asthma you may need your reliever inhaler more often.",
+        "everyone": "If your eyes are sore or you have a cough or sore throat, think about doing less outdoors.",
+    },
+    "Very High": {
+        "at_risk": "Avoid strenuous exercise, outdoors above all; with asthma you may need your reliever inhaler more often.",
+        "everyone": "Do less strenuous exercise outdoors, above all if you have a cough, sore throat or sore eyes.",
+    },
+}
+
+
+def band_starts(pollutant: str) -> dict[str, float]:
+    """The hourly value from which Moderate, High and Very High begin: values are rounded to whole
+    µg/m³ before they are placed, so index 4 begins half a unit above index 3's upper bound."""
+    bounds = UPPER_BOUNDS[pollutant]
+    return {"Moderate": bounds[2] + 0.5, "High": bounds[5] + 0.5, "Very High": bounds[8] + 0.5}
