@@ -38,7 +38,7 @@ from routeaq_assets.core.subscriptions import (
     Alert, DayForecast, InvalidSubscription, Subscription, alert_message, band_reached, checked_band, checked_email, checked_sites,
     confirmation_message, due_alerts, resolved_problem, token_hash, webhook_url_problem,
 )
-from routeaq_assets.defs.monitoring.subscriptions import subscription_alerts
+from routeaq_assets.defs.monitoring.subscriptions import subscription_alerts, subscription_alerts_sensor
 from service_process import bentoml_serve, free_port
 
 DAY = date(2025, 8, 1)
@@ -480,3 +480,16 @@ def test_no_address_or_webhook_url_in_the_service_log(served, receiver):
     assert "subscription sub_" in logs  # subscriptions are named by their ids
     for secret in ("person@example.org", "/hook-reached", "/hook-above", "/hook-flaky", "/hook-redirect", "/hook-restart", "10.0.0.1", "169.254.169.254"):
         assert secret not in logs, secret
+
+
+def test_the_sensor_requests_one_run_per_new_forecast_served(served, monkeypatch):
+    served.ensure(served.config or "receiver")
+    monkeypatch.setenv("ROUTEAQ_SERVICE_URL", served.url)
+    first = subscription_alerts_sensor(dg.build_sensor_context(cursor=None))
+    (request,) = first.run_requests
+    origin = requests.get(f"{served.url}/health", timeout=30).json()["newest_observation"]
+    assert json.loads(request.run_key)["origin"] == origin and first.cursor == request.run_key
+    again = subscription_alerts_sensor(dg.build_sensor_context(cursor=first.cursor))
+    assert isinstance(again, dg.SkipReason) and origin in again.skip_message
+    monkeypatch.setenv("ROUTEAQ_SERVICE_URL", f"http://127.0.0.1:{free_port()}")
+    assert "did not answer GET /health" in subscription_alerts_sensor(dg.build_sensor_context(cursor=first.cursor)).skip_message
