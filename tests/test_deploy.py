@@ -30,6 +30,7 @@ NOT_DEPLOYED = {REPO / "routeaq_assets" / "demo.py", REPO / "routeaq_assets" / "
 SECRET_KEYS = {
     "routeaq-s3": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
     "routeaq-alerts": {"ROUTEAQ_WEBHOOK_URL", "ROUTEAQ_WEBHOOK_TOKEN"},
+    "routeaq-subscriptions": {"ROUTEAQ_SUBSCRIPTIONS_DB", "ROUTEAQ_SMTP_USER", "ROUTEAQ_SMTP_PASSWORD"},
 }
 
 ENV_READ = re.compile(
