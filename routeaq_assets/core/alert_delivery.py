@@ -69,7 +69,7 @@ def check_webhook(url: str, allow_loopback: bool) -> str:
         raise InvalidSubscription(problem, "webhook_url")
     parts = urlsplit(url)
     addresses = _addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    problem = resolved_problem(addresses, allow_loopback)
+    problem = resolved_problem(addresses, allow_loopback, parts.scheme)
     if problem:
         raise InvalidSubscription(problem, "webhook_url")
     return addresses[0]

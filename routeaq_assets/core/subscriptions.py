@@ -30,6 +30,7 @@ ALERT_PROBABILITY = 0.5
 THRESHOLDS = {"Moderate": 4, "High": 7, "Very High": 10}
 CHANNELS = ("webhook", "email")
 MAX_SITES = 20
+HTTPS_ONLY = "webhook_url must start with https://"
 PENDING_HOURS = 48  # a subscription not confirmed within this is deleted with its address
 
 
@@ -138,7 +139,7 @@ def checked_email(address: str) -> str:
     message names the field, never the address (answers and logs are not the place for it)."""
     address = address.strip()
     if len(address) > 254 or not EMAIL.match(address) or ".." in address or address.startswith(".") or ".@" in address:
-        raise InvalidSubscription("email must be a plain address such as name@example.org", "email")
+        raise InvalidSubscription("email must be a plain e-mail address: a name, @ and a domain such as example.org", "email")
     return address
 
 
@@ -154,7 +155,7 @@ def webhook_url_problem(url: str, allow_loopback: bool) -> str | None:
         return "webhook_url is not a valid URL"
     schemes = ("https", "http") if allow_loopback else ("https",)
     if parts.scheme not in schemes:
-        return "webhook_url must start with https://" + (" (or http:// to a loopback address on this deployment)" if allow_loopback else "")
+        return HTTPS_ONLY if not allow_loopback else HTTPS_ONLY + " (or http:// to a loopback address on this deployment)"
     if not parts.hostname:
         return "webhook_url has no host"
     if parts.username or parts.password:
@@ -165,7 +166,7 @@ def webhook_url_problem(url: str, allow_loopback: bool) -> str | None:
         literal = ipaddress.ip_address(parts.hostname)
     except ValueError:
         return None
-    return address_problem(literal, allow_loopback)
+    return resolved_problem([parts.hostname], allow_loopback, parts.scheme)
 
 
 def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool) -> str | None:
@@ -183,15 +184,18 @@ def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allo
     return None
 
 
-def resolved_problem(addresses: list[str], allow_loopback: bool) -> str | None:
+def resolved_problem(addresses: list[str], allow_loopback: bool, scheme: str = "https") -> str | None:
     """Every address the host resolves to must be allowed (an attacker's name may resolve to
-    a public and a private address at once)."""
+    a public and a private address at once), and plain http goes to loopback only."""
     if not addresses:
         return "webhook_url's host does not resolve"
     for text in addresses:
-        problem = address_problem(ipaddress.ip_address(text.split("%")[0]), allow_loopback)
+        address = ipaddress.ip_address(text.split("%")[0])
+        problem = address_problem(address, allow_loopback)
         if problem:
             return problem
+        if scheme != "https" and not address.is_loopback:
+            return HTTPS_ONLY + " (http:// goes to a loopback address only)"
     return None
 
 
