@@ -149,63 +149,83 @@ def _day_summary(day: DailyIndex) -> dict:
     return {k: whole[k] for k in ("day", "index", "band", "set_by", "p_moderate_or_above", "p_high_or_above")}
 
 
-def _overview_sites(serving: Forecasts, state: State) -> list[dict]:
-    """Every site's summary: today, tomorrow, and per pollutant its state, the next hour and the
-    worst of the next ``NEXT_HOURS`` hours."""
+def _site_forecasts(serving: Forecasts, state: State, site_id: str) -> dict:
+    """What a site's answers need from the served state: per pollutant its state in words and the
+    next ``NEXT_HOURS`` hours' forecasts, and today's and tomorrow's index."""
     registry = _site_registry(state.sites)
-    facts = _registry_facts(state)
-    now = datetime.now(timezone.utc)
-    sites = []
-    for site_id in sorted(state.sites):
-        site_obs = state.observations.filter(pl.col("site_id") == site_id)
-        pollutants = []
-        for pollutant in FORECAST_POLLUTANTS:
-            entry = _pollutant_status(state, registry, site_obs, site_id, pollutant, now)
-            points = []
-            if entry["problem"] is None:
-                points, entry["problem"] = _next_hours(serving, state, site_id, pollutant)
-            entry.pop("age_hours")  # answered per request, from newest_observation
-            entry["next_hour"] = points[0] if points else None
-            entry["worst"] = max(points, key=lambda p: (p["pred"], -p["hours_ahead"])) if points else None
-            pollutants.append(entry)
-        measured = [p for p in pollutants if p["measured"]]
-        today, tomorrow = daily_outlook(serving, state, site_id)[0]
-        sites.append({
-            "site_id": site_id,
-            **_facts(facts, site_id),
-            "newest_observation": utc(state.data_until.get(site_id)),
-            "feed_stopped": bool(measured) and all(p["feed_stopped"] for p in measured),
-            "today": _day_summary(today),
-            "tomorrow": _day_summary(tomorrow),
-            "pollutants": pollutants,
-        })
-    return sites
+    site_obs = state.observations.filter(pl.col("site_id") == site_id)
+    statuses, upcoming = {}, {}
+    for pollutant in FORECAST_POLLUTANTS:
+        entry = _pollutant_status(state, registry, site_obs, site_id, pollutant, state.origin)
+        entry.pop("age_hours")  # answered per request, from newest_observation
+        points = []
+        if entry["problem"] is None:
+            points, entry["problem"] = _next_hours(serving, state, site_id, pollutant)
+        statuses[pollutant], upcoming[pollutant] = entry, points
+    return {"statuses": statuses, "next": upcoming, "days": daily_outlook(serving, state, site_id)[0]}
+
+
+def _summary(state: State, facts: dict[str, dict], site_id: str, parts: dict) -> dict:
+    """A site in the overview: today, tomorrow, and per pollutant its state, the next hour and the
+    worst of the next ``NEXT_HOURS`` hours."""
+    pollutants = []
+    for pollutant, entry in parts["statuses"].items():
+        points = parts["next"][pollutant]
+        worst = max(points, key=lambda p: (p["pred"], -p["hours_ahead"])) if points else None
+        pollutants.append({**entry, "next_hour": points[0] if points else None, "worst": worst})
+    measured = [p for p in pollutants if p["measured"]]
+    today, tomorrow = parts["days"]
+    return {
+        "site_id": site_id,
+        **_facts(facts, site_id),
+        "newest_observation": utc(state.data_until.get(site_id)),
+        "feed_stopped": bool(measured) and all(p["feed_stopped"] for p in measured),
+        "today": _day_summary(today),
+        "tomorrow": _day_summary(tomorrow),
+        "pollutants": pollutants,
+    }
 
 
 class _PerState:
     """What is computed once per served state (a state changes only when the service refreshes
-    to a new champion, panel or set of factors): the answer is built by the first request after
-    a refresh, or ahead of it by ``warm``, and shared by every request until the next."""
+    to a new champion, panel or set of factors) and shared by every request until the next: each
+    site's forecasts, its as-of forecasts for the history hours, and the overview. ``warm``
+    builds the forecasts and the overview as a state is loaded, so no visitor waits for them;
+    work is done outside the lock and the first result kept."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._state: State | None = None
-        self._value: list[dict] | None = None
+        self._values: dict[tuple, object] = {}
 
-    def get(self, serving: Forecasts, state: State) -> list[dict]:
+    def get(self, state: State, key: tuple, build):  # noqa: ANN001, ANN201 - a builder and what it builds
         with self._lock:
             if self._state is not state:
-                self._value, self._state = _overview_sites(serving, state), state
-            return self._value  # type: ignore[return-value]
+                self._state, self._values = state, {}
+            if key in self._values:
+                return self._values[key]
+        value = build()
+        with self._lock:
+            return self._values.setdefault(key, value) if self._state is state else value
+
+    def site(self, serving: Forecasts, state: State, site_id: str) -> dict:
+        return self.get(state, ("site", site_id), lambda: _site_forecasts(serving, state, site_id))
+
+    def overview(self, serving: Forecasts, state: State) -> list[dict]:
+        def build() -> list[dict]:
+            facts = self.get(state, ("facts",), lambda: _registry_facts(state))
+            return [_summary(state, facts, site_id, self.site(serving, state, site_id)) for site_id in sorted(state.sites)]
+
+        return self.get(state, ("overview",), build)
 
 
-_overview = _PerState()
+_cache = _PerState()
 
 
 def warm(serving: Forecasts) -> None:
-    """Build the overview of the state just loaded, so no visitor waits for it."""
+    """Build every site's forecasts and the overview of the state just loaded."""
     if serving.status()["model_loaded"]:
-        _overview.get(serving, serving.current())
+        _cache.overview(serving, serving.current())
 
 
 def overview(serving: Forecasts, now: datetime) -> dict:
@@ -227,7 +247,7 @@ def overview(serving: Forecasts, now: datetime) -> dict:
     age = _age_hours(now, newest)
     sites = [
         {**site, "age_hours": _age_hours(now, state.data_until.get(site["site_id"]))}
-        for site in _overview.get(serving, state)
+        for site in _cache.overview(serving, state)
     ]
     return {
         **base,
@@ -302,19 +322,21 @@ def site_detail(serving: Forecasts, site_id: str, now: datetime) -> dict:
     aligned with ``times`` and ``next_times``: no field repeats per hour."""
     state = serving.current()
     site_id = known_site(state, site_id.upper())
-    registry = _site_registry(state.sites)
     start = state.origin - (24 * HISTORY_DAYS - 1) * HOUR
     hours = [start + i * HOUR for i in range(24 * HISTORY_DAYS)]
     ahead = [state.origin + k * HOUR for k in range(1, NEXT_HOURS + 1)]
     site_obs = state.observations.filter((pl.col("site_id") == site_id) & (pl.col("time") >= start - 24 * HOUR))
     served = _served(serving, site_id, start, state.origin + HOUR)
+    parts = _cache.site(serving, state, site_id)
     pollutants = []
     for pollutant in FORECAST_POLLUTANTS:
-        entry = _pollutant_status(state, registry, state.observations.filter(pl.col("site_id") == site_id), site_id, pollutant, now)
+        entry = parts["statuses"][pollutant]
+        newest = entry["newest_observation"]
+        entry = {**entry, "age_hours": _age_hours(now, datetime.fromisoformat(newest.replace("Z", "+00:00"))) if newest else None}
         observed = {t: v for t, v in site_obs.select("time", pollutant).iter_rows() if v is not None}
         logged = {r["time"]: {**r, "timestamp": utc(r["time"])} for r in served.filter(pl.col("pollutant") == pollutant).iter_rows(named=True)}
-        missing = [h for h in hours if h not in logged] if entry["measured"] and pollutant in state.models else []
-        as_of = _as_of(serving, state, site_id, pollutant, missing)
+        forecast = entry["measured"] and pollutant in state.models
+        as_of = _cache.get(state, ("as_of", site_id, pollutant), lambda: _as_of(serving, state, site_id, pollutant, hours)) if forecast else {}
         made = [logged.get(h) or as_of.get(h) for h in hours]
         sources = ["served" if h in logged else "as_of" if h in as_of else None for h in hours]
         # as-of forecasts for hours the champion was trained on would flatter it: skill leaves them out
@@ -323,10 +345,7 @@ def site_detail(serving: Forecasts, site_id: str, now: datetime) -> dict:
             {**m, "time": m["timestamp"]} for m, source, h in zip(made, sources, hours)
             if m is not None and not (source == "as_of" and trained_before and h < trained_before)
         ]
-        upcoming = {}
-        if entry["problem"] is None:
-            points, entry["problem"] = _next_hours(serving, state, site_id, pollutant)
-            upcoming = {p["time"]: p for p in points}
+        upcoming = {p["time"]: p for p in parts["next"][pollutant]}
         pollutants.append({
             **entry,
             "history": {
@@ -338,10 +357,10 @@ def site_detail(serving: Forecasts, site_id: str, now: datetime) -> dict:
             "skill": {**_skill(shown, observed), "model_trained_before": utc(trained_before)},
             "band_from": band_starts(pollutant),
         })
-    days = daily_outlook(serving, state, site_id)[0]
+    days = parts["days"]
     return {
         "site_id": site_id,
-        **_facts(_registry_facts(state), site_id),
+        **_facts(_cache.get(state, ("facts",), lambda: _registry_facts(state)), site_id),
         "forecast_origin": utc(state.origin),
         "newest_observation": utc(state.data_until.get(site_id)),
         "age_hours": _age_hours(now, state.data_until.get(site_id)),
@@ -364,5 +383,5 @@ def nearest_sites(serving: Forecasts, latitude: float, longitude: float, limit: 
     """The ``limit`` served sites nearest the point, nearest first: each site's overview summary
     (today, tomorrow, site type) with its distance."""
     state = serving.current()
-    summaries = [{k: v for k, v in site.items() if k != "pollutants"} for site in _overview.get(serving, state)]
+    summaries = [{k: v for k, v in site.items() if k != "pollutants"} for site in _cache.overview(serving, state)]
     return nearest(latitude, longitude, summaries, limit)

@@ -11,8 +11,8 @@ const UK = "Europe/London";
 // Towns drawn faintly on the map so that the sites have somewhere to stand (GeoNames coordinates).
 const TOWNS = [["London", 51.509, -0.126], ["Birmingham", 52.481, -1.900], ["Manchester", 53.481, -2.237], ["Leeds", 53.797, -1.548],
   ["Newcastle", 54.973, -1.614], ["Glasgow", 55.865, -4.258], ["Edinburgh", 55.953, -3.189], ["Cardiff", 51.480, -3.180],
-  ["Belfast", 54.597, -5.930], ["Aberdeen", 57.144, -2.098], ["Plymouth", 50.372, -4.143], ["Norwich", 52.628, 1.299]];
-const LABEL_LEFT = new Set(["Glasgow", "Manchester", "Norwich"]);  // labels that would run into a neighbour's
+  ["Belfast", 54.597, -5.930], ["Aberdeen", 57.144, -2.098], ["Plymouth", 50.372, -4.143]];
+const LABEL_LEFT = new Set(["Glasgow", "Manchester", "London"]);  // labels that would run into a neighbour's
 const UK_FRAME = { south: 49.8, north: 59.5, west: -8.3, east: 1.9 };
 const ukTime = new Intl.DateTimeFormat("en-GB", {
   timeZone: UK, weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
