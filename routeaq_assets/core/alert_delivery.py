@@ -56,7 +56,7 @@ def smtp_settings(settings: Settings) -> SmtpSettings | None:
 def _addresses(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
+    except (socket.gaierror, UnicodeError, ValueError):  # no such name, or not a name at all
         return []
     return list(dict.fromkeys(info[4][0] for info in infos))
 
