@@ -312,6 +312,12 @@ def _check_page(page, url: str, sites: dict, near: dict, width: int) -> None:
         assert skill.locator(".skill-value").inner_text() == f"{p['skill']['skill']:.2f}"
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     _shot(page, f"page-site-MY1-{width}")
+    # the alert form posts to /api/subscriptions and says what the service answered, naming the field
+    page.fill(".alert-form input[name=address]", "not-an-address")
+    page.locator(".alert-form").evaluate("f => f.requestSubmit()")
+    page.wait_for_selector(".alert-answer[data-ready=true]")
+    refused = page.locator(".alert-answer .notice")
+    assert refused.get_attribute("data-field") == "email" and "Not subscribed." in refused.inner_text()
 
     # the cleanest hours: the page's window is the API's, and the true minimum of the served forecasts
     from routeaq_assets.core.best_time import LOW_TOP

@@ -426,6 +426,35 @@ function bestTimeBox(siteId) {
   return box;
 }
 
+// Alerts by e-mail or webhook when today's or tomorrow's index at this site is forecast to reach a
+// band: POST /api/subscriptions; the service sends a confirmation first (double opt-in).
+function alertBox(siteId) {
+  const form = el("form", { class: "alert-form" },
+    el("label", {}, "Tell me when the day reaches ", el("select", { name: "band" }, ["Moderate", "High", "Very High"].map((b) => el("option", { value: b }, b)))), " ",
+    el("label", {}, "by ", el("select", { name: "channel" }, el("option", { value: "email" }, "e-mail"), el("option", { value: "webhook_url" }, "webhook (Slack, Discord, ntfy)"))), " ",
+    el("input", { name: "address", type: "text", required: true, autocomplete: "email", "aria-label": "E-mail address or webhook URL", placeholder: "you@example.org or https://..." }), " ",
+    el("button", { type: "submit" }, "Subscribe"));
+  const answer = el("div", { class: "alert-answer", role: "status", "aria-live": "polite" });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    answer.dataset.ready = "false";
+    const body = { sites: [siteId], band: form.band.value, [form.channel.value]: form.address.value.trim() };
+    try {
+      const response = await fetch("/api/subscriptions", { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: JSON.stringify(body) });
+      const data = await response.json().catch(() => ({}));
+      answer.replaceChildren(response.ok
+        ? el("p", { class: "subscribed", "data-status": data.status }, data.message || "Check your messages to confirm.")
+        : notice("warning", "Not subscribed.", data.error || `The service answered HTTP ${response.status}.`));
+      if (!response.ok) answer.firstChild.dataset.field = data.field || "";
+    } catch (error) {
+      answer.replaceChildren(notice("warning", "Not subscribed.", error.message));
+    }
+    answer.dataset.ready = "true";
+  });
+  return el("section", { class: "alerts", "aria-label": "Alerts" }, el("h3", {}, "Alerts for this site"), form, answer,
+    el("p", { class: "legend-note" }, "You confirm from the first message; every alert has a link that removes your address. At most one alert a day, and one more if the band rises."));
+}
+
 function siteDays(data) {
   const days = [["Today", data.today], ["Tomorrow", data.tomorrow]];
   const bands = [...new Set(days.filter(([, d]) => d.index !== null).map(([, d]) => bandOf(d.index)))];
@@ -453,7 +482,7 @@ async function renderSite(siteId) {
   title.textContent = siteLabel(data);
   box.replaceChildren(
     el("p", { class: "meta" }, `${data.site_type || "Site type unknown"}. Newest observation ${fmtTime(data.newest_observation)} (${fmtAge(data.age_hours)}).`),
-    siteDays(data), bestTimeBox(data.site_id));
+    siteDays(data), bestTimeBox(data.site_id), alertBox(data.site_id));
   for (const p of data.pollutants) {
     const panel = el("section", { class: "pollutant-panel", "data-pollutant": p.pollutant, "aria-label": POLLUTANTS[p.pollutant] }, el("h3", {}, POLLUTANTS[p.pollutant]));
     box.append(panel);
