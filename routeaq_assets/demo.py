@@ -20,10 +20,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from routeaq_assets.core.environment import PARTITIONS_START_FILE, ConfigurationError, require_writable_home
+from routeaq_assets.core.locks import LockTimeout, file_lock
 from routeaq_assets.core.progress import PREFIX as PROGRESS
 
 DEFAULT_END = "2025-08-01T12:00:00Z"
@@ -146,13 +148,31 @@ def serve_and_predict(site_id: str, hour: datetime, log: Path) -> dict:
             server.kill()
 
 
+DEMO_LOCK = "demo.lock"
+_held = ExitStack()  # the home's demo lock, held until this process ends
+
+
+def hold_home(home: Path) -> None:
+    """Take ``home`` for this demo, or stop at once: two demos in one home would interleave their
+    backfills, trainings and promotions in one warehouse, registry and Dagster instance."""
+    try:
+        _held.enter_context(file_lock(home / DEMO_LOCK, exclusive=True, timeout_s=0, what=f"the RouteAQ home {home}"))
+    except LockTimeout as exc:
+        raise SystemExit(
+            f"RouteAQ demo: another demo is running in {home} ({exc.holder}); "
+            "wait for it to finish, or set ROUTEAQ_HOME to another folder. Nothing was changed."
+        ) from None
+
+
 def prepare_instance() -> Path:
-    """ROUTEAQ_HOME and the Dagster instance under it (defaults as the Makefile sets them)."""
+    """ROUTEAQ_HOME and the Dagster instance under it (defaults as the Makefile sets them), held
+    for this demo alone (``hold_home``)."""
     home = Path(os.environ.setdefault("ROUTEAQ_HOME", str(REPO / ".routeaq"))).resolve()
     try:
         require_writable_home(home)
     except ConfigurationError as exc:
         raise SystemExit(f"RouteAQ demo: {exc}") from None
+    hold_home(home)
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster")))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     dagster_home.mkdir(parents=True, exist_ok=True)

@@ -614,3 +614,27 @@ def test_a_read_only_home_is_refused_at_start_naming_it(tmp_path):
         assert list(source.iterdir()) == []  # nothing was written, nothing half-made
     finally:
         subprocess.run(["umount", str(home)], capture_output=True)
+
+
+def test_a_second_demo_in_the_same_home_stops_at_once_naming_the_first_and_changes_nothing(tmp_path):
+    """Two ``make demo`` in one folder: the second would backfill, train and promote into the same
+    warehouse, registry and Dagster instance as the first. It stops at once, naming the running
+    demo, and writes nothing; once the first has ended (however it ended) a demo may start."""
+    home = tmp_path / "routeaq"
+    env = {**os.environ, **home_env(home)}
+    hold = "from routeaq_assets.demo import prepare_instance; import time; prepare_instance(); print('held', flush=True); time.sleep(120)"
+    first = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        before = sorted((p, p.stat().st_size, p.stat().st_mtime_ns) for p in home.rglob("*") if p.is_file())
+        started = time.monotonic()
+        second = subprocess.run([sys.executable, "-m", "routeaq_assets.demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0 and time.monotonic() - started < 60
+        assert f"RouteAQ demo: another demo is running in {home} (pid {first.pid} " in second.stderr and "Nothing was changed." in second.stderr, second.stderr[-2000:]
+        assert "Traceback" not in second.stderr
+        assert sorted((p, p.stat().st_size, p.stat().st_mtime_ns) for p in home.rglob("*") if p.is_file()) == before
+    finally:
+        first.kill()  # a demo killed mid-run: the kernel releases its hold
+        first.wait()
+    again = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(120)", "pass")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip() == "held", again.stderr[-2000:]

@@ -27,7 +27,11 @@ ANNOUNCE_AFTER_S = 5.0  # log once that a connection is waiting, after this long
 
 class LockTimeout(TimeoutError):
     """The lock was not granted in time; the message names who waited for what, and the
-    last writer."""
+    last writer (``holder``: its pid, command and since when)."""
+
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder
 
 
 def _describe_self(mode: str) -> str:
@@ -75,9 +79,11 @@ def _acquire(fd: int, operation: int, deadline: float, timeout_s: float, what: s
         except BlockingIOError:
             now = time.monotonic()
             if now >= deadline:
+                holder = _last_writer(lock_fd)
                 raise LockTimeout(
                     f"{what}: pid {os.getpid()} waited {timeout_s:g} s to open it for {mode} and gave up: another process "
-                    f"held it all that time (last writer: {_last_writer(lock_fd)}). Retry when it has finished, or raise the timeout."
+                    f"held it all that time (last writer: {holder}). Retry when it has finished, or raise the timeout.",
+                    holder,
                 ) from None
             if announce_at and now >= announce_at:
                 log.warning(f"{what}: pid {os.getpid()} waits to open it for {mode}; another process holds it (last writer: {_last_writer(lock_fd)})")
