@@ -12,7 +12,8 @@ const UK = "Europe/London";
 const TOWNS = [["London", 51.509, -0.126], ["Birmingham", 52.481, -1.900], ["Manchester", 53.481, -2.237], ["Leeds", 53.797, -1.548],
   ["Newcastle", 54.973, -1.614], ["Glasgow", 55.865, -4.258], ["Edinburgh", 55.953, -3.189], ["Cardiff", 51.480, -3.180],
   ["Belfast", 54.597, -5.930], ["Aberdeen", 57.144, -2.098], ["Plymouth", 50.372, -4.143]];
-const LABEL_LEFT = new Set(["Glasgow", "Manchester", "London"]);  // labels that would run into a neighbour's
+// Where a town's label goes beside its dot, where the default (right) would run into a neighbour's.
+const LABEL_AT = { Glasgow: [-4, 3, "end"], Manchester: [-4, 3, "end"], London: [-10, 18, "start"] };
 const UK_FRAME = { south: 49.8, north: 59.5, west: -8.3, east: 1.9 };
 const ukTime = new Intl.DateTimeFormat("en-GB", {
   timeZone: UK, weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
@@ -202,9 +203,11 @@ function renderMap(data) {
   const scale = Math.min(sx, sy);
   const x = (lon) => (lon - UK_FRAME.west) * mid * scale;
   const y = (lat) => (UK_FRAME.north - lat) * scale;
-  const towns = TOWNS.map(([name, lat, lon]) => svg("g", { class: "town" },
-    svg("circle", { cx: x(lon).toFixed(1), cy: y(lat).toFixed(1), r: 1.6 }),
-    svg("text", { x: (x(lon) + (LABEL_LEFT.has(name) ? -4 : 4)).toFixed(1), y: (y(lat) + 3).toFixed(1), "text-anchor": LABEL_LEFT.has(name) ? "end" : "start" }, name)));
+  const towns = TOWNS.map(([name, lat, lon]) => {
+    const [dx, dy, anchor] = LABEL_AT[name] || [4, 3, "start"];
+    return svg("g", { class: "town" }, svg("circle", { cx: x(lon).toFixed(1), cy: y(lat).toFixed(1), r: 1.6 }),
+      svg("text", { x: (x(lon) + dx).toFixed(1), y: (y(lat) + dy).toFixed(1), "text-anchor": anchor }, name));
+  });
   const located = data.sites.filter((s) => s.latitude !== null && s.longitude !== null);
   const dots = ranked(located).reverse().map((s) => {
     const band = s.tomorrow.index ? bandOf(s.tomorrow.index) : null;
@@ -322,6 +325,8 @@ function overlay(origin, bandFrom) {
     const scale = devicePixelRatio || 1;
     ctx.save();
     ctx.font = `${12 * scale}px system-ui, sans-serif`;
+    ctx.textBaseline = "alphabetic";
+    ctx.textAlign = "right";  // band labels end at the plot's right edge, "now" ends at its line
     for (const [name, value] of Object.entries(bandFrom)) {
       if (value > u.scales.y.max) continue;
       const y = u.valToPos(value, "y", true);
@@ -330,8 +335,7 @@ function overlay(origin, bandFrom) {
       ctx.lineWidth = scale;
       ctx.beginPath(); ctx.moveTo(bbox.left, y); ctx.lineTo(bbox.left + bbox.width, y); ctx.stroke();
       ctx.fillStyle = ctx.strokeStyle;
-      const label = `${name} from ${Math.round(value)}`;
-      ctx.fillText(label, bbox.left + bbox.width - ctx.measureText(label).width - 4 * scale, y - 3 * scale);
+      ctx.fillText(`${name} from ${Math.round(value)}`, bbox.left + bbox.width - 4 * scale, y - 3 * scale);
     }
     const x = u.valToPos(origin, "x", true);
     ctx.setLineDash([]);
@@ -339,7 +343,7 @@ function overlay(origin, bandFrom) {
     ctx.lineWidth = 2 * scale;
     ctx.beginPath(); ctx.moveTo(x, bbox.top); ctx.lineTo(x, bbox.top + bbox.height); ctx.stroke();
     ctx.fillStyle = "#1b1f24";
-    ctx.fillText("now (newest observation)", x + 4 * scale, bbox.top + 12 * scale);
+    ctx.fillText("now", x - 4 * scale, bbox.top + bbox.height - 6 * scale);
     ctx.restore();
   };
 }
@@ -490,7 +494,7 @@ async function renderSite(siteId) {
     if (!p.measured) continue;
     const chart = el("div", { class: "chart", role: "img", "aria-label": `${POLLUTANTS[p.pollutant]} at ${data.site_id}: the last 7 days observed, then the forecast for the next 48 hours with its range` });
     panel.append(el("figure", {}, chart, el("figcaption", { class: "legend-note" },
-      `Black: observed. Thick blue after the "now" line: the forecast for the next 48 hours, shaded across its likely range (${Math.round(data.interval * 100)}%). `
+      `Black: observed. Thick blue after the "now" line (the newest observation): the forecast for the next 48 hours, shaded across its likely range (${Math.round(data.interval * 100)}%). `
       + "Grey dashes: what was forecast for past hours. Dotted lines: where Moderate, High and Very High begin for one hour.")));
     drawChart(chart, data, p);
     panel.append(skillText(p.skill), chartTable(data, p));
