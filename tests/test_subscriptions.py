@@ -7,9 +7,12 @@ file and a fresh PostgreSQL database); webhook delivery against a real local HTT
 End to end: a real ``bentoml serve`` of the trained home with ``pytest-httpserver`` as the webhook
 receiver and ``aiosmtpd`` as the SMTP server, and the ``subscription_alerts`` asset materialized
 by Dagster against it. The demo's served forecast decides which thresholds are reached: the tests
-read it from ``POST /predict/daily`` and subscribe one band it reaches and one it does not. A band
-that rises within a day cannot be staged on the served forecast, so the rise is shown on the rule
-itself (``test_one_alert_per_site_and_day_and_one_more_when_the_band_rises``).
+read it from ``POST /predict/daily`` and subscribe one band it reaches and one it does not. The
+service reads its online panel from a file of the module's own (``ROUTEAQ_ONLINE_STORE``), so a
+band that rises within a day is staged on the served forecast itself: MY1's NO2 observed so far
+today is scaled up in that file and ``POST /admin/reload`` loads it
+(``test_the_served_forecast_rises_and_that_day_is_alerted_once_more_at_the_higher_band``); the
+rule alone is shown in ``test_one_alert_per_site_and_day_and_one_more_when_the_band_rises``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import requests
 from aiosmtpd.controller import Controller
@@ -32,16 +36,20 @@ from werkzeug import Response
 from conftest import copy_home, home_env
 from production_services import new_database  # noqa: F401 - a fixture
 from routeaq_assets.core.alert_delivery import post_webhook
+from routeaq_assets.core.daily_daqi import uk_day_bounds
+from routeaq_assets.core.daqi import daqi
 from routeaq_assets.core.environment import ConfigurationError, load_settings
 from routeaq_assets.core.subscription_store import DuckDBSubscriptionStore, PostgresSubscriptionStore, subscription_store
 from routeaq_assets.core.subscriptions import (
     Alert, DayForecast, InvalidSubscription, Subscription, alert_message, band_reached, checked_band, checked_email, checked_sites,
-    confirmation_message, due_alerts, resolved_problem, token_hash, webhook_url_problem,
+    confirmation_message, due_alerts, rank, resolved_problem, token_hash, webhook_url_problem,
 )
 from routeaq_assets.defs.monitoring.subscriptions import subscription_alerts, subscription_alerts_sensor
 from service_process import bentoml_serve, free_port
 
 DAY = date(2025, 8, 1)
+ADMIN_TOKEN = "admin-token-of-the-subscription-tests"
+HIGH_NO2 = 430.0  # µg/m³: an hourly NO2 in the DAQI's High band (401-467), NO2's index being its day's highest hour
 
 
 def day(index: int | None, **p: float) -> DayForecast:
@@ -271,15 +279,17 @@ class Served:
     """The forecast service over one home, started with one of two configurations and restarted
     (stopped, then started over the same home) to change it. ``receiver``: webhooks may go to
     loopback (the local receiver) and the rate limit is out of the way; ``public``: as deployed,
-    no loopback, 12 requests a minute."""
+    no loopback, 12 requests a minute. Either way the online panel is read from ``panel`` (a copy
+    of the trained home's) and ``POST /admin/reload`` takes ``ADMIN_TOKEN``."""
 
-    def __init__(self, home: Path, smtp_port: int):
-        self.home, self.smtp_port, self.config, self.lives, self._stack = home, smtp_port, None, 0, None
+    def __init__(self, home: Path, panel: Path, smtp_port: int):
+        self.home, self.panel, self.smtp_port, self.config, self.lives, self._stack = home, panel, smtp_port, None, 0, None
         self.url = ""
 
     def env(self, config: str) -> dict[str, str]:
         common = {"ROUTEAQ_SMTP_HOST": "127.0.0.1", "ROUTEAQ_SMTP_PORT": str(self.smtp_port), "ROUTEAQ_SMTP_FROM": "alerts@routeaq.test",
-                  "ROUTEAQ_SERVICE_URL": "https://routeaq.test", "ROUTEAQ_REFRESH_SECONDS": "3600"}
+                  "ROUTEAQ_SERVICE_URL": "https://routeaq.test", "ROUTEAQ_REFRESH_SECONDS": "3600",
+                  "ROUTEAQ_ONLINE_STORE": str(self.panel), "ROUTEAQ_ADMIN_TOKEN": ADMIN_TOKEN}
         if config == "receiver":
             return {**common, "ROUTEAQ_ALERTS_ALLOW_LOOPBACK": "1", "ROUTEAQ_SUBSCRIPTION_REQUESTS_PER_MINUTE": "1000"}
         return {**common, "ROUTEAQ_ALERTS_ALLOW_LOOPBACK": "0", "ROUTEAQ_SUBSCRIPTION_REQUESTS_PER_MINUTE": "12"}
@@ -311,13 +321,25 @@ class Served:
     def store(self) -> DuckDBSubscriptionStore:
         return DuckDBSubscriptionStore(self.home / "subscriptions.duckdb")
 
+    def serve_panel(self, panel: pl.DataFrame) -> None:
+        """Replace the online panel (written beside it, then renamed over it) and have the service load it now."""
+        written = self.panel.with_name("features.parquet.new")
+        panel.write_parquet(written)
+        written.replace(self.panel)
+        answer = requests.post(f"{self.url}/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=120)
+        assert answer.status_code == 200 and answer.json()["reloaded"] is True, answer.text
+
     def logs(self) -> str:
         return "".join(p.read_text() for p in sorted(self.home.glob("serve-*.log")))
 
 
 @pytest.fixture(scope="module")
 def served(trained_home, tmp_path_factory, mailbox):
-    service = Served(copy_home(trained_home, tmp_path_factory.mktemp("subscriptions")), mailbox[1])
+    folder = tmp_path_factory.mktemp("subscriptions")
+    panel = folder / "online" / "features.parquet"
+    panel.parent.mkdir()
+    pl.read_parquet(trained_home / "online" / "features.parquet").write_parquet(panel)
+    service = Served(copy_home(trained_home, folder), panel, mailbox[1])
     yield service
     service.stop()
 
@@ -336,9 +358,14 @@ def posted(receiver: HTTPServer, path: str) -> list[dict]:
     return [json.loads(request.get_data()) for request, _ in receiver.log if request.path == path]
 
 
+def daily_answer(served: Served, site: str) -> dict:
+    answer = requests.post(f"{served.url}/predict/daily", json={"site_id": site}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 def daily(served: Served, site: str) -> list[DayForecast]:
-    answer = requests.post(f"{served.url}/predict/daily", json={"site_id": site}, timeout=60).json()
-    return [DayForecast.from_answer(site, d) for d in answer["days"]]
+    return [DayForecast.from_answer(site, d) for d in daily_answer(served, site)["days"]]
 
 
 def test_confirmed_subscriptions_are_alerted_once_and_never_after_unsubscribing(served, receiver, mailbox, monkeypatch):
@@ -404,6 +431,58 @@ def test_confirmed_subscriptions_are_alerted_once_and_never_after_unsubscribing(
     assert len(box.to("person@example.org")) == 1 + days_reached  # nothing after unsubscribing
     events = " ".join(str(event) for event in result.all_events)
     assert "person@example.org" not in events and "/hook-reached" not in events  # nor in Dagster's records
+
+
+def test_the_served_forecast_rises_and_that_day_is_alerted_once_more_at_the_higher_band(served, receiver, monkeypatch):
+    """The rise comes from the service: MY1's NO2 observed so far today is scaled up in the online
+    panel the service reads (its newest hour stays, so the UK days stay) and ``POST /admin/reload``
+    loads it, and ``POST /predict/daily`` then gives today High where it gave Moderate."""
+    served.ensure("receiver")
+    receiver.expect_request("/hook-rises", method="POST").respond_with_data("ok")
+    answer = served.subscribe(sites=["MY1"], band="Moderate", webhook_url=receiver.url_for("/hook-rises"))
+    assert answer.status_code == 202, answer.text
+    subscription_id = answer.json()["subscription_id"]
+    assert served.follow(posted(receiver, "/hook-rises")[0]["confirm_url"])["status"] == "confirmed"
+
+    def alerts() -> list[tuple[str, str, str, int | None]]:
+        return [(a["site_id"], a["day"], a["band"], a["index"]) for a in posted(receiver, "/hook-rises") if a["kind"] == "alert"]
+
+    served_before = daily_answer(served, "MY1")
+    before = {f.day: f for f in (DayForecast.from_answer("MY1", d) for d in served_before["days"])}
+    today = min(before)
+    assert band_reached(before[today]) == "Moderate", f"this test needs the demo's MY1 today at Moderate, not {band_reached(before[today])}"
+    first = sorted(("MY1", d.isoformat(), band_reached(f), f.index) for d, f in before.items() if band_reached(f))
+    run_alerts(served, monkeypatch)
+    assert sorted(alerts()) == first  # each day the served forecast reaches, at its band and index
+    run_alerts(served, monkeypatch)
+    assert sorted(alerts()) == first  # the same forecast again: nothing more
+
+    original = pl.read_parquet(served.panel)
+    origin = datetime.fromisoformat(served_before["origin"].replace("Z", "+00:00"))
+    today_so_far = (pl.col("site_id") == "MY1") & (pl.col("time") >= uk_day_bounds(today)[0]) & (pl.col("time") <= origin)
+    factor = HIGH_NO2 / original.filter(today_so_far)["no2"].max()
+    assert daqi("no2", HIGH_NO2).band == "High" and factor > 1
+    try:
+        served.serve_panel(original.with_columns(pl.when(today_so_far).then(pl.col("no2") * factor).otherwise(pl.col("no2")).alias("no2")))
+        served_after = daily_answer(served, "MY1")
+        after = {f.day: f for f in (DayForecast.from_answer("MY1", d) for d in served_after["days"])}
+        assert served_after["origin"] == served_before["origin"] and set(after) == set(before)  # the same forecast days
+        level = {None: 0, **{band: rank(band) for band in ("Moderate", "High", "Very High")}}
+        risen = {d: band_reached(f) for d, f in after.items() if level[band_reached(f)] > level[band_reached(before[d])]}
+        assert risen == {today: "High"} and 7 <= after[today].index <= 9, (risen, after[today])  # through the API: only today rose, to High
+
+        run_alerts(served, monkeypatch)
+        assert sorted(alerts()) == sorted([*first, ("MY1", today.isoformat(), "High", after[today].index)])  # one more, for that day
+        (rise,) = [a for a in posted(receiver, "/hook-rises") if a["kind"] == "alert" and a["band"] == "High"]
+        assert rise["probability"] == round(after[today].p_at_least[7], 3) and rise["title"].startswith("High air pollution forecast at MY1")
+        sent = {(site, day): band for (sub, site, day), band in served.store().sent_bands(sorted(after)).items() if sub == subscription_id}
+        assert sent == {("MY1", d): ("High" if d == today else band_reached(f)) for d, f in before.items() if band_reached(f)}
+        metadata, _ = run_alerts(served, monkeypatch)
+        assert len(alerts()) == len(first) + 1 and metadata["skipped_already_sent"] >= len(first)  # and then not again
+    finally:
+        served.serve_panel(original)  # the other tests' forecast
+    assert daily_answer(served, "MY1") == served_before
+    assert served.follow(rise["unsubscribe_url"])["status"] == "removed"
 
 
 def test_a_failed_delivery_is_counted_and_retried_next_run(served, receiver, monkeypatch):
@@ -478,7 +557,7 @@ def test_no_address_or_webhook_url_in_the_service_log(served, receiver):
     served.ensure(served.config or "receiver")
     logs = served.logs()
     assert "subscription sub_" in logs  # subscriptions are named by their ids
-    for secret in ("person@example.org", "/hook-reached", "/hook-above", "/hook-flaky", "/hook-redirect", "/hook-restart", "10.0.0.1", "169.254.169.254"):
+    for secret in ("person@example.org", "/hook-reached", "/hook-above", "/hook-flaky", "/hook-redirect", "/hook-restart", "/hook-rises", "10.0.0.1", "169.254.169.254"):
         assert secret not in logs, secret
 
 
