@@ -170,7 +170,7 @@ subscriptions.install(app)  # POST /api/subscriptions, GET /api/subscriptions/co
 # The forecast routes (/predict, /predict/batch, /predict/daily) get no OpenTelemetry span: BentoML
 # records one per request even unsampled, and its timeout middleware keeps each request's context
 # (span included) alive for the whole timeout (60 s) after the answer, so the worker's memory grew
-# with the request rate: about 3.7 kB per request, 150 MB at 700 requests/s. Without the span a
+# with the request rate: about 4 kB per request, 160 MB at 700 requests/s. Without the span a
 # request leaves about 0.45 kB for those 60 s (bench/RESULTS.md, Soak).
 @bentoml.service(name="routeaq", workers=1, logging={"access": {"enabled": False}}, tracing={"excluded_urls": ["/predict"]})
 @bentoml.asgi_app(app, path="/")
