@@ -344,6 +344,21 @@ def served(trained_home, tmp_path_factory, mailbox):
     service.stop()
 
 
+@pytest.fixture
+def subscriptions_left_none(served):
+    """Each end-to-end test starts and ends with no subscription in the served store: what one
+    test subscribes cannot be alerted, counted or logged in another, in any order."""
+    def clear() -> None:
+        store = served.store()
+        store.expire_pending(datetime.now(timezone.utc) + timedelta(days=1))
+        for subscription in store.confirmed():
+            store.remove(subscription.id)
+
+    clear()
+    yield
+    clear()
+
+
 def run_alerts(served: Served, monkeypatch) -> tuple[dict, dg.ExecuteInProcessResult]:
     """Materialize ``subscription_alerts`` over the served home, as the sensor's run would."""
     for key, value in {**served.env("receiver"), "ROUTEAQ_SERVICE_URL": served.url, **home_env(served.home)}.items():
@@ -368,7 +383,7 @@ def daily(served: Served, site: str) -> list[DayForecast]:
     return [DayForecast.from_answer(site, d) for d in daily_answer(served, site)["days"]]
 
 
-def test_confirmed_subscriptions_are_alerted_once_and_never_after_unsubscribing(served, receiver, mailbox, monkeypatch):
+def test_confirmed_subscriptions_are_alerted_once_and_never_after_unsubscribing(served, subscriptions_left_none, receiver, mailbox, monkeypatch):
     served.ensure("receiver")
     box = mailbox[0]
     reached = [band_reached(f) for f in daily(served, "MY1")]
@@ -433,7 +448,7 @@ def test_confirmed_subscriptions_are_alerted_once_and_never_after_unsubscribing(
     assert "person@example.org" not in events and "/hook-reached" not in events  # nor in Dagster's records
 
 
-def test_the_served_forecast_rises_and_that_day_is_alerted_once_more_at_the_higher_band(served, receiver, monkeypatch):
+def test_the_served_forecast_rises_and_that_day_is_alerted_once_more_at_the_higher_band(served, subscriptions_left_none, receiver, monkeypatch):
     """The rise comes from the service: MY1's NO2 observed so far today is scaled up in the online
     panel the service reads (its newest hour stays, so the UK days stay) and ``POST /admin/reload``
     loads it, and ``POST /predict/daily`` then gives today High where it gave Moderate."""
@@ -485,7 +500,7 @@ def test_the_served_forecast_rises_and_that_day_is_alerted_once_more_at_the_high
     assert served.follow(rise["unsubscribe_url"])["status"] == "removed"
 
 
-def test_a_failed_delivery_is_counted_and_retried_next_run(served, receiver, monkeypatch):
+def test_a_failed_delivery_is_counted_and_retried_next_run(served, subscriptions_left_none, receiver, monkeypatch):
     served.ensure("receiver")
     answers = iter([200, 500, 500, 200, 200])  # the confirmation, a first run's alerts, then the next run's
     receiver.expect_request("/hook-flaky", method="POST").respond_with_handler(lambda request: Response("", status=next(answers)))
@@ -499,7 +514,7 @@ def test_a_failed_delivery_is_counted_and_retried_next_run(served, receiver, mon
     assert (metadata["deliveries_failed"], metadata["alerts_sent_webhook"]) == (0, min(days_reached, 2))
 
 
-def test_a_confirmation_that_cannot_be_delivered_keeps_nothing(served, receiver):
+def test_a_confirmation_that_cannot_be_delivered_keeps_nothing(served, subscriptions_left_none, receiver):
     served.ensure("receiver")
     receiver.expect_request("/hook-redirect", method="POST").respond_with_response(Response(status=307, headers={"Location": "http://169.254.169.254/"}))
     before = served.store().counts()
@@ -508,7 +523,7 @@ def test_a_confirmation_that_cannot_be_delivered_keeps_nothing(served, receiver)
     assert served.store().counts() == before
 
 
-def test_subscriptions_survive_a_restart_and_the_public_service_refuses_bad_input(served, receiver, monkeypatch):
+def test_subscriptions_survive_a_restart_and_the_public_service_refuses_bad_input(served, subscriptions_left_none, receiver, monkeypatch):
     served.ensure("receiver")
     receiver.expect_request("/hook-restart", method="POST").respond_with_data("ok")
     answer = served.subscribe(sites=["CLL2"], band="Moderate", webhook_url=receiver.url_for("/hook-restart"))
@@ -553,11 +568,18 @@ def test_the_rate_limit_answers_429_per_client_address(served):
     assert status == 429 and body["error"].startswith("too many subscription requests from your address: at most 12 a minute; retry in ")
 
 
-def test_no_address_or_webhook_url_in_the_service_log(served, receiver):
-    served.ensure(served.config or "receiver")
-    logs = served.logs()
-    assert "subscription sub_" in logs  # subscriptions are named by their ids
-    for secret in ("person@example.org", "/hook-reached", "/hook-above", "/hook-flaky", "/hook-redirect", "/hook-restart", "/hook-rises", "10.0.0.1", "169.254.169.254"):
+def test_no_address_or_webhook_url_in_the_service_log(served, subscriptions_left_none, receiver):
+    served.ensure("receiver")
+    # a confirmation the receiver refuses is logged as a warning (the service logs warnings and above)
+    receiver.expect_request("/hook-logged", method="POST").respond_with_data("no", status=500)
+    answer = served.subscribe(sites=["MY1"], band="High", webhook_url=receiver.url_for("/hook-logged"))
+    assert answer.status_code == 422 and answer.json()["field"] == "webhook_url", answer.text
+    served.subscribe(sites=["MY1"], band="High", email="logged.person@example.org")
+    deadline = time.monotonic() + 20
+    while "subscription sub_" not in (logs := served.logs()):  # named by its id; the log reaches its file a little later
+        assert time.monotonic() < deadline, logs[-2000:]
+        time.sleep(0.5)
+    for secret in ("logged.person@example.org", "/hook-logged", "person@example.org", "/hook-reached", "/hook-above", "/hook-flaky", "/hook-redirect", "/hook-restart", "/hook-rises", "10.0.0.1", "169.254.169.254"):
         assert secret not in logs, secret
 
 
