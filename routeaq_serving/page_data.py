@@ -15,7 +15,7 @@ States the page names in words:
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -70,7 +70,8 @@ def _newest(observations: pl.DataFrame, pollutant: str) -> tuple[datetime, float
     return (seen["time"][-1], float(seen[pollutant][-1])) if seen.height else None
 
 
-def _pollutant_status(state: State, registry: pl.DataFrame, site_obs: pl.DataFrame, site_id: str, pollutant: str, now: datetime) -> dict:
+def _pollutant_status(state: State, registry: pl.DataFrame, site_obs: pl.DataFrame, site_id: str, pollutant: str) -> dict:
+    """The pollutant's state at a site under the served state (its age is the answer's, added per request)."""
     newest = _newest(site_obs, pollutant)
     measured = _measured(registry, site_id, pollutant, state.origin.year, newest is not None)
     stopped = measured and (newest is None or state.origin - newest[0] > timedelta(hours=FEED_STOPPED_HOURS))
@@ -89,7 +90,6 @@ def _pollutant_status(state: State, registry: pl.DataFrame, site_obs: pl.DataFra
         "feed_stopped": stopped,
         "newest_observation": utc(newest[0]) if newest else None,
         "newest_value": newest[1] if newest else None,
-        "age_hours": _age_hours(now, newest[0]) if newest else None,
         "problem": problem,
     }
 
@@ -133,9 +133,9 @@ def _next_hours(serving: Forecasts, state: State, site_id: str, pollutant: str) 
     return [_point(found[i]) for i in items if i in found], "; ".join(problems) or None
 
 
-def _registry_facts(state: State) -> dict[str, dict]:
+def _registry_facts(registry: pl.DataFrame) -> dict[str, dict]:
     """Name, site type and coordinates of each served site that the packaged AURN metadata knows."""
-    rows = _site_registry(state.sites).unique("site_id", keep="first").iter_rows(named=True)
+    rows = registry.unique("site_id", keep="first").iter_rows(named=True)
     return {r["site_id"]: {"site_name": r["site_name"], "site_type": r["location_type"], "latitude": r["latitude"], "longitude": r["longitude"]} for r in rows}
 
 
@@ -152,12 +152,11 @@ def _day_summary(day: DailyIndex) -> dict:
 def _site_forecasts(serving: Forecasts, state: State, site_id: str) -> dict:
     """What a site's answers need from the served state: per pollutant its state in words and the
     next ``NEXT_HOURS`` hours' forecasts, and today's and tomorrow's index."""
-    registry = _site_registry(state.sites)
+    registry = _cache.registry(state)
     site_obs = state.observations.filter(pl.col("site_id") == site_id)
     statuses, upcoming = {}, {}
     for pollutant in FORECAST_POLLUTANTS:
-        entry = _pollutant_status(state, registry, site_obs, site_id, pollutant, state.origin)
-        entry.pop("age_hours")  # answered per request, from newest_observation
+        entry = _pollutant_status(state, registry, site_obs, site_id, pollutant)
         points = []
         if entry["problem"] is None:
             points, entry["problem"] = _next_hours(serving, state, site_id, pollutant)
@@ -208,12 +207,18 @@ class _PerState:
         with self._lock:
             return self._values.setdefault(key, value) if self._state is state else value
 
+    def registry(self, state: State) -> pl.DataFrame:
+        return self.get(state, ("registry",), lambda: _site_registry(state.sites))
+
+    def facts(self, state: State) -> dict[str, dict]:
+        return self.get(state, ("facts",), lambda: _registry_facts(self.registry(state)))
+
     def site(self, serving: Forecasts, state: State, site_id: str) -> dict:
         return self.get(state, ("site", site_id), lambda: _site_forecasts(serving, state, site_id))
 
     def overview(self, serving: Forecasts, state: State) -> list[dict]:
         def build() -> list[dict]:
-            facts = self.get(state, ("facts",), lambda: _registry_facts(state))
+            facts = self.facts(state)
             return [_summary(state, facts, site_id, self.site(serving, state, site_id)) for site_id in sorted(state.sites)]
 
         return self.get(state, ("overview",), build)
@@ -360,7 +365,7 @@ def site_detail(serving: Forecasts, site_id: str, now: datetime) -> dict:
     days = parts["days"]
     return {
         "site_id": site_id,
-        **_facts(_cache.get(state, ("facts",), lambda: _registry_facts(state)), site_id),
+        **_facts(_cache.facts(state), site_id),
         "forecast_origin": utc(state.origin),
         "newest_observation": utc(state.data_until.get(site_id)),
         "age_hours": _age_hours(now, state.data_until.get(site_id)),

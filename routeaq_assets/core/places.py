@@ -80,6 +80,9 @@ def nearest(latitude: float, longitude: float, sites: list[dict], limit: int) ->
     """The ``limit`` sites nearest the point, nearest first, each a copy with ``distance_km``
     (one decimal). ``sites`` are dicts with ``latitude`` and ``longitude``; sites without
     coordinates are left out."""
-    located = [s for s in sites if s.get("latitude") is not None and s.get("longitude") is not None]
-    ranked = sorted(located, key=lambda s: distance_km(latitude, longitude, s["latitude"], s["longitude"]))[:limit]
-    return [{**s, "distance_km": round(distance_km(latitude, longitude, s["latitude"], s["longitude"]), 1)} for s in ranked]
+    located = [
+        {**s, "distance_km": distance_km(latitude, longitude, s["latitude"], s["longitude"])}
+        for s in sites if s.get("latitude") is not None and s.get("longitude") is not None
+    ]
+    ranked = sorted(located, key=lambda s: s["distance_km"])[:limit]
+    return [{**s, "distance_km": round(s["distance_km"], 1)} for s in ranked]
