@@ -45,10 +45,12 @@ class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
     (``Warehouse``, the default) or, in production, the day-partitioned Parquet lake on S3
     (``storage.LakeWarehouse``). Both answer the shared reads of ``WarehouseReads``."""
 
-    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+    def query(self, sql: str, params: list | None = None, wait_s: float | None = None) -> pl.DataFrame:
+        """Run DuckDB SQL over the warehouse's tables. ``wait_s``: how long a read may wait for
+        a writer to finish (``core.locks.LockTimeout`` after that), where writers block readers."""
         raise NotImplementedError
 
-    def has_table(self, table: str) -> bool:
+    def has_table(self, table: str, wait_s: float | None = None) -> bool:
         raise NotImplementedError
 
     def replace_window(
@@ -71,11 +73,12 @@ class Warehouse(WarehouseResource):
     lock_timeout_s: float = 900.0  # a long backfill's write transaction
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, read_only: bool = False, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         database = Path(self.path)
         read_only = read_only and database.exists()  # the first opener creates the file
         lock = database.with_name(database.name + ".lock")
-        with file_lock(lock, exclusive=not read_only, timeout_s=self.lock_timeout_s, what=f"warehouse {database}"):
+        timeout_s = self.lock_timeout_s if wait_s is None else wait_s
+        with file_lock(lock, exclusive=not read_only, timeout_s=timeout_s, what=f"warehouse {database}"):
             database.parent.mkdir(parents=True, exist_ok=True)
             con = duckdb.connect(str(database), read_only=read_only)
             try:
@@ -133,14 +136,14 @@ class Warehouse(WarehouseResource):
             con.register("incoming", frame.to_arrow())
             con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")
 
-    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        with self.connect(read_only=True) as con:
+    def query(self, sql: str, params: list | None = None, wait_s: float | None = None) -> pl.DataFrame:
+        with self.connect(read_only=True, wait_s=wait_s) as con:
             return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
 
-    def has_table(self, table: str) -> bool:
+    def has_table(self, table: str, wait_s: float | None = None) -> bool:
         if not Path(self.path).exists():
             return False
-        with self.connect(read_only=True) as con:
+        with self.connect(read_only=True, wait_s=wait_s) as con:
             return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
 
 

@@ -171,7 +171,7 @@ class LakeWarehouse(WarehouseResource):
         paginator = self.client().get_paginator("list_objects_v2")
         return [o for page in paginator.paginate(Bucket=self.bucket, Prefix=self._table_prefix(table)) for o in page.get("Contents", [])]
 
-    def has_table(self, table: str) -> bool:
+    def has_table(self, table: str, wait_s: float | None = None) -> bool:
         answer = self.client().list_objects_v2(Bucket=self.bucket, Prefix=self._table_prefix(table), MaxKeys=1)
         return answer.get("KeyCount", 0) > 0
 
@@ -198,8 +198,9 @@ class LakeWarehouse(WarehouseResource):
         with open(dest, "wb") as out:
             client.download_fileobj(self.bucket, key, out)
 
-    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        """Run DuckDB SQL over the lake's tables (each table a view on its cached objects)."""
+    def query(self, sql: str, params: list | None = None, wait_s: float | None = None) -> pl.DataFrame:
+        """Run DuckDB SQL over the lake's tables (each table a view on its cached objects).
+        Writers never block readers here, so ``wait_s`` has nothing to bound."""
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")

@@ -3,14 +3,18 @@ often the sensor is evaluated, a cooldown, and a reason on every tick."""
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from routeaq_assets.core.retraining import PollutantState, RetrainPolicy, decide
-from routeaq_assets.defs.monitoring.assets import PERFORMANCE, drift_folder, hour_stamp
+from routeaq_assets.core.locks import file_lock
+from routeaq_assets.defs.monitoring.assets import DRIFT_HOURS, ROLLING_SCORES, drift_hours_table
+from routeaq_assets.defs.monitoring import sensors
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
-from routeaq_assets.resources import LocalLake, ModelStore
+from routeaq_assets.resources import ModelStore, Warehouse
 
 UTC = timezone.utc
 T0 = datetime(2025, 8, 1, tzinfo=UTC)
@@ -47,22 +51,23 @@ def test_a_missing_hour_ends_a_drift_episode():
 
 
 @pytest.fixture
-def lake(tmp_path) -> LocalLake:
-    return LocalLake(root=str(tmp_path / "lake"))
+def warehouse(tmp_path) -> Warehouse:
+    return Warehouse(path=str(tmp_path / "warehouse.duckdb"))
 
 
-def write_hour(lake: LocalLake, hour: datetime, drifted: dict[str, bool], skill: dict[str, float] | None = None) -> None:
-    """The monitoring records of one hour, in the shape the drift and performance assets write."""
+def write_hour(warehouse: Warehouse, hour: datetime, drifted: dict[str, bool], skill: dict[str, float] | None = None) -> None:
+    """The monitoring figures of one hour, in the tables the drift and performance assets write."""
+    end = hour + timedelta(hours=1)
     for pollutant in ("pm25", "no2", "o3"):
-        record = {"hour": hour.isoformat(), "pollutant": pollutant, "drifted": drifted.get(pollutant, False), "drifted_share": 0.5 if drifted.get(pollutant) else 0.0}
-        lake.write_bytes(f"{drift_folder(pollutant)}/{hour_stamp(hour)}.json", json.dumps(record).encode())
-    scores = [{"pollutant": p, "hours_ahead": 1, "hours": 200, "skill": (skill or {}).get(p, 0.2)} for p in ("pm25", "no2", "o3")]
-    lake.write_bytes(f"{PERFORMANCE}/{hour_stamp(hour)}.json", json.dumps({"hour": hour.isoformat(), "scores": scores}).encode())
+        alarm = {"time": hour, "drifted": drifted.get(pollutant, False), "drifted_share": 0.5 if drifted.get(pollutant) else 0.0, "champion_version": "1"}
+        warehouse.replace_window(drift_hours_table(pollutant), pl.DataFrame([alarm], schema=DRIFT_HOURS), hour, end)
+    scores = [{"time": hour, "pollutant": p, "hours_ahead": 1, "hours": 200, "skill": (skill or {}).get(p, 0.2)} for p in ("pm25", "no2", "o3")]
+    warehouse.replace_window(ROLLING_SCORES, pl.DataFrame(scores), hour, end)
 
 
-def test_the_sensor_requests_once_per_condition_however_often_it_ticks(lake, tmp_path):
+def test_the_sensor_requests_once_per_condition_however_often_it_ticks(warehouse, tmp_path):
     sensor = build_retraining_sensor(POLICY)
-    resources = {"lake": lake, "model_store": ModelStore(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")}
+    resources = {"warehouse": warehouse, "model_store": ModelStore(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")}
     requests, reasons = [], []
     with dg.instance_for_test() as instance:
         cursor = None
@@ -79,24 +84,37 @@ def test_the_sensor_requests_once_per_condition_however_often_it_ticks(lake, tmp
         assert first.skip_message.startswith("no drift report yet")
         hour = T0
         for k in range(6):  # quiet hours
-            write_hour(lake, hour + timedelta(hours=k), {})
+            write_hour(warehouse, hour + timedelta(hours=k), {})
             tick()
         assert requests == [] and "no2: no rule met: drift alarm 0 consecutive h" in reasons[-1]
         for k in range(6, 13):  # NO2 drifts from hour 6 on, for seven hours
-            write_hour(lake, hour + timedelta(hours=k), {"no2": True})
+            write_hour(warehouse, hour + timedelta(hours=k), {"no2": True})
             tick()
         assert [r.run_key for r in requests] == ["no2-drift-20250801T06"]
         assert requests[0].tags["routeaq/trigger"] == "drift"
         assert {k.to_user_string() for k in requests[0].asset_selection} == {"no2_candidate", "no2_champion", "online_features"}
         assert "already requested for this condition (no2-drift-20250801T06)" in reasons[-1]
-        write_hour(lake, hour + timedelta(hours=13), {})
+        write_hour(warehouse, hour + timedelta(hours=13), {})
         for k in range(14, 18):  # a new episode inside the cooldown: no request, and the tick says why
-            write_hour(lake, hour + timedelta(hours=k), {"no2": True})
+            write_hour(warehouse, hour + timedelta(hours=k), {"no2": True})
             tick()
         assert len(requests) == 1 and "no2: drift rule met but in cooldown (9 of 24 h" in reasons[-1]
         for k in range(18, 34):  # quiet again
-            write_hour(lake, hour + timedelta(hours=k), {})
+            write_hour(warehouse, hour + timedelta(hours=k), {})
         for k in range(34, 38):  # after the cooldown a new episode asks once more; PM2.5 loses to persistence
-            write_hour(lake, hour + timedelta(hours=k), {"no2": True}, skill={"pm25": -0.1})
+            write_hour(warehouse, hour + timedelta(hours=k), {"no2": True}, skill={"pm25": -0.1})
             tick(5)
     assert [r.run_key for r in requests] == ["no2-drift-20250801T06", "pm25-skill-20250802T10", "no2-drift-20250802T10"]
+
+
+def test_a_tick_while_the_warehouse_is_written_skips_instead_of_timing_out(warehouse, tmp_path, monkeypatch):
+    write_hour(warehouse, T0, {})
+    monkeypatch.setattr(sensors, "READ_WAIT_S", 0.5)
+    resources = {"warehouse": warehouse, "model_store": ModelStore(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")}
+    database = Path(warehouse.path)
+    with dg.instance_for_test() as instance:
+        with file_lock(database.with_name(database.name + ".lock"), exclusive=True, timeout_s=1, what="a backfill's write"):
+            busy = build_retraining_sensor(POLICY).evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
+        assert not busy.run_requests and busy.skip_message.startswith("the warehouse is being written")
+        quiet = build_retraining_sensor(POLICY).evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
+        assert "no2: no rule met" in quiet.skip_message

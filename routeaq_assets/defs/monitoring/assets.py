@@ -2,9 +2,11 @@
 scored against the observation that arrived later), ``interval_calibration`` (the factors that
 keep the served interval at its coverage) and ``{p}_drift_report`` per pollutant.
 
-Per hour, each writes a small JSON record to the lake (``reports/performance/``,
-``reports/drift/{p}/``): the retraining policy reads those, so a range run (a backfill) gives the
-policy each hour's own figures."""
+Per hour, each writes its figures to a small warehouse table (``rolling_scores``: the rolling
+scores at each hour; ``{p}_drift_hours``: each hour's alarm), so a range run (a backfill) gives
+the retraining policy each hour's own figures and its sensor reads them with one query each.
+The drift report also keeps each hour's full record (every column's distance) as JSON in the
+lake, for people and tools."""
 
 
 import json
@@ -27,13 +29,22 @@ from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
 from routeaq_assets.resources import Lake, ModelStore, OnlineStore, WarehouseResource
 
-PERFORMANCE = "reports/performance"
-PLOTS = f"{PERFORMANCE}/plots"
-# What accumulates in the lake: a JSON record per hour (a few kB) for RETAIN_DAYS, and the
+PLOTS = "reports/performance/plots"
+# What accumulates in the lake: a drift record per pollutant and hour (a few kB) for RETAIN_DAYS, and the
 # Evidently page (several MB) only for hours that drifted or were asked for, the newest MAX_HTML.
 RETAIN_DAYS = 90
 MAX_HTML = 24
 MAX_PLOTS = 24 * len(FORECAST_POLLUTANTS)  # a day of hourly runs
+
+
+ROLLING_SCORES = "rolling_scores"  # per hour, pollutant and hours ahead: the scores of the ROLLING_HOURS before it
+DRIFT_HOURS = {"time": pl.Datetime("us", "UTC"), "drifted": pl.Boolean, "drifted_share": pl.Float64, "champion_version": pl.String}
+
+
+def drift_hours_table(pollutant: str) -> str:
+    """Each monitored hour's drift alarm for ``pollutant`` (one table per drift report asset, as
+    each replaces its own hours)."""
+    return f"{pollutant}_drift_hours"
 
 
 def drift_folder(pollutant: str) -> str:
@@ -134,12 +145,12 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
 
     window_start, _ = scoring.rolling_window(end)
     history = warehouse.query("SELECT * FROM forecast_scores WHERE time >= ? AND time < ?", [window_start - timedelta(hours=len(hours)), end])
+    by_hour = []
     for hour in hours:
         w_start, w_end = scoring.rolling_window(hour + timedelta(hours=1))
         scores = scoring.rolling_scores(history.filter((pl.col("time") >= w_start) & (pl.col("time") < w_end)))
-        record = {"hour": hour.isoformat(), "rolling_hours": scoring.ROLLING_HOURS, "scores": scores.to_dicts()}
-        lake.write_bytes(f"{PERFORMANCE}/{hour_stamp(hour)}.json", json.dumps(record, default=str).encode())
-    prune(lake, PERFORMANCE, ".json", hours[-1], days=RETAIN_DAYS)
+        by_hour.append(scores.with_columns(time=pl.lit(hour, dtype=pl.Datetime("us", "UTC"))))
+    warehouse.replace_window(ROLLING_SCORES, pl.concat(by_hour, how="vertical_relaxed"), start, end)
 
     window = history.filter(pl.col("time") >= window_start)
     scores = scoring.rolling_scores(window)
@@ -247,7 +258,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
             "SELECT * FROM silver_features WHERE pollutant = ? AND time > ? AND time <= ?",
             [pollutant, hours[0] - timedelta(hours=drift.CURRENT_WINDOW_HOURS), hours[-1]],
         )
-        fired, newest_fired = 0, None
+        fired, newest_fired, alarms = 0, None, []
         for hour in hours:
             current = current_all.filter((pl.col("time") > hour - timedelta(hours=drift.CURRENT_WINDOW_HOURS)) & (pl.col("time") <= hour))
             try:
@@ -256,6 +267,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
                 raise dg.Failure(f"{pollutant}_drift_report {hour.isoformat()}: {exc}") from exc
             record = {"hour": hour.isoformat(), "champion_version": champion.version, "window_hours": drift.CURRENT_WINDOW_HOURS, **json.loads(summary.to_json())}
             lake.write_bytes(f"{folder}/{hour_stamp(hour)}.json", json.dumps(record).encode())
+            alarms.append({"time": hour, "drifted": summary.drifted, "drifted_share": summary.drifted_share, "champion_version": str(champion.version)})
             if summary.drifted:
                 fired, newest_fired = fired + 1, (hour, current)
         # Evidently's page for the newest hour that fired (or the last hour, on request): one per
@@ -265,6 +277,7 @@ def build_drift_report(pollutant: str) -> dg.AssetsDefinition:
             hour, current = newest_fired or (hours[-1], current)
             html_key = f"{folder}/{hour_stamp(hour)}.html"
             lake.write_bytes(html_key, drift.evidently_html(reference, current, drift.DRIFT_FEATURES).encode())
+        warehouse.replace_window(drift_hours_table(pollutant), pl.DataFrame(alarms, schema=DRIFT_HOURS), hours[0], hours[-1] + timedelta(hours=1))
         push(settings.pushgateway_url, "drift", drift_figures(pollutant, summary.drifted_share, summary.drifted, fired), context.log, pollutant=pollutant)
         prune(lake, folder, ".html", hours[-1], keep=MAX_HTML)
         prune(lake, folder, ".json", hours[-1], days=RETAIN_DAYS)

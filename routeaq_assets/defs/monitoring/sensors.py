@@ -1,5 +1,5 @@
-"""The retraining sensor: gathers each pollutant's figures from the monitoring records in the
-lake and the registry, asks ``core.retraining.decide`` (the one policy), and requests the
+"""The retraining sensor: gathers each pollutant's figures from the monitoring tables in the
+warehouse (``{p}_drift_hours``, ``rolling_scores``: a few small queries a tick) and the registry, asks ``core.retraining.decide`` (the one policy), and requests the
 pollutant's training (candidate, blocking gate, champion, online features) once per triggering
 condition. Every tick says why it did or did not ask, with the figures."""
 
@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timedelta
 
 import dagster as dg
+import polars as pl
 
 from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.notify import notifier_from_settings
@@ -15,43 +16,54 @@ from routeaq_assets.core.pushgateway import push, retrain_request_figures
 from routeaq_assets.core.retraining import Decision, PollutantState, RetrainPolicy, decide
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.jobs import train_job
-from routeaq_assets.defs.monitoring.assets import PERFORMANCE, drift_folder, hour_stamp
-from routeaq_assets.resources import Lake, ModelStore
+from routeaq_assets.core.locks import LockTimeout
+from routeaq_assets.defs.monitoring.assets import ROLLING_SCORES, drift_hours_table
+from routeaq_assets.resources import ModelStore, WarehouseResource
 
 REMEMBERED_KEYS = 200  # condition keys kept in the cursor (run keys dedupe beyond that too)
 
 
-def _record(lake: Lake, key: str) -> dict | None:
-    data = lake.read_bytes(key)
-    return json.loads(data) if data else None
+SKILL_LOOKBACK = timedelta(days=30)  # how far back a run of low skill is traced
+# The sensor waits at most this long for the embedded warehouse's file lock (a backfill may hold
+# it for minutes); it then skips the tick, well inside Dagster's 60 s limit for an evaluation.
+READ_WAIT_S = 20.0
 
 
-def newest_monitored_hour(lake: Lake) -> datetime | None:
-    stamps = [k.rsplit("/", 1)[-1][:13] for p in FORECAST_POLLUTANTS for k in lake.list_keys(drift_folder(p), ".json") if not k.rsplit("/", 1)[-1].startswith("thresholds")]
-    return datetime.fromisoformat(max(stamps) + ":00+00:00") if stamps else None
+def newest_monitored_hour(warehouse: WarehouseResource) -> datetime | None:
+    tables = [drift_hours_table(p) for p in FORECAST_POLLUTANTS if warehouse.has_table(drift_hours_table(p), wait_s=READ_WAIT_S)]
+    if not tables:
+        return None
+    newest = " UNION ALL ".join(f"SELECT max(time) AS time FROM {t}" for t in tables)
+    return warehouse.query(f"SELECT max(time) FROM ({newest})", wait_s=READ_WAIT_S).item()
 
 
-def _skill(lake: Lake, pollutant: str, hour: datetime) -> tuple[float | None, int]:
-    record = _record(lake, f"{PERFORMANCE}/{hour_stamp(hour)}.json")
-    for row in (record or {}).get("scores", []):
-        if row["pollutant"] == pollutant and row["hours_ahead"] == 1:
-            return row["skill"], row["hours"]
-    return None, 0
+def one_hour_skill(warehouse: WarehouseResource, now: datetime) -> pl.DataFrame:
+    """The rolling skill of the one-hour forecasts at each hour of the lookback (``time,
+    pollutant, hours, skill``), as ``forecast_performance`` stored it."""
+    if not warehouse.has_table(ROLLING_SCORES, wait_s=READ_WAIT_S):
+        return pl.DataFrame(schema={"time": pl.Datetime("us", "UTC"), "pollutant": pl.String, "hours": pl.Int64, "skill": pl.Float64})
+    return warehouse.query(
+        f"SELECT time, pollutant, hours, skill FROM {ROLLING_SCORES} WHERE hours_ahead = 1 AND time > ? AND time <= ?",
+        [now - SKILL_LOOKBACK, now], wait_s=READ_WAIT_S,
+    )
 
 
-def pollutant_state(lake: Lake, model_store: ModelStore, policy: RetrainPolicy, pollutant: str, now: datetime, cursor: dict) -> PollutantState:
+def pollutant_state(
+    warehouse: WarehouseResource, model_store: ModelStore, policy: RetrainPolicy, pollutant: str, now: datetime, skills: pl.DataFrame, cursor: dict
+) -> PollutantState:
     lookback = max(policy.drift_hours, 1) + 24
-    drift_by_hour = {}
-    for k in range(lookback):
-        hour = now - timedelta(hours=k)
-        record = _record(lake, f"{drift_folder(pollutant)}/{hour_stamp(hour)}.json")
-        if record is not None:
-            drift_by_hour[hour] = bool(record["drifted"])
-    skill, scored = _skill(lake, pollutant, now)
+    table = drift_hours_table(pollutant)
+    alarms = (
+        warehouse.query(f"SELECT time, drifted FROM {table} WHERE time > ? AND time <= ?", [now - timedelta(hours=lookback), now], wait_s=READ_WAIT_S)
+        if warehouse.has_table(table, wait_s=READ_WAIT_S) else pl.DataFrame()
+    )
+    drift_by_hour = {t: bool(d) for t, d in alarms.iter_rows()}
+    by_hour = {t: (s, n) for t, s, n in skills.filter(pl.col("pollutant") == pollutant).select("time", "skill", "hours").iter_rows()}
+    skill, scored = by_hour.get(now, (None, 0))
     low_since = None
     if skill is not None and skill < policy.min_skill:
         hour = now
-        while (s := _skill(lake, pollutant, hour)[0]) is not None and s < policy.min_skill:
+        while (s := by_hour.get(hour, (None, 0))[0]) is not None and s < policy.min_skill:
             low_since, hour = hour, hour - timedelta(hours=1)
     # No registered model or alias yet: the age rule has nothing to judge. The age counts from
     # the newest hour trained on (the hour before the exclusive end).
@@ -63,7 +75,7 @@ def pollutant_state(lake: Lake, model_store: ModelStore, policy: RetrainPolicy, 
         now=now,
         drift_by_hour=drift_by_hour,
         skill=skill,
-        scored_hours=scored,
+        scored_hours=scored or 0,
         skill_low_since=low_since,
         champion_version=version,
         champion_data_end=data_end,
@@ -78,15 +90,20 @@ def training_selection(pollutant: str) -> list[dg.AssetKey]:
 
 def build_retraining_sensor(policy: RetrainPolicy = RetrainPolicy(), run_config: dict | None = None) -> dg.SensorDefinition:
     @dg.sensor(name="retraining_policy", job=train_job, minimum_interval_seconds=60)
-    def retraining_policy(context: dg.SensorEvaluationContext, lake: Lake, model_store: ModelStore):
+    def retraining_policy(context: dg.SensorEvaluationContext, warehouse: WarehouseResource, model_store: ModelStore):
         """Requests a pollutant's retraining when drift holds for N hours, its rolling skill
         against persistence falls below the floor, or its champion grows too old
         (``core.retraining``), once per condition and never within the cooldown."""
         cursor = json.loads(context.cursor) if context.cursor else {}
-        now = newest_monitored_hour(lake)
-        if now is None:
-            return dg.SkipReason("no drift report yet: materialize the drift reports first")
-        decisions: list[Decision] = [decide(policy, pollutant_state(lake, model_store, policy, p, now, cursor)) for p in FORECAST_POLLUTANTS]
+        try:
+            now = newest_monitored_hour(warehouse)
+            if now is None:
+                return dg.SkipReason("no drift report yet: materialize the drift reports first")
+            skills = one_hour_skill(warehouse, now)
+            states = [pollutant_state(warehouse, model_store, policy, p, now, skills, cursor) for p in FORECAST_POLLUTANTS]
+        except LockTimeout as exc:
+            return dg.SkipReason(f"the warehouse is being written ({exc}); the next tick reads it")
+        decisions: list[Decision] = [decide(policy, state) for state in states]
         requests = []
         notifier = notifier_from_settings(load_settings().webhook_url, load_settings().webhook_token)
         for d in decisions:
