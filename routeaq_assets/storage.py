@@ -139,7 +139,7 @@ class LakeWarehouse(WarehouseResource):
                 day_frame, replaced = incoming, 0
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             try:
-                client.put_object(Bucket=self.bucket, Key=key, Body=self._parquet(day_frame.sort("time", "site_id")), **condition)
+                client.put_object(Bucket=self.bucket, Key=key, Body=self._parquet(day_frame.sort([c for c in ("time", "site_id") if c in day_frame.columns])), **condition)
                 return replaced
             except ClientError as exc:
                 if not _conflict(exc):

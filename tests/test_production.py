@@ -17,7 +17,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from conftest import REPO, SITES_CONFIG, WINDOW_END, make_definitions, partition_key
+from conftest import FIXTURES, REPO, SITES_CONFIG, WINDOW_END, make_definitions, partition_key
 from production_services import (  # noqa: F401 - fixtures
     PG,
     bucket,
@@ -30,6 +30,7 @@ from production_services import (  # noqa: F401 - fixtures
     start_mlflow_server,
 )
 from routeaq_assets.core.predictions import read_prediction_log
+from routeaq_assets.core.retraining import RetrainPolicy
 from routeaq_assets.core.shared import SharedFolder
 from routeaq_assets.defs.monitoring.alerts import monitoring_alerts
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
@@ -38,10 +39,11 @@ from routeaq_assets.resources import get_resources
 from service_process import BIN, bentoml_serve, stop
 
 SITES = ["CLL2", "MY1"]
+POLLUTANTS = ("pm25", "pm10", "no2", "o3")
 START = WINDOW_END - timedelta(days=10)
 MIDDLE = WINDOW_END - timedelta(days=5)
 # A small, fast model: the test is about the wiring, bench/ is about skill.
-TRAIN = {"ops": {"pm25_candidate": {"config": {"train_days": 10, "holdout_days": 2, "num_boost_round": 40, "coverage_tolerance": 0.3}}}}
+TRAIN = {"ops": {f"{p}_candidate": {"config": {"train_days": 10, "holdout_days": 2, "num_boost_round": 40, "coverage_tolerance": 0.3}} for p in POLLUTANTS}}
 
 
 def dagster_instance_env(database: str) -> dict[str, str]:
@@ -59,12 +61,12 @@ def range_tags(start, end) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": partition_key(start), "dagster/asset_partition_range_end": partition_key(end - timedelta(hours=1))}
 
 
-def close_the_loop(defs: dg.Definitions, instance: dg.DagsterInstance, hour, service: str, s3_endpoint: str, bucket: str, version: str) -> None:
-    """Monitoring on the production stack, as the hourly schedule and the sensors run it: the
-    served forecast scored from the log the pod shipped to S3, interval factors published to
-    Redis, the drift report's records in S3, the retraining policy reading them and the MLflow
-    server, the alerts sensor reading the PostgreSQL event log, and the plot served back from S3."""
-    monitoring = [defs.get_assets_def(n) for n in ("forecast_performance", "interval_calibration", "pm25_drift_report")]
+def close_the_loop(defs: dg.Definitions, instance: dg.DagsterInstance, hour, service: str, s3_endpoint: str, bucket: str, versions: dict[str, str]) -> None:
+    """Monitoring on the production stack, as the hourly and daily schedules run it: the served
+    forecast scored from the log the pod shipped to S3, interval factors published to Redis, each
+    pollutant's drift record in S3 and its alarm in the lake's tables, the day's index verified,
+    subscribed alerts judged from the service's own forecasts, and the plot served back from S3."""
+    monitoring = [defs.get_assets_def(n) for n in ("forecast_performance", "interval_calibration", *(f"{p}_drift_report" for p in POLLUTANTS))]
     monitored = dg.materialize(monitoring, resources=defs.resources, instance=instance, partition_key=partition_key(hour))
     assert monitored.success
     performance = monitored.asset_materializations_for_node("forecast_performance")[0].metadata
@@ -73,17 +75,14 @@ def close_the_loop(defs: dg.Definitions, instance: dg.DagsterInstance, hour, ser
     assert monitored.asset_materializations_for_node("interval_calibration")[0].metadata["published_to"].value.startswith("redis://")
     stamp = f"{hour:%Y-%m-%dT%H}"
     keys = {o["Key"] for o in s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/reports/")["Contents"]}
-    assert {f"routeaq/reports/performance/{stamp}.json", f"routeaq/reports/performance/plots/{stamp}-pm25.png", f"routeaq/reports/drift/pm25/{stamp}.json",
-            f"routeaq/reports/drift/pm25/thresholds-v{version}.json"} <= keys
+    assert {f"routeaq/reports/performance/plots/{stamp}-pm25.png"} | {f"routeaq/reports/drift/{p}/{stamp}.json" for p in POLLUTANTS} <= keys
+    assert {f"routeaq/reports/drift/{p}/thresholds-v{versions[p]}.json" for p in POLLUTANTS} <= keys
     plot = requests.get(performance["plot_pm25"].value.replace("http://localhost:8000", service), timeout=10)
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
-
-    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:  # the S3 resource is a context manager
-        policy = build_retraining_sensor().evaluate_tick(context)
-    assert not policy.run_requests and f"at {hour:%Y-%m-%d %H}:00 UTC: pm25: no rule met: drift alarm" in policy.skip_message
-    assert f"champion v{version} data 0 h old" in policy.skip_message
-    alerts = monitoring_alerts.evaluate_tick(dg.build_sensor_context(instance=instance))
-    assert json.loads(alerts.cursor)["pm25_champion"] > 0 and "new events read" in alerts.skip_message
+    daily = dg.materialize([defs.get_assets_def("daqi_verification")], resources=defs.resources, instance=instance, partition_key=f"{hour - timedelta(days=1):%Y-%m-%d}")
+    assert daily.success and daily.asset_materializations_for_node("daqi_verification")[0].metadata["sites"].value == len(SITES)
+    alerts = dg.materialize([defs.get_assets_def("subscription_alerts")], resources=defs.resources, instance=instance)
+    assert alerts.success  # no subscription yet: the forecasts are read and nothing is sent
 
 
 def test_runs_and_materializations_are_stored_in_postgres(home, tmp_path, monkeypatch, postgres_database):
@@ -101,13 +100,28 @@ def test_runs_and_materializations_are_stored_in_postgres(home, tmp_path, monkey
         assert cursor.fetchone()[0] == 1
 
 
+def every_check_evaluated(instance: dg.DagsterInstance) -> set[dg.AssetCheckKey]:
+    """The asset checks evaluated in any run of the instance, from its event log."""
+    found = set()
+    for run in instance.get_runs():
+        for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records:
+            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            found.add(dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name))
+    return found
+
+
 @pytest.mark.e2e
-def test_the_whole_loop_runs_in_production_mode(home, tmp_path, monkeypatch, s3_endpoint, bucket, new_database, redis_target):
+def test_the_whole_loop_runs_in_production_mode(home, tmp_path, monkeypatch, s3_endpoint, bucket, new_database, redis_target, httpserver):
+    """Every asset of ``Definitions`` materialized and every check evaluated on the production
+    stack, in the order production runs them, ending with a retrain the policy asks for."""
+    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     mlflow_server, tracking_uri = start_mlflow_server(new_database(), s3_endpoint, bucket, tmp_path / "mlflow.log")
     try:
         for key, value in {**production_env(bucket, s3_endpoint, tracking_uri, redis_target), **dagster_instance_env(new_database())}.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("ROUTEAQ_SITES", ",".join(SITES))
+        monkeypatch.setenv("ROUTEAQ_WEBHOOK_URL", httpserver.url_for("/alerts"))
+        monkeypatch.setenv("ROUTEAQ_SUBSCRIPTIONS_DB", f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{new_database()}")
         defs = build_definitions(get_resources())
         with production_instance(tmp_path) as instance:
             assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, instance=instance).success
@@ -142,19 +156,23 @@ def test_the_whole_loop_runs_in_production_mode(home, tmp_path, monkeypatch, s3_
 
             ingest = defs.resolve_job_def("ingest_job")
             assert ingest.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("silver_features")], tags=range_tags(START, WINDOW_END)).success
-            training = [defs.get_assets_def(name) for name in ("pm25_candidate", "pm25_champion")] + list(defs.asset_checks)
-            trained = dg.materialize(training, selection=["pm25_candidate", "pm25_champion"], resources=defs.resources, run_config=TRAIN, instance=instance)
+            trained = defs.resolve_job_def("train_job").execute_in_process(instance=instance, run_config=TRAIN)
             assert trained.success
-            assert trained.asset_materializations_for_node("pm25_champion")[0].metadata["promoted"].value is True
-            assert dg.materialize([defs.get_assets_def("online_features")], resources=defs.resources, instance=instance).success
+            for p in POLLUTANTS:
+                assert trained.asset_materializations_for_node(f"{p}_champion")[0].metadata["promoted"].value is True
+            evaluation = dg.materialize(
+                [defs.get_assets_def("backtest"), defs.get_assets_def("local_data_backtest")], resources=defs.resources, instance=instance, run_config=backtests(tmp_path),
+            )
+            assert evaluation.success
 
         client = MlflowClient(tracking_uri)
+        versions = {p: client.get_model_version_by_alias(f"routeaq-{p}", "champion").version for p in POLLUTANTS}
         champion = client.get_model_version_by_alias("routeaq-pm25", "champion")
         candidate_run = client.get_run(champion.run_id)
         parent = client.get_run(candidate_run.data.tags["mlflow.parentRunId"])  # dagster-mlflow's run of the Dagster run
         assert parent.data.tags["dagster_run_id"] == trained.run_id and parent.info.status == "FINISHED"
         objects = [o["Key"] for o in s3_client(s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]]
-        assert any(k.startswith("routeaq/tables/silver_features/day=") for k in objects)
+        assert any(k.startswith("routeaq/tables/silver_features/") for k in objects)
         assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in objects)
 
         history = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/history/")["Contents"]
@@ -165,21 +183,76 @@ def test_the_whole_loop_runs_in_production_mode(home, tmp_path, monkeypatch, s3_
         # and ships its prediction log there every second.
         shared = SharedFolder(s3_client(s3_endpoint), bucket, "routeaq/predictions")
         with bentoml_serve(home / "service-pod", tmp_path / "serve.log", env={"ROUTEAQ_PREDICTION_FLUSH_SECONDS": "1"}) as url:
+            monkeypatch.setenv("ROUTEAQ_SERVICE_URL", url)
             health = requests.get(f"{url}/health", timeout=10).json()
-            assert health["models"] == {"pm25": champion.version}
+            assert health["models"] == versions
             assert (home / "service-pod" / "offline" / "panel-2025.parquet").exists()  # the history files reached the pod
             answer = requests.post(f"{url}/predict", json={"site_id": "MY1", "timestamp": "2025-08-01T12:00:00Z"}, timeout=10)
             assert answer.status_code == 200, answer.text
             assert answer.json()["model_version"] == champion.version and answer.json()["pm25_pred"] >= 0
             last = WINDOW_END - timedelta(hours=1)
             assert requests.post(f"{url}/predict", json={"site_id": "CLL2", "timestamp": "2025-08-01T11:00:00Z"}, timeout=10).status_code == 200
+            page_answers_from_the_champions(url, versions)
             deadline = time.monotonic() + 30
             while read_prediction_log(tmp_path / "shipped", last, WINDOW_END, shared).is_empty():
                 assert time.monotonic() < deadline, "the pod did not ship its prediction log"
                 time.sleep(0.5)
             with production_instance(tmp_path) as instance:
-                close_the_loop(defs, instance, last, url, s3_endpoint, bucket, champion.version)
+                close_the_loop(defs, instance, last, url, s3_endpoint, bucket, versions)
+                retrain_as_the_policy_asks(defs, instance, httpserver)
+                ran = {k for k in defs.resolve_asset_graph().get_all_asset_keys() if instance.get_latest_materialization_event(k) is not None}
+                assert ran == set(defs.resolve_asset_graph().get_all_asset_keys()), f"never materialized: {set(defs.resolve_asset_graph().get_all_asset_keys()) - ran}"
+                checks = set(defs.resolve_asset_graph().asset_check_keys)
+                assert checks - every_check_evaluated(instance) == set(), "checks never evaluated"
         logged = read_prediction_log(tmp_path / "monitoring", WINDOW_END, WINDOW_END + timedelta(hours=1), shared)
-        assert logged.select("site_id", "model_version", "pred").rows() == [("MY1", champion.version, answer.json()["pred"])]
+        assert ("MY1", champion.version, answer.json()["pred"]) in logged.select("site_id", "model_version", "pred").rows()  # with the page's forecasts
     finally:
         stop(mlflow_server)
+
+
+def backtests(tmp_path) -> dict:
+    """Small backtests: the trained window's features, and a user's folder of openair tables (ABD's
+    real 2017 file): the wiring, not the skill."""
+    folder = tmp_path / "user-folder"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "ABD_2017.RData", folder)
+    small = {"num_boost_round": 30, "folds": 1, "pollutants": ["no2"]}
+    return {"ops": {
+        "backtest": {"config": {**small, "train_days": 5, "test_days": 2}},
+        "local_data_backtest": {"config": {**small, "folder": str(folder), "train_days": 30, "test_days": 7}},
+    }}
+
+
+def page_answers_from_the_champions(url: str, versions: dict[str, str]) -> None:
+    """The page's API on the production service: the overview, a site, the nearest sites to a
+    place and the cleanest hours, each from the served champions."""
+    sites = requests.get(f"{url}/api/sites", timeout=30).json()
+    assert sorted(s["site_id"] for s in sites["sites"]) == sorted(SITES) and sites["models"] == versions
+    site = requests.get(f"{url}/api/sites/MY1", timeout=30).json()
+    assert len(site["next_times"]) == 48 and site["tomorrow"]["index"] is not None
+    assert all(len(p["next"]["pred"]) == 48 for p in site["pollutants"] if p["measured"])
+    nearest = requests.get(f"{url}/api/nearest", params={"place": "London"}, timeout=30).json()
+    assert [s["site_id"] for s in nearest["sites"]][:2] and {s["site_id"] for s in nearest["sites"]} <= set(SITES)
+    best = requests.get(f"{url}/api/best-time", params={"site_id": "MY1", "hours": 2}, timeout=30)
+    assert best.status_code == 200 and best.json()["best"]["start"]
+
+
+def retrain_as_the_policy_asks(defs: dg.Definitions, instance: dg.DagsterInstance, httpserver) -> None:
+    """A policy that no model can satisfy (skill of 1 required) asks for each pollutant's training
+    once; the request's run ends in the gate, and the alert reaches the operators' receiver."""
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:  # the S3 resource is a context manager
+        tick = build_retraining_sensor(RetrainPolicy(min_skill=1.0, min_scored_hours=1)).evaluate_tick(context)
+    assert {r.tags["routeaq/pollutant"] for r in tick.run_requests} >= {"pm25"}, tick.skip_message
+    request = next(r for r in tick.run_requests if r.tags["routeaq/pollutant"] == "pm25")
+    assert request.tags["routeaq/trigger"] == "skill"
+    retrained = defs.resolve_job_def("train_job").execute_in_process(
+        instance=instance, asset_selection=request.asset_selection, run_config={"ops": {"pm25_candidate": TRAIN["ops"]["pm25_candidate"]}}, tags=request.tags,
+    )
+    assert retrained.success
+    gate = [e for e in retrained.all_events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+    assert [e.event_specific_data.check_name for e in gate] == ["beats_persistence"]
+    assert retrained.asset_materializations_for_node("pm25_champion")[0].metadata["reason"].value
+    sent = [json.loads(request.get_data()) for request, _ in httpserver.log]
+    assert any(body.get("event") == "retrain_requested" and body.get("pollutant") == "pm25" for body in sent), sent
+    alerts = monitoring_alerts.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert json.loads(alerts.cursor)["pm25_champion"] > 0
