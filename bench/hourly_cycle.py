@@ -41,7 +41,7 @@ def run(site_ids: list[str], days: int, hours: int) -> dict[str, list[float]]:
     from routeaq_assets.definitions import build_definitions
     from routeaq_assets.demo_drift import range_tags
     from routeaq_assets.core.environment import load_settings
-    from routeaq_assets.resources import local_resources
+    from routeaq_assets.environments import local_resources
 
     defs = build_definitions(local_resources(load_settings()))
     instance = dg.DagsterInstance.ephemeral()

@@ -10,7 +10,8 @@ import pytest
 from routeaq_assets.core.retraining import PollutantState, RetrainPolicy, decide
 from routeaq_assets.defs.monitoring.assets import PERFORMANCE, drift_folder, hour_stamp
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
-from routeaq_assets.resources import LocalLake, ModelStore
+from routeaq_assets.lake import LocalLake
+from routeaq_assets.model_store import ModelStore
 
 UTC = timezone.utc
 T0 = datetime(2025, 8, 1, tzinfo=UTC)

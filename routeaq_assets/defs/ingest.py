@@ -34,7 +34,9 @@ from routeaq_assets.defs.ingest_checks import (
     weather_check_specs,
 )
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import ObservationSource, WarehouseResource, WeatherSource
+from routeaq_assets.observation_sources import ObservationSource
+from routeaq_assets.warehouse import WarehouseResource
+from routeaq_assets.weather_sources import WeatherSource
 from routeaq_assets.sources.http import SourceUnavailable
 
 

@@ -18,7 +18,8 @@ from routeaq_assets.core.models import GATE_LEADS, TRAINING_LEADS, TrainingSetti
 from routeaq_assets.core.pushgateway import champion_figures, push
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import silver_features
-from routeaq_assets.resources import ModelStore, WarehouseResource
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.warehouse import WarehouseResource
 
 CHECK_GATE = "beats_persistence"
 

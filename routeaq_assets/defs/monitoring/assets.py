@@ -25,7 +25,10 @@ from routeaq_assets.core.shared import PREDICTIONS, report_url, shared_folder
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import Lake, ModelStore, OnlineStore, WarehouseResource
+from routeaq_assets.lake import Lake
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.online_store import OnlineStore
+from routeaq_assets.warehouse import WarehouseResource
 
 PERFORMANCE = "reports/performance"
 PLOTS = f"{PERFORMANCE}/plots"

@@ -16,7 +16,8 @@ from routeaq_assets.core.retraining import Decision, PollutantState, RetrainPoli
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.jobs import train_job
 from routeaq_assets.defs.monitoring.assets import PERFORMANCE, drift_folder, hour_stamp
-from routeaq_assets.resources import Lake, ModelStore
+from routeaq_assets.lake import Lake
+from routeaq_assets.model_store import ModelStore
 
 REMEMBERED_KEYS = 200  # condition keys kept in the cursor (run keys dedupe beyond that too)
 
