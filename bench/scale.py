@@ -193,8 +193,8 @@ def stage_bodies(year: int, out: Path) -> None:
     import dagster as dg
 
     from routeaq_assets.core.environment import load_settings
-    from routeaq_assets.defs.training import TrainingConfig
     from routeaq_assets.definitions import defs
+    from routeaq_assets.defs.training import TrainingConfig
     from routeaq_assets.environments import local_resources
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)

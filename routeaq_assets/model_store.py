@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from routeaq_assets.adapters.registry import ForecastRegistry
 from routeaq_assets.core.environment import MODEL_PREFIX
-from routeaq_assets.core.registry import ForecastRegistry
 
 
 class ModelStore(dg.ConfigurableResource):

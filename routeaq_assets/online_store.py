@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core.stores import HistoryStore, interval_factor_store, online_store
+from routeaq_assets.adapters.stores import HistoryStore, interval_factor_store, online_store
 
 
 class OnlineStore(dg.ConfigurableResource):

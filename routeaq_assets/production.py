@@ -17,10 +17,11 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from routeaq_assets.adapters.registry import EXPERIMENT
+from routeaq_assets.adapters.shared import SharedFolder
+from routeaq_assets.adapters.stores import HistoryStore
 from routeaq_assets.core.environment import ConfigurationError, Settings
-from routeaq_assets.core.registry import EXPERIMENT
-from routeaq_assets.core.shared import HISTORY, SharedFolder
-from routeaq_assets.core.stores import HistoryStore
+from routeaq_assets.core.shared_folders import HISTORY
 from routeaq_assets.model_store import ModelStore
 from routeaq_assets.online_store import OnlineStore
 from routeaq_assets.storage import LakeWarehouse, S3Lake

@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from routeaq_assets.core.locks import file_lock
+from routeaq_assets.adapters.locks import file_lock
 from routeaq_assets.core.warehouse_reads import WarehouseReads
 from routeaq_assets.core.windows import check_rows_for_window
 

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from conftest import FIXTURES, WINDOW_END, copy_home, make_definitions, partition_key, run_pipeline
-from routeaq_assets.core.registry import ForecastRegistry
+from routeaq_assets.adapters.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.observation_sources import OpenairObservations, UkairObservations
 

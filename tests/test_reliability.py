@@ -16,11 +16,11 @@ import yaml
 from werkzeug import Response
 
 from conftest import FIXTURES, REPO, WINDOW_END, home_env, make_definitions, partition_key
-from routeaq_assets.core.locks import LockTimeout
+from routeaq_assets.adapters.locks import LockTimeout
 from routeaq_assets.observation_sources import DemoObservations, LocalObservations, OpenairObservations
+from routeaq_assets.sources.openair import read_rdata_table
 from routeaq_assets.warehouse import Warehouse
 from routeaq_assets.weather_sources import DemoWeather, LocalWeather
-from routeaq_assets.sources.openair import read_rdata_table
 
 UTC = timezone.utc
 START, END = datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 1, 4, tzinfo=UTC)

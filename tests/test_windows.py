@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from routeaq_assets.core.stores import HistoryStore
+from routeaq_assets.adapters.stores import HistoryStore
 from routeaq_assets.core.windows import year_span
 
 

@@ -34,8 +34,8 @@ from routeaq_assets.defs.training import ModelConfig
 from routeaq_assets.lake import Lake
 from routeaq_assets.model_store import ModelStore
 from routeaq_assets.observation_sources import LocalObservations, ObservationSource
-from routeaq_assets.warehouse import WarehouseResource
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
+from routeaq_assets.warehouse import WarehouseResource
 
 
 class BacktestConfig(ModelConfig):

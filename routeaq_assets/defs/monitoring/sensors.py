@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from routeaq_assets.adapters.notify import notifier_from_settings
+from routeaq_assets.adapters.pushgateway import push
 from routeaq_assets.core.environment import load_settings, model_name
-from routeaq_assets.core.notify import notifier_from_settings
-from routeaq_assets.core.pushgateway import push, retrain_request_figures
+from routeaq_assets.core.prometheus import retrain_request_figures
 from routeaq_assets.core.retraining import Decision, PollutantState, RetrainPolicy, decide
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.jobs import train_job
