@@ -38,10 +38,10 @@ def run(site_ids: list[str], days: int, hours: int) -> dict[str, list[float]]:
     home = Path(tempfile.mkdtemp(prefix="routeaq-bench-")) / "routeaq"
     os.environ.update({"ROUTEAQ_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "ROUTEAQ_SITES": ",".join(site_ids), "OMP_WAIT_POLICY": "PASSIVE"})
     (home / "dagster").mkdir(parents=True)
+    from routeaq_assets.core.environment import load_settings
     from routeaq_assets.definitions import build_definitions
     from routeaq_assets.demo_drift import range_tags
-    from routeaq_assets.core.environment import load_settings
-    from routeaq_assets.resources import local_resources
+    from routeaq_assets.environments import local_resources
 
     defs = build_definitions(local_resources(load_settings()))
     instance = dg.DagsterInstance.ephemeral()

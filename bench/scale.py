@@ -193,9 +193,9 @@ def stage_bodies(year: int, out: Path) -> None:
     import dagster as dg
 
     from routeaq_assets.core.environment import load_settings
-    from routeaq_assets.defs.training import TrainingConfig
     from routeaq_assets.definitions import defs
-    from routeaq_assets.resources import local_resources
+    from routeaq_assets.defs.training import TrainingConfig
+    from routeaq_assets.environments import local_resources
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     resources = local_resources(load_settings())

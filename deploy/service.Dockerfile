@@ -19,11 +19,13 @@ RUN pip install --no-cache-dir uv==0.13.9
 COPY requirements.lock ./
 RUN uv pip sync --system --no-cache requirements.lock
 
-# bentofile.yaml's include list: the service, the package marker, the pure core and its data.
+# bentofile.yaml's include list: the service, the package marker, the pure core, the adapters to
+# the outside systems and the data.
 COPY pyproject.toml README.md bentofile.yaml ./
 COPY routeaq_serving ./routeaq_serving
 COPY routeaq_assets/__init__.py ./routeaq_assets/__init__.py
 COPY routeaq_assets/core ./routeaq_assets/core
+COPY routeaq_assets/adapters ./routeaq_assets/adapters
 COPY routeaq_assets/data ./routeaq_assets/data
 RUN useradd --create-home --uid 10001 routeaq \
     && mkdir -p "$ROUTEAQ_HOME" \

@@ -5,7 +5,7 @@ import dagster as dg
 from routeaq_assets.core.retraining import RetrainPolicy
 from routeaq_assets.defs import evaluation, features, ingest, jobs, serving, training
 from routeaq_assets.defs.monitoring import build_monitoring
-from routeaq_assets.resources import get_resources
+from routeaq_assets.environments import get_resources
 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource], policy: RetrainPolicy = RetrainPolicy(), training_run_config: dict | None = None) -> dg.Definitions:

@@ -24,8 +24,8 @@ from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from routeaq_assets.adapters.locks import LockTimeout, file_lock
 from routeaq_assets.core.environment import PARTITIONS_START_FILE, ConfigurationError, require_writable_home
-from routeaq_assets.core.locks import LockTimeout, file_lock
 from routeaq_assets.core.progress import PREFIX as PROGRESS
 
 DEFAULT_END = "2025-08-01T12:00:00Z"

@@ -17,11 +17,13 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from routeaq_assets.adapters.registry import EXPERIMENT
+from routeaq_assets.adapters.shared import SharedFolder
+from routeaq_assets.adapters.stores import HistoryStore
 from routeaq_assets.core.environment import ConfigurationError, Settings
-from routeaq_assets.core.registry import EXPERIMENT
-from routeaq_assets.core.shared import HISTORY, SharedFolder
-from routeaq_assets.core.stores import HistoryStore
-from routeaq_assets.resources import ModelStore, OnlineStore, source_resources
+from routeaq_assets.core.shared_folders import HISTORY
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.online_store import OnlineStore
 from routeaq_assets.storage import LakeWarehouse, S3Lake
 
 CHECK_TIMEOUT_S = 5.0
@@ -134,14 +136,15 @@ def check_services(settings: Settings) -> None:
         raise ServiceUnreachable("ROUTEAQ_ENV=production: these services do not answer:\n- " + "\n- ".join(problems))
 
 
-def production_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def production_stores(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The warehouse, lake, model store and online store of production (the sources are the same
+    in every environment: ``environments.source_resources``)."""
     missing = settings.missing_production_settings()
     if missing:
         raise ConfigurationError("ROUTEAQ_ENV=production needs these settings:\n- " + "\n- ".join(missing))
     check_services(settings)
     s3 = s3_resource(settings)
     return {
-        **source_resources(settings),
         "warehouse": LakeWarehouse(s3=s3, bucket=settings.s3_bucket, prefix=settings.s3_prefix, cache_dir=str(settings.home / "cache" / "lake")),
         "lake": S3Lake(s3=s3, bucket=settings.s3_bucket, prefix=settings.s3_prefix),
         "model_store": TrackedModelStore(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), prefix=settings.model_prefix),

@@ -38,7 +38,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from routeaq_assets.core.files import write_atomically
-from routeaq_assets.resources import Lake, WarehouseResource
+from routeaq_assets.lake import Lake
+from routeaq_assets.warehouse import WarehouseResource
 from routeaq_assets.core.windows import check_rows_for_window
 
 COMMIT_ATTEMPTS = 20

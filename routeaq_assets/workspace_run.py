@@ -26,7 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from routeaq_assets.core.locks import file_lock
+from routeaq_assets.adapters.locks import file_lock
 
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 DAGSTER = Path(sys.executable).with_name("dagster")

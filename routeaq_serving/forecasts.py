@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from routeaq_assets.adapters.stores import HistoryStore, HistoryUnreadable
 from routeaq_assets.core.features import MAX_LOOKBACK_HOURS
-from routeaq_assets.core.stores import HistoryStore, HistoryUnreadable
 from routeaq_serving.errors import ForecastError, NotReady, OutOfRange, StoreUnavailable, UnknownSite
 from routeaq_serving.state import Rows, ServingState, State, prepare
 

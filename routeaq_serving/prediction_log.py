@@ -5,7 +5,7 @@ a crash of the service.
 
 Embedded (no ``shared`` folder): one file per UTC day, ``predictions-YYYY-MM-DD.jsonl``.
 
-Production (``shared``: the S3 folder of ``core.shared``): a request still costs one local
+Production (``shared``: the S3 folder of ``adapters.shared``): a request still costs one local
 ``write``, never an S3 call. Lines go to a local chunk, ``chunks/<name>-<opened>.jsonl``, held
 under an exclusive ``flock`` while it is open; ``flush`` (on a timer in the service, and at
 shutdown) closes it and ships every chunk nobody holds, the pod's own and any that a crashed
@@ -24,8 +24,8 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+from routeaq_assets.adapters.shared import SharedFolder
 from routeaq_assets.core.predictions import chunk_by_day, prediction_lines
-from routeaq_assets.core.shared import SharedFolder
 
 log = logging.getLogger("routeaq.serving")
 CHUNKS = "chunks"

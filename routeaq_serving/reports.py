@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from fastapi import Path as PathParameter
 from fastapi.responses import Response
 
-from routeaq_assets.core.shared import REPORTS, SharedFolder
+from routeaq_assets.adapters.shared import SharedFolder
+from routeaq_assets.core.shared_folders import REPORTS
 from routeaq_serving.errors import UnknownReport
 
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".json": "application/json"}

@@ -23,9 +23,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
+from routeaq_assets.adapters.shared import shared_folder
 from routeaq_assets.core.environment import load_settings, require_writable_home
-from routeaq_assets.core.shared import PREDICTIONS as PREDICTION_LOG, REPORTS, shared_folder
 from routeaq_assets.core.places import uk_places
+from routeaq_assets.core.shared_folders import PREDICTIONS as PREDICTION_LOG, REPORTS
 from routeaq_serving import admin, page, page_data, reports, subscriptions
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts, known_site
 from routeaq_serving.prediction_log import PredictionLog, log_answers

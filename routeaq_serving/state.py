@@ -17,17 +17,18 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import polars as pl
 
+from routeaq_assets.adapters.notify import notifier_from_settings
+from routeaq_assets.adapters.redact import redact_uri, scrub
+from routeaq_assets.adapters.registry import ForecastRegistry, RegisteredForecaster
+from routeaq_assets.adapters.shared import shared_folder
+from routeaq_assets.adapters.stores import HistoryStore, interval_factor_store, online_store
 from routeaq_assets.core.environment import Settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
 from routeaq_assets.core.intervals import empty_factors, factors_for
 from routeaq_assets.core.models import forecast_base
-from routeaq_assets.core.notify import notifier_from_settings
 from routeaq_assets.core.predictions import read_prediction_log
-from routeaq_assets.core.redact import redact_uri, scrub
-from routeaq_assets.core.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.core.shared import HISTORY, PREDICTIONS, shared_folder
-from routeaq_assets.core.stores import HistoryStore, interval_factor_store, online_store
+from routeaq_assets.core.shared_folders import HISTORY, PREDICTIONS
 from routeaq_serving.errors import NotReady
 
 log = logging.getLogger("routeaq.serving")

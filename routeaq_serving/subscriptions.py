@@ -27,9 +27,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 from typing_extensions import Annotated
 
-from routeaq_assets.core.alert_delivery import check_webhook, deliver, smtp_settings
+from routeaq_assets.adapters.alert_delivery import check_webhook, deliver, smtp_settings
+from routeaq_assets.adapters.subscription_store import subscription_store
 from routeaq_assets.core.environment import Settings
-from routeaq_assets.core.subscription_store import subscription_store
 from routeaq_assets.core.subscriptions import (
     InvalidSubscription, Subscription, checked_band, checked_email, checked_sites, confirmation_message, new_token, token_hash,
 )

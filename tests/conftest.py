@@ -15,7 +15,7 @@ import pytest
 os.environ["ROUTEAQ_PARTITIONS_START"] = "2015-01-01-00:00"
 
 from routeaq_assets.core.environment import load_settings  # noqa: E402 - after the partitions' start
-from routeaq_assets.resources import local_resources  # noqa: E402
+from routeaq_assets.environments import local_resources  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -9,9 +9,9 @@ import duckdb
 import pytest
 
 from conftest import FIXTURES, WINDOW_END, copy_home, make_definitions, partition_key, run_pipeline
-from routeaq_assets.core.registry import ForecastRegistry
+from routeaq_assets.adapters.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.resources import ObservationSource
+from routeaq_assets.observation_sources import OpenairObservations, UkairObservations
 
 UTC = timezone.utc
 
@@ -73,7 +73,7 @@ def test_raw_aurn_from_an_http_server_serving_real_openair_files(home, httpserve
     httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data((FIXTURES / "ABD_2017.RData").read_bytes())
     httpserver.expect_request("/R_data/AH_2017.RData").respond_with_data((FIXTURES / "AH_2017.RData").read_bytes())
     httpserver.expect_request("/R_data/AURN_metadata.RData").respond_with_data((FIXTURES / "AURN_metadata.RData").read_bytes())
-    source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
+    source = OpenairObservations(folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
     defs = make_definitions(home, observations=source)
     sites = {"ops": {"site_registry": {"config": {"sites": ["ABD", "AH"]}}}}
     assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config=sites).success
@@ -98,8 +98,7 @@ def test_failing_source_mid_backfill_names_site_year_and_cause_and_keeps_earlier
     httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data((FIXTURES / "ABD_2017.RData").read_bytes())
     httpserver.expect_request("/R_data/ABD_2018.RData").respond_with_data("upstream down", status=500)
     httpserver.expect_request("/R_data/AURN_metadata.RData").respond_with_data((FIXTURES / "AURN_metadata.RData").read_bytes())
-    source = ObservationSource(
-        kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"), timeout_s=5, retries_when_down=1, retry_wait_s=0
+    source = OpenairObservations(folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"), timeout_s=5, retries_when_down=1, retry_wait_s=0
     )
     defs = make_definitions(home, observations=source)
     assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config={"ops": {"site_registry": {"config": {"sites": ["ABD"]}}}}).success
@@ -172,7 +171,7 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(trained_home, 
 
 def test_site_registry_from_the_networks_published_metadata_file(home, httpserver):
     httpserver.expect_request("/R_data/AURN_metadata.RData").respond_with_data((FIXTURES / "AURN_metadata.RData").read_bytes())
-    source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
+    source = OpenairObservations(folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
     defs = make_definitions(home, observations=source)
     config = {"ops": {"site_registry": {"config": {"sites": ["ABD", "AH"]}}}}
     assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config=config).success
@@ -200,7 +199,7 @@ def test_ratified_values_replace_provisional_ones_and_are_counted(home, httpserv
         pl.when((pl.col("time") == datetime(2017, 1, 1, 5, tzinfo=UTC)) & (pl.col("pollutant") == "no2")).then(99.0).otherwise(pl.col("value")).alias("value")
     )
     httpserver.expect_request("/site_data/AH_2017.csv").respond_with_data(format_ukair_csv("Aston Hill", ah, status="R"))
-    source = ObservationSource(kind="ukair", folder=str(home / "sources"), base_url=httpserver.url_for("/site_data/"))
+    source = UkairObservations(folder=str(home / "sources"), base_url=httpserver.url_for("/site_data/"))
     defs = make_definitions(home, observations=source)
     assert dg.materialize([defs.get_assets_def("site_registry")], resources=defs.resources, run_config={"ops": {"site_registry": {"config": {"sites": ["ABD", "AH"]}}}}).success
     start, end = datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 1, 2, tzinfo=UTC)

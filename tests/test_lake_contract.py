@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from production_services import S3_CREDENTIALS, bucket, s3_client, s3_endpoint  # noqa: F401 - fixtures
-from routeaq_assets.resources import Lake, LocalLake
+from routeaq_assets.lake import Lake, LocalLake
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -133,9 +133,9 @@ def test_interval_calibration_publishes_the_factor_that_would_have_covered_the_s
     """Scores from forecast_performance, factors beside the online panel: the pooled factor of each
     pollutant is the 80th percentile of how many half-widths of the served interval each
     observation fell from its forecast, recomputed here from the stored scores."""
+    from routeaq_assets.adapters.stores import interval_factor_store
     from routeaq_assets.core.environment import load_settings
     from routeaq_assets.core.intervals import ALL_SITES
-    from routeaq_assets.core.stores import interval_factor_store
 
     hours = [datetime(2025, 7, 30, 0, tzinfo=UTC) + timedelta(hours=k) for k in range(36)]
     defs = make_definitions(monitored_home)

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 from werkzeug import Response
 
-from routeaq_assets.core.notify import WebhookNotifier
+from routeaq_assets.adapters.notify import WebhookNotifier
 from routeaq_assets.defs.monitoring.alerts import monitoring_alerts
 
 TOKEN = "s3cret-token"

@@ -10,11 +10,12 @@ import polars as pl
 import pytest
 
 from routeaq_assets.core.retraining import PollutantState, RetrainPolicy, decide
-from routeaq_assets.core.locks import file_lock
+from routeaq_assets.adapters.locks import file_lock
 from routeaq_assets.defs.monitoring.assets import DRIFT_HOURS, ROLLING_SCORES, drift_hours_table
 from routeaq_assets.defs.monitoring import sensors
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
-from routeaq_assets.resources import ModelStore, Warehouse
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.warehouse import Warehouse
 
 UTC = timezone.utc
 T0 = datetime(2025, 8, 1, tzinfo=UTC)

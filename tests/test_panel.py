@@ -7,7 +7,7 @@ import pytest
 
 from routeaq_assets.core.features import build_features, hourly_panel
 from routeaq_assets.core.schema import OBSERVATIONS, TIME, WEATHER, WEATHER_VARIABLES
-from routeaq_assets.resources import Warehouse
+from routeaq_assets.warehouse import Warehouse
 
 UTC = timezone.utc
 START = datetime(2025, 3, 1, tzinfo=UTC)
@@ -125,12 +125,13 @@ class MY1Home:
         import dagster as dg
 
         from conftest import make_definitions
-        from routeaq_assets.resources import ObservationSource, WeatherSource
+        from routeaq_assets.observation_sources import LocalObservations
+        from routeaq_assets.weather_sources import LocalWeather
 
         self.folder = tmp_path / "tables"
         self.folder.mkdir()
         _write_site_table(self.folder, no2_at_changed_hour=36.0)
-        local = {"observations": ObservationSource(kind="local", folder=str(self.folder)), "weather": WeatherSource(kind="local", folder=str(self.folder))}
+        local = {"observations": LocalObservations(folder=str(self.folder)), "weather": LocalWeather(folder=str(self.folder))}
         self.defs = make_definitions(home, **local)
         self.instance = dg.DagsterInstance.ephemeral()
         assert dg.materialize([self.defs.get_assets_def("site_registry")], resources=self.defs.resources, instance=self.instance,

@@ -29,13 +29,13 @@ from production_services import (  # noqa: F401 - fixtures
     s3_endpoint,
     start_mlflow_server,
 )
+from routeaq_assets.adapters.shared import SharedFolder
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.retraining import RetrainPolicy
-from routeaq_assets.core.shared import SharedFolder
+from routeaq_assets.definitions import build_definitions
 from routeaq_assets.defs.monitoring.alerts import monitoring_alerts
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor
-from routeaq_assets.definitions import build_definitions
-from routeaq_assets.resources import get_resources
+from routeaq_assets.environments import get_resources
 from service_process import BIN, bentoml_serve, stop
 
 SITES = ["CLL2", "MY1"]

@@ -116,7 +116,7 @@ def test_the_lake_answers_the_shared_warehouse_reads_as_the_embedded_warehouse_d
     through the warehouse resource; the production lake must answer them as the DuckDB file does."""
     from test_panel import LATE_HOUR, START, _observations, _sites, _weather
 
-    from routeaq_assets.resources import Warehouse
+    from routeaq_assets.warehouse import Warehouse
 
     embedded = Warehouse(path=str(tmp_path / "warehouse.duckdb"))
     end = LATE_HOUR + timedelta(hours=1)

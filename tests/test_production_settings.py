@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, TEST_SITES, make_definitions
 from production_services import BIN, S3_CREDENTIALS, bucket, production_env, redis_target, s3_endpoint  # noqa: F401 - fixtures
 from routeaq_assets.core.environment import ConfigurationError, load_settings
-from routeaq_assets.resources import RESOURCES_BY_ENVIRONMENT, get_resources
+from routeaq_assets.environments import RESOURCES_BY_ENVIRONMENT, get_resources
 from service_process import free_port
 
 PRODUCTION = ("ROUTEAQ_S3_BUCKET", "MLFLOW_TRACKING_URI", "ROUTEAQ_ONLINE_STORE", "AWS_ENDPOINT_URL")

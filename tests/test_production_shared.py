@@ -11,9 +11,10 @@ from moto.server import ThreadedMotoServer
 
 from conftest import make_definitions
 from production_services import S3_CREDENTIALS, bucket, s3_client, s3_endpoint, unique  # noqa: F401 - fixtures
+from routeaq_assets.adapters.shared import SharedFolder, shared_folder
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.predictions import read_prediction_log
-from routeaq_assets.core.shared import HISTORY, PREDICTIONS, SharedFolder, shared_folder
+from routeaq_assets.core.shared_folders import HISTORY, PREDICTIONS
 from routeaq_serving.prediction_log import CHUNKS, PredictionLog
 from service_process import free_port
 from test_monitoring import HOURS, materialize, monitored_home, served  # noqa: F401 - fixture

@@ -33,7 +33,8 @@ from conftest import REPO, SITES_CONFIG, TRAIN_CONFIG, WINDOW_END, copy_home, ho
 from debian import apt_install
 from service_process import bentoml_serve, free_port, stop
 
-from routeaq_assets.core.pushgateway import METRICS, Figure, Pushgateway, registry_of
+from routeaq_assets.adapters.pushgateway import Pushgateway
+from routeaq_assets.core.prometheus import METRICS, Figure, registry_of
 from routeaq_assets.core.retraining import RetrainPolicy
 from routeaq_assets.defs.monitoring.platform import platform_metrics
 from routeaq_assets.defs.monitoring.sensors import build_retraining_sensor

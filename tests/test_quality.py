@@ -92,7 +92,7 @@ def test_the_quality_checks_say_what_they_compared_when_they_warn(tmp_path):
     """Completeness and frozen values, run on a warehouse: a failing check names how many of
     what it judged fell short, and the worst case, in words the UI shows."""
     from routeaq_assets.defs.ingest_checks import CHECK_COMPLETENESS, CHECK_FROZEN, quality_checks
-    from routeaq_assets.resources import Warehouse
+    from routeaq_assets.warehouse import Warehouse
 
     outage = [1.0 + (h % 5) if not 30 <= h < 42 else None for h in range(48)]  # day 2: 12 of 24 hours
     stuck = [7.0] * 48

@@ -16,9 +16,11 @@ import yaml
 from werkzeug import Response
 
 from conftest import FIXTURES, REPO, WINDOW_END, home_env, make_definitions, partition_key
-from routeaq_assets.core.locks import LockTimeout
-from routeaq_assets.resources import ObservationSource, Warehouse, WeatherSource
+from routeaq_assets.adapters.locks import LockTimeout
+from routeaq_assets.observation_sources import DemoObservations, LocalObservations, OpenairObservations
 from routeaq_assets.sources.openair import read_rdata_table
+from routeaq_assets.warehouse import Warehouse
+from routeaq_assets.weather_sources import DemoWeather, LocalWeather
 
 UTC = timezone.utc
 START, END = datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 1, 4, tzinfo=UTC)
@@ -74,7 +76,7 @@ def local_home(home, tmp_path):
     folder.mkdir()
     for site in SITES:
         export_csv(folder, site)
-    defs = make_definitions(home, observations=ObservationSource(kind="local", folder=str(folder)), weather=WeatherSource(kind="local", folder=str(folder)))
+    defs = make_definitions(home, observations=LocalObservations(folder=str(folder)), weather=LocalWeather(folder=str(folder)))
     register(defs, SITES)
     assert ingest(defs).success
     first = stored(home)
@@ -118,7 +120,7 @@ def test_a_404_from_the_http_source_keeps_the_sites_rows(home, httpserver):
     httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data(abd)
     answers = [Response(ah), Response("Not Found", status=404)]  # the file, then a 404
     httpserver.expect_request("/R_data/AH_2017.RData").respond_with_handler(lambda request: answers.pop(0))
-    source = ObservationSource(kind="openair", folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
+    source = OpenairObservations(folder=str(home / "sources"), base_url=httpserver.url_for("/R_data/"))
     defs = make_definitions(home, observations=source)
     register(defs, SITES)
     assert ingest(defs, ["raw_aurn"]).success
@@ -412,7 +414,7 @@ def test_a_backfill_killed_mid_run_is_failed_by_run_monitoring_and_a_plain_rerun
     recovered = warehouse_tables(home)
     clean_home = tmp_path / "clean"
     demo = str(home / "demo_network")
-    clean = make_definitions(clean_home, observations=ObservationSource(kind="demo", folder=demo), weather=WeatherSource(kind="demo", folder=demo))
+    clean = make_definitions(clean_home, observations=DemoObservations(folder=demo), weather=DemoWeather(folder=demo))
     register(clean, ["CLL2", "MY1"])
     assert ingest(clean, ["raw_aurn", "raw_weather", "silver_features"], start, end).success
     for table, rows in warehouse_tables(clean_home).items():
@@ -431,7 +433,7 @@ def warehouse_tables(home: Path) -> dict[str, pl.DataFrame]:
 READER = """
 import sys, time
 from pathlib import Path
-from routeaq_assets.resources import Warehouse
+from routeaq_assets.warehouse import Warehouse
 warehouse, stop = Warehouse(path=sys.argv[1]), Path(sys.argv[2])
 reads = 0
 while not stop.exists():
@@ -447,7 +449,7 @@ print(f"reads {reads}", flush=True)
 
 LONG_WRITER = """
 import sys, time
-from routeaq_assets.resources import Warehouse
+from routeaq_assets.warehouse import Warehouse
 with Warehouse(path=sys.argv[1]).connect() as con:
     con.execute("BEGIN TRANSACTION")
     con.execute("UPDATE observations SET unit = unit")
@@ -524,7 +526,7 @@ def one_after_the_other(home: Path, clean_home: Path, days: list[datetime]) -> d
     """The same days backfilled one at a time in a clean home (reading the same demo network
     files, so the rows name the same sources)."""
     demo = str(home / "demo_network")
-    clean = make_definitions(clean_home, observations=ObservationSource(kind="demo", folder=demo), weather=WeatherSource(kind="demo", folder=demo))
+    clean = make_definitions(clean_home, observations=DemoObservations(folder=demo), weather=DemoWeather(folder=demo))
     register(clean, ["CLL2", "MY1"])
     for day in days:
         assert ingest(clean, BACKFILLED, day, day + timedelta(days=1)).success

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 
 from conftest import make_definitions
+from routeaq_assets.adapters.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.features import build_features
-from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_serving.forecasts import OFFLINE, ONLINE, ForecastItem, Forecasts, OutOfRange, UnknownSite
 
 UTC = timezone.utc
@@ -207,8 +207,8 @@ def test_published_interval_factors_stretch_the_served_interval_and_are_logged(f
     refresh: a site's own factor, else its pollutant's pooled one, else 1, times the adjustment of
     the forecast's level; the forecast itself is unchanged and the answer says what the interval
     was multiplied by."""
+    from routeaq_assets.adapters.stores import interval_factor_store
     from routeaq_assets.core.intervals import FACTORS
-    from routeaq_assets.core.stores import interval_factor_store
 
     hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
     items = [ForecastItem("MY1", hour, "no2"), ForecastItem("CLL2", hour, "no2"), ForecastItem("MY1", hour, "pm25")]

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from routeaq_assets.adapters.stores import RedisOnlineStore
 from routeaq_assets.core.environment import Settings, load_settings
-from routeaq_assets.core.stores import RedisOnlineStore
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_serving.forecasts import ForecastError, ForecastItem, Forecasts, OutOfRange, StoreUnavailable
 from routeaq_serving.prediction_log import PredictionLog

@@ -200,7 +200,7 @@ def test_a_live_hour_from_sos_is_replaced_by_the_archives_ratified_value_and_cou
     import duckdb
 
     from conftest import make_definitions, partition_key
-    from routeaq_assets.resources import ObservationSource
+    from routeaq_assets.observation_sources import UkairObservations
     from routeaq_assets.core.windows import year_span
     from routeaq_assets.sources.ukair_csv import format_ukair_csv
 
@@ -221,7 +221,7 @@ def test_a_live_hour_from_sos_is_replaced_by_the_archives_ratified_value_and_cou
         httpserver.expect_request(f"/site_data/MY1_{year}.csv").respond_with_data(format_ukair_csv("London Marylebone Road", archive, status="R"))
 
     def ingest(live_hours: int):
-        source = ObservationSource(kind="ukair", folder=str(home / "sources"), base_url=httpserver.url_for("/site_data/"), live="sos",
+        source = UkairObservations(folder=str(home / "sources"), base_url=httpserver.url_for("/site_data/"), live="sos",
                                    live_hours=live_hours, live_url=httpserver.url_for("/live/api/v1/"))
         defs = make_definitions(home, observations=source)
         if live_hours == 48:
@@ -245,12 +245,12 @@ def test_a_live_hour_from_sos_is_replaced_by_the_archives_ratified_value_and_cou
 
 
 def test_the_demo_network_serves_its_live_hours_through_the_sos_shapes(tmp_path):
-    from routeaq_assets.resources import ObservationSource
+    from routeaq_assets.observation_sources import DemoObservations
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = now - timedelta(hours=12)
-    live = ObservationSource(kind="demo", folder=str(tmp_path), live="sos", live_hours=6)
-    archive = ObservationSource(kind="demo", folder=str(tmp_path))
+    live = DemoObservations(folder=str(tmp_path), live="sos", live_hours=6)
+    archive = DemoObservations(folder=str(tmp_path))
     got = pl.concat([live.hours("CLL2", y, start, now, ("no2", "pm25")) for y in sorted({start.year, now.year})])
     expected = pl.concat([archive.hours("CLL2", y, start, now, ("no2", "pm25")) for y in sorted({start.year, now.year})])
     key = ["time", "pollutant"]

@@ -2,14 +2,18 @@
 
 import time
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
 from werkzeug import Response
 
 from conftest import FIXTURES
+from routeaq_assets.core.environment import SOURCES, ConfigurationError, load_settings
 from routeaq_assets.core.schema import SourceDataError
-from routeaq_assets.resources import ObservationSource, WeatherSource
+from routeaq_assets.environments import OBSERVATION_SOURCES, WEATHER_SOURCES, source_resources
+from routeaq_assets.observation_sources import ObservationSource, OpenairObservations, UkairObservations
+from routeaq_assets.weather_sources import OpenMeteoWeather, WeatherSource
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite, simulate_site_year
 from routeaq_assets.sources.http import SourceUnavailable, fetch_to_cache, make_session
 from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
@@ -19,6 +23,35 @@ from routeaq_assets.sources.ukair_csv import format_ukair_csv, parse_ukair_csv
 
 UTC = timezone.utc
 CLL2 = DemoSite("CLL2", "London Bloomsbury", "Urban Background", 51.52229, -0.125889)
+
+
+@pytest.mark.parametrize(
+    "source, observations, weather",
+    [
+        ("demo", "DemoObservations", "DemoWeather"),
+        ("openair", "OpenairObservations", "OpenMeteoWeather"),
+        ("ukair", "UkairObservations", "OpenMeteoWeather"),
+        ("local", "LocalObservations", "LocalWeather"),
+    ],
+)
+def test_the_source_setting_picks_one_class_per_source(home, monkeypatch, tmp_path, source, observations, weather):
+    monkeypatch.setenv("ROUTEAQ_SOURCE", source)
+    monkeypatch.setenv("ROUTEAQ_SOURCE_FOLDER", str(tmp_path))
+    monkeypatch.setenv("ROUTEAQ_DEMO_SHIFT", "no2:scale:2@2025-07-01")
+    resources = source_resources(load_settings())
+    assert (type(resources["observations"]).__name__, type(resources["weather"]).__name__) == (observations, weather)
+    assert isinstance(resources["observations"], ObservationSource) and isinstance(resources["weather"], WeatherSource)
+    # Only the demo network takes an injected shift.
+    assert (getattr(resources["observations"], "demo_shift", None) is not None) == (source == "demo")
+    assert set(OBSERVATION_SOURCES) == set(WEATHER_SOURCES) == set(SOURCES)
+
+
+def test_an_unknown_source_is_refused_by_name(home, monkeypatch):
+    monkeypatch.setenv("ROUTEAQ_SOURCE", "openaq")
+    with pytest.raises(ConfigurationError, match="ROUTEAQ_SOURCE.*openaq"):
+        load_settings()
+    with pytest.raises(ConfigurationError, match="'openaq' has no observation source: use one of \\['demo', 'local', 'openair', 'ukair'\\]"):
+        source_resources(SimpleNamespace(source="openaq"))  # settings made past the check
 
 
 def _value(frame: pl.DataFrame, time: datetime, pollutant: str):
@@ -164,7 +197,7 @@ def test_timeout_is_retried_then_reported(httpserver, tmp_path):
 def test_openair_source_reads_real_files_over_http_and_a_corrupt_file_is_named(httpserver, tmp_path):
     httpserver.expect_request("/R_data/ABD_2017.RData").respond_with_data((FIXTURES / "ABD_2017.RData").read_bytes())
     httpserver.expect_request("/R_data/AH_2017.RData").respond_with_data((FIXTURES / "AH_2017.RData").read_bytes()[:5000])
-    source = ObservationSource(kind="openair", folder=str(tmp_path), base_url=httpserver.url_for("/R_data/"))
+    source = OpenairObservations(folder=str(tmp_path), base_url=httpserver.url_for("/R_data/"))
     obs = source.site_year("ABD", 2017)
     assert _value(obs, datetime(2017, 1, 1, tzinfo=UTC), "pm25") == [pytest.approx(9.9)]
     with pytest.raises(SourceDataError, match="AH_2017.RData: not a readable RData file"):
@@ -176,7 +209,7 @@ def test_ukair_source_over_http(httpserver, tmp_path):
     text = format_ukair_csv("Aberdeen", obs.filter(pl.col("time") < datetime(2017, 1, 2, tzinfo=UTC)))
     httpserver.expect_request("/site_data/ABD_2017.csv").respond_with_data(text, content_type="text/csv")
     httpserver.expect_request("/site_data/XXX_2017.csv").respond_with_data("Not Found", status=404)
-    source = ObservationSource(kind="ukair", folder=str(tmp_path), base_url=httpserver.url_for("/site_data/"))
+    source = UkairObservations(folder=str(tmp_path), base_url=httpserver.url_for("/site_data/"))
     got = source.site_year("ABD", 2017)
     assert _value(got, datetime(2017, 1, 1, 0, tzinfo=UTC), "no2") == [pytest.approx(6.05816)]
     assert source.site_year("XXX", 2017) is None
@@ -190,7 +223,7 @@ def test_open_meteo_weather_source_asks_for_gmt_and_metres_per_second(httpserver
                                       "hourly": "temperature_2m,relative_humidity_2m,wind_speed_10m,wind_direction_10m,precipitation,boundary_layer_height",
                                       "timezone": "GMT", "wind_speed_unit": "ms"}
     ).respond_with_json(payload)
-    source = WeatherSource(kind="open-meteo", basis="reanalysis", folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"))
+    source = OpenMeteoWeather(basis="reanalysis", folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"))
     site = {"site_id": "CLL2", "latitude": 51.52229, "longitude": -0.125889}
     weather = source.window(site, datetime(2025, 6, 1, 6, tzinfo=UTC), datetime(2025, 6, 1, 9, tzinfo=UTC))
     assert weather["temperature_2m"].to_list() == [6.0, 7.0, 8.0]

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from routeaq_assets.resources import Warehouse
+from routeaq_assets.warehouse import Warehouse
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 END = START + timedelta(hours=4)

@@ -35,14 +35,14 @@ from werkzeug import Response
 
 from conftest import copy_home, home_env
 from production_services import new_database  # noqa: F401 - a fixture
-from routeaq_assets.core.alert_delivery import post_webhook
+from routeaq_assets.adapters.alert_delivery import post_webhook, resolved_problem, webhook_url_problem
+from routeaq_assets.adapters.subscription_store import DuckDBSubscriptionStore, PostgresSubscriptionStore, subscription_store
 from routeaq_assets.core.daily_daqi import uk_day_bounds
 from routeaq_assets.core.daqi import daqi
 from routeaq_assets.core.environment import ConfigurationError, load_settings
-from routeaq_assets.core.subscription_store import DuckDBSubscriptionStore, PostgresSubscriptionStore, subscription_store
 from routeaq_assets.core.subscriptions import (
     Alert, DayForecast, InvalidSubscription, Subscription, alert_message, band_reached, checked_band, checked_email, checked_sites,
-    confirmation_message, due_alerts, rank, resolved_problem, token_hash, webhook_url_problem,
+    confirmation_message, due_alerts, rank, token_hash,
 )
 from routeaq_assets.defs.monitoring.subscriptions import subscription_alerts, subscription_alerts_sensor
 from service_process import bentoml_serve, free_port

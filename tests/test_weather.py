@@ -18,7 +18,7 @@ from routeaq_assets.core.models import champion_overlap, day_ahead_decision, tra
 from routeaq_assets.defs.training import TrainingConfig
 from routeaq_assets.core.schema import TIME, WEATHER_VARIABLES, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
-from routeaq_assets.resources import WeatherSource
+from routeaq_assets.weather_sources import OpenMeteoWeather
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
 from routeaq_assets.sources.http import SourceUnavailable
 from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
@@ -114,7 +114,7 @@ def test_open_meteo_past_weather_is_the_forecast_issued_the_day_before_with_rean
                 "hourly": {"time": _hours(6), **{f"{v}_previous_day1": [None, None, 20.0, 21.0, 22.0, 23.0] for v in variables}}}
     httpserver.expect_request("/v1/archive", query_string={**common, "hourly": ",".join(variables)}).respond_with_json(archive)
     httpserver.expect_request("/previous/v1/forecast", query_string={**common, "hourly": ",".join(f"{v}_previous_day1" for v in variables)}).respond_with_json(previous)
-    source = WeatherSource(kind="open-meteo", folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"), previous_runs_url=httpserver.url_for("/previous/v1/forecast"))
+    source = OpenMeteoWeather(folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"), previous_runs_url=httpserver.url_for("/previous/v1/forecast"))
     weather = source.window({"site_id": "CLL2", "latitude": 51.52229, "longitude": -0.125889}, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 6, tzinfo=UTC))
     # Precipitation stamped 02:00 fell from 01:00: the archive holds a forecast of 01:00, whose other
     # variables the reanalysis stands in for.
@@ -124,7 +124,7 @@ def test_open_meteo_past_weather_is_the_forecast_issued_the_day_before_with_rean
     assert weather.select("site_id", "time").is_unique().all()
 
     httpserver.expect_request("/broken/v1/forecast").respond_with_json({"error": True, "reason": "Cannot initialize WeatherVariable from invalid String value"}, status=400)
-    broken = WeatherSource(kind="open-meteo", folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"), previous_runs_url=httpserver.url_for("/broken/v1/forecast"))
+    broken = OpenMeteoWeather(folder=str(tmp_path), archive_url=httpserver.url_for("/v1/archive"), previous_runs_url=httpserver.url_for("/broken/v1/forecast"))
     with pytest.raises(SourceUnavailable, match="HTTP 400.*invalid String"):
         broken.window({"site_id": "CLL2", "latitude": 51.52229, "longitude": -0.125889}, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 6, tzinfo=UTC))
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from routeaq_assets.core.stores import HistoryStore
+from routeaq_assets.adapters.stores import HistoryStore
 from routeaq_assets.core.windows import year_span
 
 
@@ -28,9 +28,9 @@ def test_history_window_ending_at_new_year_does_not_read_the_new_years_file(tmp_
 
 
 def test_demo_weather_ending_at_new_year_does_not_simulate_the_new_year(tmp_path):
-    from routeaq_assets.resources import WeatherSource
+    from routeaq_assets.weather_sources import DemoWeather
 
-    source = WeatherSource(kind="demo", basis="reanalysis", folder=str(tmp_path))
+    source = DemoWeather(basis="reanalysis", folder=str(tmp_path))
     site = {"site_id": "MY1", "latitude": 51.52253, "longitude": -0.154611}
     start, end = datetime(2024, 12, 31, 22, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)
     weather = source.window(site, start, end)

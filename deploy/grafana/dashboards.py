@@ -3,7 +3,7 @@
     python deploy/grafana/dashboards.py      # after changing a panel; commit the JSON with it
 
 Each panel is one PromQL query over the figures the service serves at /metrics and the batch
-stage pushes (routeaq_assets/core/pushgateway.py). tests/test_prometheus.py runs every query
+stage pushes (routeaq_assets/core/prometheus.py). tests/test_prometheus.py runs every query
 against a real Prometheus fed by a real service and Pushgateway, and checks that the JSON here is
 what this file writes. Grafana's variables in a query: ``$pollutant``, ``$hours_ahead`` (regular
 expressions over the labels) and ``$__rate_interval``.

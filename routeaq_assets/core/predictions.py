@@ -4,7 +4,7 @@ log record, and the one way monitoring reads the log back.
 The log is one JSON line per forecast; times are ISO 8601 UTC strings. Embedded, the service
 writes one file per UTC day of the request (``predictions-YYYY-MM-DD.jsonl`` in its folder). In
 production every service pod writes local chunks and ships each closed chunk to the shared
-folder (``core.shared``) as immutable objects, one per UTC day of the forecast hour:
+folder (``adapters.shared``) as immutable objects, one per UTC day of the forecast hour:
 ``day=YYYY-MM-DD/<hostname>-<pid>-<opened>.jsonl``. A name of its own per pod and chunk means
 pods never write the same object, and a re-shipped chunk replaces itself with the same lines, so
 readers see no loss and no duplicate. Partitioned by the forecast hour (what readers select on),
@@ -19,14 +19,22 @@ import shutil
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
 
 from routeaq_assets.core.schema import PREDICTIONS, TIME
-from routeaq_assets.core.shared import SharedFolder
 
 SHIPPED = "shipped"  # the reader's local copies of shipped chunks, in the log folder
 CACHE_DAYS = 7  # cached days kept before the start of the window read
+
+
+class ShippedChunks(Protocol):
+    """Where the shipped chunks are read from: the shared folder (``adapters.shared.SharedFolder``)."""
+
+    def objects(self, under: str = "") -> dict[str, str]: ...
+
+    def download(self, name: str, path: Path) -> Path: ...
 
 
 # Columns added to the contract later, and what a line written before them meant.
@@ -82,7 +90,7 @@ def _days(start: datetime, end: datetime) -> list[str]:
     return days
 
 
-def _shipped_files(shared: SharedFolder, cache: Path, start: datetime | None, end: datetime | None) -> list[Path]:
+def _shipped_files(shared: ShippedChunks, cache: Path, start: datetime | None, end: datetime | None) -> list[Path]:
     """Local copies of the chunks shipped under the days of [start, end) (every day when either
     bound is missing). Shipped chunks never change, so each is downloaded once; cached days more
     than ``CACHE_DAYS`` before ``start`` are removed, so a long-lived reader's cache stays small."""
@@ -99,10 +107,10 @@ def _shipped_files(shared: SharedFolder, cache: Path, start: datetime | None, en
 
 
 def read_prediction_log(
-    folder: Path, start: datetime | None = None, end: datetime | None = None, shared: SharedFolder | None = None
+    folder: Path, start: datetime | None = None, end: datetime | None = None, shared: ShippedChunks | None = None
 ) -> pl.DataFrame:
     """Every logged forecast for hours in [start, end), conformed to ``schema.PREDICTIONS``: the
-    day files in ``folder``, or in production (``shared``, from ``core.shared.shared_folder``)
+    day files in ``folder``, or in production (``shared``, from ``adapters.shared.shared_folder``)
     the chunks every service pod shipped there, cached under ``folder/shipped``.
 
     A torn last line (a crash mid-write) is skipped; lines of an older layout without the

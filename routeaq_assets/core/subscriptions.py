@@ -10,27 +10,24 @@ same subscription, site and day was sent at that band or a higher one. So a pers
 alert per site and forecast day, and one more each time the day's band rises (Moderate, then
 High: two alerts; Moderate twice: one; High, then Moderate: one).
 
-Also here: the checks of what the public may give (an e-mail address, a webhook URL and the
-addresses its host resolves to, so that alerts never reach a private network) and the text of
-the messages.
+Also here: the checks of what the public may give (sites, a band, an e-mail address; a webhook
+URL is checked, with the addresses its host resolves to, in ``adapters.alert_delivery`` beside the
+connection that check guards) and the text of the messages.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import date
-from urllib.parse import urlsplit
 
 ALERT_PROBABILITY = 0.5
 # The bands a subscription may name, with the first index of each (Defra's DAQI bands).
 THRESHOLDS = {"Moderate": 4, "High": 7, "Very High": 10}
 CHANNELS = ("webhook", "email")
 MAX_SITES = 20
-HTTPS_ONLY = "webhook_url must start with https://"
 PENDING_HOURS = 48  # a subscription not confirmed within this is deleted with its address
 
 
@@ -141,62 +138,6 @@ def checked_email(address: str) -> str:
     if len(address) > 254 or not EMAIL.match(address) or ".." in address or address.startswith(".") or ".@" in address:
         raise InvalidSubscription("email must be a plain e-mail address: a name, @ and a domain such as example.org", "email")
     return address
-
-
-def webhook_url_problem(url: str, allow_loopback: bool) -> str | None:
-    """What is wrong with a webhook URL before resolving its host: not https (or, with
-    ``allow_loopback``, http), credentials in it, no host, or an IP literal that is not public."""
-    if len(url) > 2048:
-        return "webhook_url is longer than 2048 characters"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "webhook_url is not a valid URL"
-    schemes = ("https", "http") if allow_loopback else ("https",)
-    if parts.scheme not in schemes:
-        return HTTPS_ONLY if not allow_loopback else HTTPS_ONLY + " (or http:// to a loopback address on this deployment)"
-    if not parts.hostname:
-        return "webhook_url has no host"
-    if parts.username or parts.password:
-        return "webhook_url must not carry a user name or password"
-    if port == 0:
-        return "webhook_url has port 0"
-    try:
-        literal = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return None
-    return resolved_problem([parts.hostname], allow_loopback, parts.scheme)
-
-
-def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool) -> str | None:
-    """Why a webhook may not be sent to ``address``: only public addresses are allowed (and,
-    with ``allow_loopback``, 127.0.0.0/8 and ::1). An IPv4 address written as IPv6
-    (``::ffff:10.0.0.1``, 6to4, Teredo) is judged as the IPv4 address it carries."""
-    if isinstance(address, ipaddress.IPv6Address):
-        carried = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
-        if carried is not None:
-            return address_problem(carried, allow_loopback)
-    if address.is_loopback:
-        return None if allow_loopback else "webhook_url resolves to a loopback address"
-    if not address.is_global or address.is_multicast or address.is_reserved or address.is_unspecified or address.is_link_local or address.is_private:
-        return "webhook_url resolves to a private, link-local, multicast, reserved or unspecified address"
-    return None
-
-
-def resolved_problem(addresses: list[str], allow_loopback: bool, scheme: str = "https") -> str | None:
-    """Every address the host resolves to must be allowed (an attacker's name may resolve to
-    a public and a private address at once), and plain http goes to loopback only."""
-    if not addresses:
-        return "webhook_url's host does not resolve"
-    for text in addresses:
-        address = ipaddress.ip_address(text.split("%")[0])
-        problem = address_problem(address, allow_loopback)
-        if problem:
-            return problem
-        if scheme != "https" and not address.is_loopback:
-            return HTTPS_ONLY + " (http:// goes to a loopback address only)"
-    return None
 
 
 # ---- tokens and messages ----------------------------------------------------------------

@@ -31,8 +31,11 @@ from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataE
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import require_horizon, silver_features
 from routeaq_assets.defs.training import ModelConfig
-from routeaq_assets.resources import Lake, ModelStore, ObservationSource, WarehouseResource
+from routeaq_assets.lake import Lake
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.observation_sources import LocalObservations, ObservationSource
 from routeaq_assets.sources.local_tables import folder_sites, local_observations, local_weather
+from routeaq_assets.warehouse import WarehouseResource
 
 
 class BacktestConfig(ModelConfig):
@@ -188,7 +191,7 @@ def local_data_backtest(
 ) -> dg.MaterializeResult:
     """The same rolling-origin backtest on a folder of openair-format tables a user brings
     (``folder`` config, or ``ROUTEAQ_SOURCE_FOLDER``), read through the local-file source."""
-    folder = config.folder or (observations.folder if observations.kind == "local" else "")
+    folder = config.folder or (observations.folder if isinstance(observations, LocalObservations) else "")
     if not folder:
         raise dg.Failure("local_data_backtest: set config 'folder' (or ROUTEAQ_SOURCE_FOLDER) to a folder of openair-format tables")
     require_horizon("local_data_backtest", config.horizon)

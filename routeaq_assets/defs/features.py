@@ -11,7 +11,7 @@ from routeaq_assets.core.progress import Progress
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import WarehouseResource
+from routeaq_assets.warehouse import WarehouseResource
 
 
 SITES_PER_WRITE = 25

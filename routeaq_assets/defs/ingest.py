@@ -7,9 +7,10 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.adapters.pushgateway import push
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.progress import Progress
-from routeaq_assets.core.pushgateway import ingest_figures, push
+from routeaq_assets.core.prometheus import ingest_figures
 from routeaq_assets.core.quality import (
     describe_duplicates,
     describe_missing_hours,
@@ -34,8 +35,10 @@ from routeaq_assets.defs.ingest_checks import (
     weather_check_specs,
 )
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import ObservationSource, WarehouseResource, WeatherSource
+from routeaq_assets.observation_sources import ObservationSource
 from routeaq_assets.sources.http import SourceUnavailable
+from routeaq_assets.warehouse import WarehouseResource
+from routeaq_assets.weather_sources import WeatherSource
 
 
 class SiteRegistryConfig(dg.Config):

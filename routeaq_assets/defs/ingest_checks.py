@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core.quality import VALUE_RANGES, daily_completeness, frozen_runs, markdown_table, out_of_range
-from routeaq_assets.resources import WarehouseResource
+from routeaq_assets.warehouse import WarehouseResource
 
 CHECK_VALUE_RANGE = "values_in_physical_range"
 CHECK_UNIQUE_HOURS = "one_row_per_site_hour"

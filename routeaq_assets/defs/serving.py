@@ -8,7 +8,9 @@ import polars as pl
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS
 from routeaq_assets.core.sites import site_attributes
 from routeaq_assets.defs.ingest import raw_aurn, raw_weather
-from routeaq_assets.resources import OnlineStore, WarehouseResource, WeatherSource
+from routeaq_assets.online_store import OnlineStore
+from routeaq_assets.warehouse import WarehouseResource
+from routeaq_assets.weather_sources import WeatherSource
 
 
 class OnlineFeaturesConfig(dg.Config):

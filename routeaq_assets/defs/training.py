@@ -11,14 +11,16 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.adapters.pushgateway import push
 from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.intervals import recalibrated
 from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import GATE_LEADS, TRAINING_LEADS, TrainingSettings, champion_overlap, day_ahead_decision
-from routeaq_assets.core.pushgateway import champion_figures, push
+from routeaq_assets.core.prometheus import champion_figures
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import silver_features
-from routeaq_assets.resources import ModelStore, WarehouseResource
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.warehouse import WarehouseResource
 
 CHECK_GATE = "beats_persistence"
 

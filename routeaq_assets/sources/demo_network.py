@@ -33,6 +33,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from routeaq_assets.core.files import write_atomically
+from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.core.windows import year_span
 from routeaq_assets.sources.openair import site_year_filename
 from routeaq_assets.sources.openmeteo import NOT_KEPT_BY_PREVIOUS_RUNS, PRECEDING_HOUR_VARIABLES, UNITS
@@ -327,3 +328,13 @@ class DemoNetwork:
         }
         write_atomically(self.previous_runs_path(site_id, year), json.dumps(_openmeteo_payload(self.sites[site_id], frame, previous)).encode())
         write_atomically(marker, stamp.encode())  # a run reading it at the same moment sees the old stamp or the new, never an empty file
+
+
+def packaged_network(folder: str, site_ids: tuple[str, ...] | None = None, shift: str = "") -> DemoNetwork:
+    """The demo network of the packaged site registry (or of ``site_ids`` in it), kept in ``folder``."""
+    sites = site_attributes(load_packaged_registry(site_ids))
+    return DemoNetwork(
+        Path(folder),
+        [DemoSite(r["site_id"], r["site_name"], r["location_type"], r["latitude"], r["longitude"]) for r in sites.iter_rows(named=True)],
+        shift=Shift.parse(shift),
+    )

@@ -1,6 +1,6 @@
 """The alerts sensor: reads what happened since its cursor (check evaluations, champion
 decisions, forecast scores) and posts each alert-worthy event to the webhook
-(``core.notify``; off unless ``ROUTEAQ_WEBHOOK_URL`` is set). Retrain requests are posted by the
+(``adapters.notify``; off unless ``ROUTEAQ_WEBHOOK_URL`` is set). Retrain requests are posted by the
 retraining sensor when it makes them."""
 
 
@@ -9,8 +9,8 @@ import json
 import dagster as dg
 from dagster import DagsterEventType
 
+from routeaq_assets.adapters.notify import notifier_from_settings
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.core.notify import notifier_from_settings
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.ingest_checks import CHECK_FRESHNESS, CHECK_UNIQUE_HOURS, CHECK_VALUE_RANGE
 from routeaq_assets.defs.training import CHECK_GATE

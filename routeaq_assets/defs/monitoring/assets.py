@@ -15,19 +15,24 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.adapters.pushgateway import push
+from routeaq_assets.adapters.shared import shared_folder
 from routeaq_assets.core import drift, intervals, scoring
 from routeaq_assets.core.backtest import forecast_plot
 from routeaq_assets.core.environment import load_settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON
 from routeaq_assets.core.models import GATE_LEADS
 from routeaq_assets.core.predictions import read_prediction_log
-from routeaq_assets.core.pushgateway import drift_figures, interval_figures, performance_figures, push
+from routeaq_assets.core.prometheus import drift_figures, interval_figures, performance_figures
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
-from routeaq_assets.core.shared import PREDICTIONS, report_url, shared_folder
+from routeaq_assets.core.shared_folders import PREDICTIONS, report_url
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.partitions import hourly_partitions, single_run_backfill
-from routeaq_assets.resources import Lake, ModelStore, OnlineStore, WarehouseResource
+from routeaq_assets.lake import Lake
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.online_store import OnlineStore
+from routeaq_assets.warehouse import WarehouseResource
 
 PLOTS = "reports/performance/plots"
 # What accumulates in the lake: a drift record per pollutant and hour (a few kB) for RETAIN_DAYS, and the

@@ -30,7 +30,8 @@ from routeaq_assets.core.environment import model_name, partitions_start
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
-from routeaq_assets.resources import ModelStore, WarehouseResource
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.warehouse import WarehouseResource
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start()[:10], timezone="Europe/London")  # UK days, from the hours' start
 CLIMATOLOGY_DAYS = 90  # observed days before the partition whose index frequencies are the climatology

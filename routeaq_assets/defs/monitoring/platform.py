@@ -1,12 +1,14 @@
 """The ``platform_metrics`` sensor: what only Dagster knows, pushed with the batch stage's other
-figures (``core.pushgateway``): failed runs by job, and whether the newest evaluation of each
-watched check passed. Off, and skipped with a word, unless ``ROUTEAQ_PUSHGATEWAY_URL`` is set."""
+figures (``core.prometheus``, pushed by ``adapters.pushgateway``): failed runs by job, and whether
+the newest evaluation of each watched check passed. Off, and skipped with a word, unless
+``ROUTEAQ_PUSHGATEWAY_URL`` is set."""
 
 import dagster as dg
 from dagster import DagsterEventType
 
+from routeaq_assets.adapters.pushgateway import push
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.core.pushgateway import platform_figures, push
+from routeaq_assets.core.prometheus import platform_figures
 from routeaq_assets.defs.monitoring.alerts import WATCHED_CHECKS
 
 

@@ -10,15 +10,17 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.adapters.notify import notifier_from_settings
+from routeaq_assets.adapters.pushgateway import push
 from routeaq_assets.core.environment import load_settings, model_name
-from routeaq_assets.core.notify import notifier_from_settings
-from routeaq_assets.core.pushgateway import push, retrain_request_figures
+from routeaq_assets.core.prometheus import retrain_request_figures
 from routeaq_assets.core.retraining import Decision, PollutantState, RetrainPolicy, decide
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.jobs import train_job
-from routeaq_assets.core.locks import LockTimeout
+from routeaq_assets.adapters.locks import LockTimeout
 from routeaq_assets.defs.monitoring.assets import ROLLING_SCORES, drift_hours_table
-from routeaq_assets.resources import ModelStore, WarehouseResource
+from routeaq_assets.model_store import ModelStore
+from routeaq_assets.warehouse import WarehouseResource
 
 REMEMBERED_KEYS = 200  # condition keys kept in the cursor (run keys dedupe beyond that too)
 

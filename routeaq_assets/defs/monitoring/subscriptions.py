@@ -22,9 +22,9 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import requests
 
-from routeaq_assets.core.alert_delivery import deliver, smtp_settings
+from routeaq_assets.adapters.alert_delivery import deliver, smtp_settings
+from routeaq_assets.adapters.subscription_store import subscription_store
 from routeaq_assets.core.environment import load_settings
-from routeaq_assets.core.subscription_store import subscription_store
 from routeaq_assets.core.subscriptions import CHANNELS, PENDING_HOURS, DayForecast, alert_message, due_alerts, new_token
 
 TIMEOUT_S = 60.0

@@ -1,7 +1,7 @@
 """Where the service reads site history: the online store (recent hours, one small table) and
 the offline history (every stored hour, one Parquet file per year). Both are written by Dagster
 assets and read by the service, which never opens the warehouse. In production the yearly files
-are written to the shared folder (``core.shared``, ``{prefix}/history/`` in the lake's bucket)
+are written to the shared folder (``adapters.shared``, ``{prefix}/history/`` in the lake's bucket)
 and every service pod downloads the changed ones into its own folder (``HistoryStore.sync``)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import polars as pl
 
+from routeaq_assets.adapters.redact import redact_uri
+from routeaq_assets.adapters.shared import SharedFolder
 from routeaq_assets.core.files import write_atomically
-from routeaq_assets.core.redact import redact_uri
-from routeaq_assets.core.shared import SharedFolder
 from routeaq_assets.core.windows import year_span
 
 

@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from routeaq_assets.core.redact import destination
+from routeaq_assets.adapters.redact import destination
 
 EVENTS = ("check_failed", "retrain_requested", "promotion_decision", "stale_data", "champion_loses_to_persistence", "champion_missing_from_registry")
 

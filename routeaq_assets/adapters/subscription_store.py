@@ -3,7 +3,7 @@
 - Embedded (default): a DuckDB file, ``$ROUTEAQ_HOME/subscriptions.duckdb``. The forecast service
   (which adds, confirms and removes subscriptions) and Dagster (which sends the alerts) are
   separate processes, and DuckDB lets one process write a file or many read it: every call opens
-  a short connection under ``core.locks.file_lock`` on ``subscriptions.duckdb.lock`` and closes it.
+  a short connection under ``adapters.locks.file_lock`` on ``subscriptions.duckdb.lock`` and closes it.
 - Production: PostgreSQL, when ``ROUTEAQ_SUBSCRIPTIONS_DB=postgresql://...`` is set (several
   service replicas and the Dagster run workers then share one store).
 
@@ -20,9 +20,9 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from routeaq_assets.adapters.locks import file_lock
+from routeaq_assets.adapters.redact import redact_uri
 from routeaq_assets.core.environment import Settings
-from routeaq_assets.core.locks import file_lock
-from routeaq_assets.core.redact import redact_uri
 from routeaq_assets.core.subscriptions import Alert, Subscription, rank
 
 SCHEMA = (

@@ -15,18 +15,6 @@ from pathlib import Path
 from routeaq_assets.core.environment import ConfigurationError, Settings
 from routeaq_assets.core.files import write_atomically
 
-PREDICTIONS, HISTORY = "predictions", "history"
-# The monitoring reports and plots: the lake's ``reports/`` keys, which the service serves at
-# ``/reports/...`` so that the Dagster UI links to pages a browser opens.
-REPORTS = "reports"
-
-
-def report_url(service_url: str, key: str) -> str:
-    """The address at which the service serves the lake's ``reports/...`` file ``key``."""
-    if not key.startswith(f"{REPORTS}/"):
-        raise ValueError(f"{key!r} is not a report: report keys start with {REPORTS}/")
-    return f"{service_url.rstrip('/')}/{key}"
-
 
 class SharedFolder:
     """Objects under ``s3://{bucket}/{prefix}/``, named relative to it. Each ``put`` is one PUT of a
@@ -96,7 +84,7 @@ def s3_client(settings: Settings):  # noqa: ANN201 - a boto3 S3 client
 
 
 def shared_folder(settings: Settings, name: str) -> SharedFolder | None:
-    """The shared folder ``name`` (``PREDICTIONS``, ``HISTORY`` or ``REPORTS``) of a production deployment;
+    """The shared folder ``name`` (``core.shared_folders``: ``PREDICTIONS``, ``HISTORY`` or ``REPORTS``) of a production deployment;
     None when embedded, where the files stay under ``ROUTEAQ_HOME``."""
     if settings.environment != "production":
         return None

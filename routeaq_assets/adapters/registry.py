@@ -21,8 +21,8 @@ from typing import Any
 
 import polars as pl
 
+from routeaq_assets.adapters.redact import redact_uri
 from routeaq_assets.core.models import TARGET_KIND, Forecaster
-from routeaq_assets.core.redact import redact_uri
 
 CHAMPION = "champion"
 EXPERIMENT = "routeaq-forecasts"

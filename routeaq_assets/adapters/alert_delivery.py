@@ -3,7 +3,7 @@ SMTP server. Used by the service (confirmation messages) and by the ``subscripti
 
 A webhook URL comes from the public, so it must not reach inside the deployment's network
 (server-side request forgery): ``check_webhook`` resolves the host and refuses unless every
-address is public (``core.subscriptions.address_problem``). Sending checks again and connects to
+address is public (``address_problem``). Sending checks again and connects to
 the very address it checked (the name is not resolved a second time, so a DNS answer that changes
 between check and connection cannot redirect it), with TLS verified against the URL's host name.
 Redirects are not followed (a 3xx is a failed delivery), and every step times out after
@@ -13,6 +13,7 @@ Redirects are not followed (a 3xx is a failed delivery), and every step times ou
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import smtplib
 import socket
@@ -22,9 +23,10 @@ from email.message import EmailMessage
 from urllib.parse import urlsplit
 
 from routeaq_assets.core.environment import Settings
-from routeaq_assets.core.subscriptions import InvalidSubscription, Message, resolved_problem, webhook_url_problem
+from routeaq_assets.core.subscriptions import InvalidSubscription, Message
 
 TIMEOUT_S = 5.0
+HTTPS_ONLY = "webhook_url must start with https://"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,62 @@ def smtp_settings(settings: Settings) -> SmtpSettings | None:
     if not settings.smtp_host:
         return None
     return SmtpSettings(settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_user, settings.smtp_password, settings.smtp_starttls)
+
+
+def webhook_url_problem(url: str, allow_loopback: bool) -> str | None:
+    """What is wrong with a webhook URL before resolving its host: not https (or, with
+    ``allow_loopback``, http), credentials in it, no host, or an IP literal that is not public."""
+    if len(url) > 2048:
+        return "webhook_url is longer than 2048 characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "webhook_url is not a valid URL"
+    schemes = ("https", "http") if allow_loopback else ("https",)
+    if parts.scheme not in schemes:
+        return HTTPS_ONLY if not allow_loopback else HTTPS_ONLY + " (or http:// to a loopback address on this deployment)"
+    if not parts.hostname:
+        return "webhook_url has no host"
+    if parts.username or parts.password:
+        return "webhook_url must not carry a user name or password"
+    if port == 0:
+        return "webhook_url has port 0"
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return None
+    return resolved_problem([parts.hostname], allow_loopback, parts.scheme)
+
+
+def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool) -> str | None:
+    """Why a webhook may not be sent to ``address``: only public addresses are allowed (and,
+    with ``allow_loopback``, 127.0.0.0/8 and ::1). An IPv4 address written as IPv6
+    (``::ffff:10.0.0.1``, 6to4, Teredo) is judged as the IPv4 address it carries."""
+    if isinstance(address, ipaddress.IPv6Address):
+        carried = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if carried is not None:
+            return address_problem(carried, allow_loopback)
+    if address.is_loopback:
+        return None if allow_loopback else "webhook_url resolves to a loopback address"
+    if not address.is_global or address.is_multicast or address.is_reserved or address.is_unspecified or address.is_link_local or address.is_private:
+        return "webhook_url resolves to a private, link-local, multicast, reserved or unspecified address"
+    return None
+
+
+def resolved_problem(addresses: list[str], allow_loopback: bool, scheme: str = "https") -> str | None:
+    """Every address the host resolves to must be allowed (an attacker's name may resolve to
+    a public and a private address at once), and plain http goes to loopback only."""
+    if not addresses:
+        return "webhook_url's host does not resolve"
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%")[0])
+        problem = address_problem(address, allow_loopback)
+        if problem:
+            return problem
+        if scheme != "https" and not address.is_loopback:
+            return HTTPS_ONLY + " (http:// goes to a loopback address only)"
+    return None
 
 
 def _addresses(host: str, port: int) -> list[str]:

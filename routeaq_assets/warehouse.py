@@ -1,0 +1,125 @@
+"""The warehouse: the contract every asset that reads or writes tables is given, and the embedded
+DuckDB file that implements it (the production lake on S3 is ``storage.LakeWarehouse``)."""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from routeaq_assets.adapters.locks import file_lock
+from routeaq_assets.core.warehouse_reads import WarehouseReads
+from routeaq_assets.core.windows import check_rows_for_window
+
+
+class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
+    """What every asset that reads or writes the warehouse is given: the embedded DuckDB file
+    (``Warehouse``, the default) or, in production, the day-partitioned Parquet lake on S3
+    (``storage.LakeWarehouse``). Both answer the shared reads of ``WarehouseReads``."""
+
+    def query(self, sql: str, params: list | None = None, wait_s: float | None = None) -> pl.DataFrame:
+        """Run DuckDB SQL over the warehouse's tables. ``wait_s``: how long a read may wait for
+        a writer to finish (``LockTimeout`` after that), where writers block readers."""
+        raise NotImplementedError
+
+    def has_table(self, table: str, wait_s: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def replace_window(
+        self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], start: datetime, end: datetime, site_ids: list[str] | None = None
+    ) -> int:
+        raise NotImplementedError
+
+    def replace_table(self, table: str, frame: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+
+class Warehouse(WarehouseResource):
+    """The embedded DuckDB warehouse. DuckDB lets one process write the file or many read it,
+    never both: every connection takes a lock on ``<path>.lock`` first (shared to read,
+    exclusive to write) and waits up to ``lock_timeout_s`` for it, so runs, ``online_features``
+    and any reader that goes through this class queue instead of failing. Writing runs also
+    share the ``warehouse`` pool, so they queue in Dagster rather than on the lock."""
+
+    path: str
+    lock_timeout_s: float = 900.0  # a long backfill's write transaction
+
+    @contextmanager
+    def connect(self, read_only: bool = False, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        database = Path(self.path)
+        read_only = read_only and database.exists()  # the first opener creates the file
+        lock = database.with_name(database.name + ".lock")
+        timeout_s = self.lock_timeout_s if wait_s is None else wait_s
+        with file_lock(lock, exclusive=not read_only, timeout_s=timeout_s, what=f"warehouse {database}"):
+            database.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(database), read_only=read_only)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                yield con
+            finally:
+                con.close()
+
+    def replace_window(
+        self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], start: datetime, end: datetime, site_ids: list[str] | None = None
+    ) -> int:
+        """Atomically replace the rows of [start, end) in ``table`` with ``frames``: one frame, or
+        frames produced one at a time (so a year of the network is never in memory at once).
+        Every site's rows are replaced, or with ``site_ids`` only those sites' rows (the rest of
+        the window stays: a re-ingest replaces only what it read).
+
+        Re-running with the same frames leaves the same rows; a failure, in writing or in
+        producing a frame, leaves the old rows. Returns the number of rows that were replaced."""
+        parts = iter([frames] if isinstance(frames, pl.DataFrame) else frames)
+        first = next(parts, None)
+        if site_ids is not None and not site_ids:
+            if first is not None and first.height:
+                raise ValueError(f"{table}: {first.height} rows given, but no site to replace")
+            return 0
+        if first is None and not self.has_table(table):
+            return 0
+        scope, params = "time >= ? AND time < ?", [start, end]
+        if site_ids is not None:
+            scope, params = scope + " AND list_contains(?, site_id)", params + [list(site_ids)]
+        with self.connect() as con:
+            if first is not None:
+                con.register("incoming", first.head(0).to_arrow())
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming")
+                # A contract that gained a column: the stored table gains it too (older rows null).
+                stored = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+                for column, kind, *_ in con.execute("DESCRIBE incoming").fetchall():
+                    if column not in stored:
+                        con.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}')
+            con.execute("BEGIN TRANSACTION")
+            try:
+                (replaced,) = con.execute(f"SELECT count(*) FROM {table} WHERE {scope}", params).fetchone()
+                con.execute(f"DELETE FROM {table} WHERE {scope}", params)
+                for frame in itertools.chain([first] if first is not None else [], parts):
+                    check_rows_for_window(table, frame, start, end, site_ids)
+                    con.register("incoming", frame.to_arrow())
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return int(replaced)
+
+    def replace_table(self, table: str, frame: pl.DataFrame) -> None:
+        with self.connect() as con:
+            con.register("incoming", frame.to_arrow())
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")
+
+    def query(self, sql: str, params: list | None = None, wait_s: float | None = None) -> pl.DataFrame:
+        with self.connect(read_only=True, wait_s=wait_s) as con:
+            return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
+
+    def has_table(self, table: str, wait_s: float | None = None) -> bool:
+        if not Path(self.path).exists():
+            return False
+        with self.connect(read_only=True, wait_s=wait_s) as con:
+            return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
