@@ -19,7 +19,7 @@ from routeaq_assets.core.locks import file_lock
 from routeaq_assets.core.registry import ForecastRegistry
 from routeaq_assets.core.schema import POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.stores import HistoryStore, interval_factor_store, online_store
-from routeaq_assets.core.warehouse_reads import WarehouseReads
+from routeaq_assets.core.warehouse_reads import MaintenanceReport, WarehouseReads
 from routeaq_assets.core.windows import check_rows_for_window, year_span
 from routeaq_assets.core.sites import load_packaged_registry, packaged_metadata_csv, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite, Shift
@@ -42,8 +42,8 @@ from routeaq_assets.sources.openmeteo import (
 
 class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
     """What every asset that reads or writes the warehouse is given: the embedded DuckDB file
-    (``Warehouse``, the default) or, in production, the day-partitioned Parquet lake on S3
-    (``storage.LakeWarehouse``). Both answer the shared reads of ``WarehouseReads``."""
+    (``Warehouse``, the default) or, in production, Delta tables on S3 (``storage.DeltaWarehouse``).
+    Both answer the shared reads of ``WarehouseReads``."""
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         raise NotImplementedError
@@ -57,6 +57,21 @@ class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
         raise NotImplementedError
 
     def replace_table(self, table: str, frame: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+    def table_version(self, table: str) -> int | None:
+        """The table's version, or None where the warehouse keeps no versions (the DuckDB file)."""
+        return None
+
+    def as_of(self, versions: dict[str, int]) -> WarehouseReads:
+        """The shared reads over the tables at ``versions`` (from ``table_version``); with none
+        named, the warehouse itself."""
+        if versions:
+            raise ValueError(f"{type(self).__name__} keeps no table versions: it cannot read {versions} (only the production lake can)")
+        return self
+
+    def maintain(self, retention: timedelta) -> list[MaintenanceReport]:
+        """Compact small files and remove old versions no reader within ``retention`` needs."""
         raise NotImplementedError
 
 
@@ -136,6 +151,14 @@ class Warehouse(WarehouseResource):
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.connect(read_only=True) as con:
             return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
+
+    def maintain(self, retention: timedelta) -> list[MaintenanceReport]:
+        """The DuckDB file keeps no old versions and no small files: a CHECKPOINT writes its WAL
+        into the file, and there is nothing to compact."""
+        if Path(self.path).exists():
+            with self.connect() as con:
+                con.execute("CHECKPOINT")
+        return []
 
     def has_table(self, table: str) -> bool:
         if not Path(self.path).exists():
