@@ -187,3 +187,15 @@ def test_the_lake_answers_the_shared_warehouse_reads_as_the_embedded_warehouse_d
     six_hours = embedded.stored_features("no2", first, end, horizon=6)
     assert six_hours.height == 2 * 25 and six_hours["time"].min() == first
     assert lake.stored_features("no2", first, end, horizon=6).equals(six_hours)
+
+
+def test_maintenance_compacts_a_day_of_hourly_files_and_removes_the_old_ones(lake, bucket, s3_endpoint):
+    for h in range(8):
+        replace(lake, DAY + timedelta(hours=h), 1)()
+    before = stored(lake)
+    (report,) = lake.maintain(timedelta(0))
+    assert (report.table, report.files_compacted, report.files_added, report.files_removed) == ("observations", 8, 1, 8)
+    assert report.version == 10 == lake.table_version("observations")  # compaction, and vacuum's start and end, are commits too
+    assert stored(lake).equals(before)
+    data = [o["Key"] for o in s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/tables/observations/utc_date=")["Contents"]]
+    assert len(data) == 1

@@ -76,7 +76,7 @@ class MaintenanceReport:
     """What compaction and the clean-up of old versions did to one table."""
 
     table: str
-    version: int | None  # the table's version after compaction (None where tables keep no versions)
+    version: int | None  # the table's version after the upkeep (its commits are versions too)
     files_compacted: int  # small files merged ...
     files_added: int  # ... into these
     files_removed: int  # files that no version within the retention reads, deleted
