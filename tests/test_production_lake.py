@@ -199,3 +199,11 @@ def test_maintenance_compacts_a_day_of_hourly_files_and_removes_the_old_ones(lak
     assert stored(lake).equals(before)
     data = [o["Key"] for o in s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/tables/observations/utc_date=")["Contents"]]
     assert len(data) == 1
+
+
+def test_a_reader_opens_a_table_from_a_checkpoint_every_ten_commits(lake, bucket, s3_endpoint):
+    for h in range(12):
+        replace(lake, DAY + timedelta(hours=h), 1)()
+    keys = [o["Key"].rsplit("/", 1)[1] for o in s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/tables/observations/_delta_log/")["Contents"]]
+    assert "00000000000000000009.checkpoint.parquet" in keys and "_last_checkpoint" in keys  # the state after ten commits
+    assert_each_key_once(stored(lake), 24)
