@@ -38,7 +38,7 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import PrivateAttr
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -136,6 +136,10 @@ class DeltaWarehouse(WarehouseResource):
             if version is not None:
                 raise
             return None
+        except DeltaError as exc:
+            if version is None:
+                raise
+            raise ValueError(f"{table} has no version {version} at {self.table_uri(table)}: {exc}") from exc
 
     def tables(self) -> list[str]:
         """The names of the tables stored under ``location``."""
@@ -283,7 +287,14 @@ class DeltaWarehouse(WarehouseResource):
                 partitioned = PARTITION_COLUMN in stored.metadata().partition_columns
                 columns = f"* EXCLUDE ({PARTITION_COLUMN})" if partitioned else "*"
                 con.execute(f"CREATE VIEW {table} AS SELECT {columns} FROM delta_{table}")
-            return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
+            try:
+                return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
+            except duckdb.Error as exc:
+                if versions and "not found" in str(exc):
+                    raise ValueError(
+                        f"the files of {versions} are gone: lake_maintenance removes the files of versions older than its retention_days"
+                    ) from exc
+                raise
         finally:
             con.close()
 

@@ -4,6 +4,7 @@ time travel; the embedded DuckDB file checkpointed, with nothing to compact."""
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pytest
 
 from conftest import make_definitions
 from routeaq_assets.storage import DeltaWarehouse
@@ -35,3 +36,15 @@ def test_delta_tables_are_compacted_and_recent_versions_kept(home):
     first = warehouse.as_of({"observations": 0})  # a week's versions are kept: time travel still reads them
     assert first.query("SELECT count(*) AS n FROM observations")["n"][0] == 2
     assert warehouse.query("SELECT sum(value) AS v FROM observations")["v"][0] == 2 * sum(range(6))
+
+
+def test_a_version_older_than_the_retention_is_refused_by_name(tmp_path):
+    warehouse = DeltaWarehouse(location=str(tmp_path / "tables"))
+    for value in (1.0, 2.0):
+        warehouse.replace_window("observations", observations(DAY, 2, value=value), DAY, DAY + timedelta(hours=2))
+    warehouse.maintain(timedelta(0))
+    with pytest.raises(ValueError, match="lake_maintenance removes the files of versions older than its retention_days"):
+        warehouse.as_of({"observations": 0}).query("SELECT * FROM observations")
+    with pytest.raises(ValueError, match="observations has no version 99"):
+        warehouse.as_of({"observations": 99}).query("SELECT * FROM observations")
+    assert warehouse.query("SELECT DISTINCT value FROM observations")["value"].to_list() == [2.0]
