@@ -3,7 +3,7 @@
 import dagster as dg
 
 from routeaq_assets.core.retraining import RetrainPolicy
-from routeaq_assets.defs import evaluation, features, ingest, jobs, serving, training
+from routeaq_assets.defs import evaluation, features, ingest, jobs, maintenance, serving, training
 from routeaq_assets.defs.monitoring import build_monitoring
 from routeaq_assets.environments import get_resources
 
@@ -22,10 +22,11 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource], policy: Ret
             *monitoring["assets"],
             evaluation.backtest,
             evaluation.local_data_backtest,
+            maintenance.lake_maintenance,
         ],
         asset_checks=training.gates,
-        jobs=[jobs.registry_job, jobs.ingest_job, jobs.train_job, jobs.publish_job, *monitoring["jobs"]],
-        schedules=[jobs.hourly_ingest_schedule, jobs.hourly_publish_schedule, jobs.ratify_schedule, *monitoring["schedules"]],
+        jobs=[jobs.registry_job, jobs.ingest_job, jobs.train_job, jobs.publish_job, maintenance.lake_maintenance_job, *monitoring["jobs"]],
+        schedules=[jobs.hourly_ingest_schedule, jobs.hourly_publish_schedule, jobs.ratify_schedule, maintenance.lake_maintenance_schedule, *monitoring["schedules"]],
         sensors=monitoring["sensors"],
         resources=resources,
         # DuckDB takes one writer process: the steps of a run share this process.

@@ -1,4 +1,5 @@
-"""The production resources (``ROUTEAQ_ENV=production``): the lake on S3 through dagster-aws,
+"""The production resources (``ROUTEAQ_ENV=production``): the lake on S3 through dagster-aws (the
+warehouse's tables in Delta Lake),
 the model registry on an MLflow tracking server through dagster-mlflow, the online store on
 Redis and the service's yearly history files in the lake's bucket. Dagster's own storage is
 PostgreSQL, set by the instance (``deploy/dagster.yaml``).
@@ -24,7 +25,7 @@ from routeaq_assets.core.environment import ConfigurationError, Settings
 from routeaq_assets.core.shared_folders import HISTORY
 from routeaq_assets.model_store import ModelStore
 from routeaq_assets.online_store import OnlineStore
-from routeaq_assets.storage import LakeWarehouse, S3Lake
+from routeaq_assets.storage import DeltaWarehouse, S3Lake
 
 CHECK_TIMEOUT_S = 5.0
 
@@ -145,7 +146,7 @@ def production_stores(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     check_services(settings)
     s3 = s3_resource(settings)
     return {
-        "warehouse": LakeWarehouse(s3=s3, bucket=settings.s3_bucket, prefix=settings.s3_prefix, cache_dir=str(settings.home / "cache" / "lake")),
+        "warehouse": DeltaWarehouse(location=f"s3://{settings.s3_bucket}/{settings.s3_prefix}/tables", s3=s3),
         "lake": S3Lake(s3=s3, bucket=settings.s3_bucket, prefix=settings.s3_prefix),
         "model_store": TrackedModelStore(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), prefix=settings.model_prefix),
         "online_store": SharedOnlineStore(

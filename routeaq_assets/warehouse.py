@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 
 from routeaq_assets.adapters.locks import file_lock
-from routeaq_assets.core.warehouse_reads import WarehouseReads
+from routeaq_assets.core.warehouse_reads import MaintenanceReport, WarehouseReads
 from routeaq_assets.core.windows import check_rows_for_window
 
 
@@ -37,6 +37,21 @@ class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
         raise NotImplementedError
 
     def replace_table(self, table: str, frame: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+    def table_version(self, table: str) -> int | None:
+        """The table's version, or None where the warehouse keeps no versions (the DuckDB file)."""
+        return None
+
+    def as_of(self, versions: dict[str, int]) -> WarehouseReads:
+        """The shared reads over the tables at ``versions`` (from ``table_version``); with none
+        named, the warehouse itself."""
+        if versions:
+            raise ValueError(f"{type(self).__name__} keeps no table versions: it cannot read {versions} (only the production lake can)")
+        return self
+
+    def maintain(self, retention: timedelta) -> list[MaintenanceReport]:
+        """Compact small files and remove old versions no reader within ``retention`` needs."""
         raise NotImplementedError
 
 
@@ -117,6 +132,14 @@ class Warehouse(WarehouseResource):
     def query(self, sql: str, params: list | None = None, wait_s: float | None = None) -> pl.DataFrame:
         with self.connect(read_only=True, wait_s=wait_s) as con:
             return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
+
+    def maintain(self, retention: timedelta) -> list[MaintenanceReport]:
+        """The DuckDB file keeps no old versions and no small files: a CHECKPOINT writes its WAL
+        into the file, and there is nothing to compact."""
+        if Path(self.path).exists():
+            with self.connect() as con:
+                con.execute("CHECKPOINT")
+        return []
 
     def has_table(self, table: str, wait_s: float | None = None) -> bool:
         if not Path(self.path).exists():

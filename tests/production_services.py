@@ -16,7 +16,6 @@ import psycopg2
 import pytest
 import redis
 import requests
-from moto.server import ThreadedMotoServer
 
 from service_process import free_port, stop
 
@@ -32,12 +31,27 @@ def unique(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> str:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def s3_endpoint(tmp_path_factory) -> str:
+    """A moto S3 server in a process of its own: delta-rs holds the GIL through some calls (a
+    table's history), so a server thread in this process would wait for the call waiting for it."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if server.poll() is not None:
+            pytest.fail("moto_server exited: " + log.read_text()[-3000:])
+        try:
+            requests.get(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except requests.RequestException:  # still starting
+            if time.monotonic() > deadline:
+                stop(server)
+                pytest.fail("moto_server did not answer: " + log.read_text()[-3000:])
+            time.sleep(0.2)
+    yield endpoint
+    stop(server)
 
 
 def s3_client(endpoint: str):  # noqa: ANN201 - a boto3 S3 client

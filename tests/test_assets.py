@@ -36,10 +36,10 @@ def test_definitions_resolve_every_job_and_asset(home):
     defs = make_definitions(home)
     repository = defs.get_repository_def()
     assert {"ingest_job", "train_job", "publish_job"} <= {job.name for job in repository.get_all_jobs()}
-    assert {s.name for s in repository.schedule_defs} == {"ingest_job_schedule", "publish_schedule", "ratify_schedule", "monitoring_schedule", "daily_verification_schedule"}
+    assert {s.name for s in repository.schedule_defs} == {"ingest_job_schedule", "publish_schedule", "ratify_schedule", "monitoring_schedule", "daily_verification_schedule", "lake_maintenance_schedule"}
     assert {s.name for s in repository.sensor_defs} == {"retraining_policy", "monitoring_alerts", "platform_metrics", "subscription_alerts_sensor"}
     keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
-    assert {"raw_aurn", "raw_weather", "silver_features", "pm25_candidate", "pm25_champion", "online_features", "pm25_drift_report", "forecast_performance", "pm10_champion", "daqi_verification", "subscription_alerts"} <= keys
+    assert {"raw_aurn", "raw_weather", "silver_features", "pm25_candidate", "pm25_champion", "online_features", "pm25_drift_report", "forecast_performance", "pm10_champion", "daqi_verification", "subscription_alerts", "lake_maintenance"} <= keys
 
 
 def test_ingest_twice_leaves_the_same_rows(home):

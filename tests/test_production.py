@@ -172,7 +172,9 @@ def test_the_whole_loop_runs_in_production_mode(home, tmp_path, monkeypatch, s3_
         parent = client.get_run(candidate_run.data.tags["mlflow.parentRunId"])  # dagster-mlflow's run of the Dagster run
         assert parent.data.tags["dagster_run_id"] == trained.run_id and parent.info.status == "FINISHED"
         objects = [o["Key"] for o in s3_client(s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]]
-        assert any(k.startswith("routeaq/tables/silver_features/") for k in objects)
+        log = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/tables/silver_features/_delta_log/")["Contents"]
+        assert "routeaq/tables/silver_features/_delta_log/00000000000000000000.json" in {o["Key"] for o in log}  # a Delta table
+        assert int(candidate_run.data.params["silver_features_version"]) >= 0  # the version the model was trained on
         assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in objects)
 
         history = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="routeaq/history/")["Contents"]

@@ -65,7 +65,7 @@ def test_production_resources_point_at_the_services(production, s3_endpoint, buc
         production.setenv(name, value)
     resources = get_resources()
     local = RESOURCES_BY_ENVIRONMENT["local"](load_settings())
-    assert type(resources["warehouse"]).__name__ == "LakeWarehouse" and resources["warehouse"].bucket == bucket
+    assert type(resources["warehouse"]).__name__ == "DeltaWarehouse" and resources["warehouse"].location == f"s3://{bucket}/routeaq/tables"
     assert type(local["warehouse"]).__name__ == "Warehouse" and type(local["online_store"].target) is str
     picked = {key: resources[key] for key in ("lake", "model_store", "online_store")}
     with dg.build_resources(picked) as built:  # resolves the EnvVars, as a run does

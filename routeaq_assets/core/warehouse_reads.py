@@ -4,6 +4,8 @@ embedded DuckDB file and the production lake answer them the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
@@ -55,3 +57,26 @@ class WarehouseReads:
             .select(SILVER_COLUMNS)
             .sort("time", "site_id", "hours_ahead")
         )
+
+
+class TablesAsOf(WarehouseReads):
+    """The shared reads over tables as they were at given versions (table -> version): a
+    warehouse's ``as_of``, for re-running on what a training run read. Read only."""
+
+    def __init__(self, query_at: Callable[..., pl.DataFrame], versions: dict[str, int]) -> None:
+        self._query_at = query_at
+        self.versions = dict(versions)
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        return self._query_at(sql, params, versions=self.versions)
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    """What compaction and the clean-up of old versions did to one table."""
+
+    table: str
+    version: int | None  # the table's version after the upkeep (its commits are versions too)
+    files_compacted: int  # small files merged ...
+    files_added: int  # ... into these
+    files_removed: int  # files that no version within the retention reads, deleted

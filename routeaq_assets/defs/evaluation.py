@@ -30,7 +30,7 @@ from routeaq_assets.core.models import TRAINING_LEADS
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import require_horizon, silver_features
-from routeaq_assets.defs.training import ModelConfig
+from routeaq_assets.defs.training import ModelConfig, current_versions
 from routeaq_assets.lake import Lake
 from routeaq_assets.model_store import ModelStore
 from routeaq_assets.observation_sources import LocalObservations, ObservationSource
@@ -50,6 +50,13 @@ class BacktestConfig(ModelConfig):
     folds: int = 4
     # Days per fold; 0 splits the second half of the data's span evenly between the folds.
     test_days: int = 7
+
+
+class WarehouseBacktestConfig(BacktestConfig):
+    # The table versions to read (table -> version), as a candidate recorded them in MLflow
+    # (``silver_features_version``, ``observations_version``, ...): the backtest re-runs on what that
+    # training run read. Empty: the tables as they are now. Only the production lake keeps versions.
+    table_versions: dict[str, int] = {}
 
 
 class LocalBacktestConfig(BacktestConfig):
@@ -92,7 +99,7 @@ def _backtest(features_by_pollutant: dict[str, pl.DataFrame], config: BacktestCo
 
 def _report(
     context: dg.AssetExecutionContext, name: str, predictions: pl.DataFrame, config: BacktestConfig, model_store: ModelStore, lake: Lake, weather: str,
-    daily: str | None = None,
+    daily: str | None = None, versions: dict[str, int] | None = None,
 ) -> dg.MaterializeResult:
     table = metrics_table(predictions)
     text = format_table(table)
@@ -121,7 +128,7 @@ def _report(
         params={
             "folds": config.folds, "test_days": config.test_days, "train_days": config.train_days, "coverage": config.coverage,
             "num_boost_round": config.num_boost_round, "pollutants": ",".join(config.pollutants), "horizon_hours": config.horizon,
-            "weather": config.weather,
+            "weather": config.weather, **{f"{t}_version": v for t, v in (versions or {}).items()},
         },
         metrics=headline,
         artifacts=artifacts,
@@ -137,6 +144,7 @@ def _report(
             "num_boost_round": config.num_boost_round,
             "weather": weather,
             "mlflow_run_id": run_id,
+            **{f"{t}_version": v for t, v in (versions or {}).items()},
             "report_folder": dg.MetadataValue.path(lake.uri(folder)),
             **{f"plot_{p}": dg.MetadataValue.path(v) for p, v in paths.items() if p.endswith(".png")},
             **{k: float(v) for k, v in headline.items()},
@@ -145,20 +153,27 @@ def _report(
 
 
 @dg.asset(group_name="evaluation", deps=[silver_features], kinds={"lightgbm", "mlflow"})
-def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: WarehouseResource, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
-    """Rolling-origin backtest of every pollutant on the stored features: each fold trains on the
-    hours before it, and RMSE, MAE, bias, skill and interval coverage are reported per pollutant
-    and site beside persistence and same-hour-yesterday."""
+def backtest(
+    context: dg.AssetExecutionContext, config: WarehouseBacktestConfig, warehouse: WarehouseResource, model_store: ModelStore, lake: Lake
+) -> dg.MaterializeResult:
+    """Rolling-origin backtest of every pollutant on the stored features (at ``table_versions``
+    when given): each fold trains on the hours before it, and RMSE, MAE, bias, skill and interval
+    coverage are reported per pollutant and site beside persistence and same-hour-yesterday."""
     require_horizon("backtest", config.horizon)
-    start, newest = warehouse.query("SELECT min(time), max(time) FROM silver_features").row(0)
+    versions = config.table_versions or current_versions(warehouse)
+    try:
+        reads = warehouse.as_of(versions)
+    except ValueError as exc:
+        raise dg.Failure(f"backtest: {exc}") from exc
+    start, newest = reads.query("SELECT min(time), max(time) FROM silver_features").row(0)
     if newest is None:
         raise dg.Failure("backtest: silver_features is empty; materialize the features first")
     end = newest + timedelta(hours=1)
     if config.weather != "forecast":
         raise dg.Failure("backtest: the stored features use the weather the service has; the reanalysis upper bound is measured on user files (local_data_backtest)")
-    features = {p: warehouse.stored_features(p, start, end, feature_leads(config)) for p in config.pollutants}
-    kinds = warehouse.query("SELECT kind FROM weather WHERE time >= ? AND time < ?", [start, end])["kind"]
-    return _report(context, "backtest", _backtest(features, config), config, model_store, lake, weather_summary(kinds))
+    features = {p: reads.stored_features(p, start, end, feature_leads(config)) for p in config.pollutants}
+    kinds = reads.query("SELECT kind FROM weather WHERE time >= ? AND time < ?", [start, end])["kind"]
+    return _report(context, "backtest", _backtest(features, config), config, model_store, lake, weather_summary(kinds), versions=versions)
 
 
 def local_panel(folder: Path) -> pl.DataFrame:

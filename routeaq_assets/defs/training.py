@@ -23,6 +23,14 @@ from routeaq_assets.model_store import ModelStore
 from routeaq_assets.warehouse import WarehouseResource
 
 CHECK_GATE = "beats_persistence"
+# The tables a model's rows come from: each candidate records the version of each it read
+# (``{table}_version`` in MLflow), and a backtest can read them again at those versions.
+TRAINING_TABLES = ("silver_features", "observations", "weather", "sites")
+
+
+def current_versions(warehouse: WarehouseResource) -> dict[str, int]:
+    """The versions of ``TRAINING_TABLES`` now; empty where the warehouse keeps none (DuckDB)."""
+    return {t: v for t in TRAINING_TABLES if (v := warehouse.table_version(t)) is not None}
 
 
 _DEFAULTS = TrainingSettings()
@@ -92,14 +100,16 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         if config.weather != "forecast":
             raise dg.Failure(f"{candidate_name}: a served model trains on the weather the service has (weather: forecast), not {config.weather!r}")
         settings = config.settings()
-        (newest,) = warehouse.query(
+        versions = current_versions(warehouse)
+        reads = warehouse.as_of(versions)  # every read below sees the tables at the versions recorded
+        (newest,) = reads.query(
             "SELECT max(time) FROM silver_features WHERE pollutant = ? AND target IS NOT NULL", [pollutant]
         ).row(0)
         if newest is None:
             raise dg.Failure(f"{candidate_name}: silver_features has no {pollutant} rows; materialize the features first")
         end = newest + timedelta(hours=1)
         holdout_start = end - timedelta(days=config.holdout_days)
-        frame = warehouse.stored_features(pollutant, holdout_start - timedelta(days=settings.train_days), end, TRAINING_LEADS)
+        frame = reads.stored_features(pollutant, holdout_start - timedelta(days=settings.train_days), end, TRAINING_LEADS)
         train = settings.training_rows(frame, holdout_start)
         start = train["time"].min()
         held_out = scorable(frame.filter(pl.col("time") >= holdout_start))
@@ -129,7 +139,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             name,
             forecaster,
             params={**forecaster.params, "pollutant": pollutant, "train_rows": train.height, "leads": ",".join(map(str, forecaster.leads)),
-                    **{k: v for k, v in window.items() if k != "sites"}},
+                    **{k: v for k, v in window.items() if k != "sites"}, **{f"{t}_version": v for t, v in versions.items()}},
             metrics=metrics,
             metadata={"pollutant": pollutant, **window, "holdout_metrics": {str(h): m for h, m in by_lead.items()}},
             example=held_out,
@@ -160,6 +170,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
                 **{f"rmse_{h}h": m["model_rmse"] for h, m in by_lead.items()},
                 "scores": dg.MetadataValue.md(_markdown(by_lead)),
                 "train_window": f"{window['train_start']} .. {window['holdout_start']}",
+                **{f"{t}_version": v for t, v in versions.items()},
             },
         )
 
