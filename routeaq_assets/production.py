@@ -9,7 +9,6 @@ unreachable service fails when the code location loads, with an error that names
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +17,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from routeaq_assets.core.environment import ConfigurationError, Settings
+from routeaq_assets.core.redact import redact_uri, scrub
 from routeaq_assets.core.registry import EXPERIMENT
 from routeaq_assets.core.shared import HISTORY, SharedFolder
 from routeaq_assets.core.stores import HistoryStore
@@ -29,11 +29,6 @@ CHECK_TIMEOUT_S = 5.0
 
 class ServiceUnreachable(RuntimeError):
     """A production service did not answer at start-up; the message names each one."""
-
-
-def redact(url: str) -> str:
-    """A URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 class TrackedModelStore(ModelStore):
@@ -122,14 +117,14 @@ def check_services(settings: Settings) -> None:
     try:
         redis.Redis.from_url(settings.online_store, socket_connect_timeout=CHECK_TIMEOUT_S, socket_timeout=CHECK_TIMEOUT_S).ping()
     except Exception as exc:
-        problems.append(f"Redis online store at {redact(settings.online_store)} (ROUTEAQ_ONLINE_STORE): {type(exc).__name__}: {redact(str(exc))}")
+        problems.append(f"Redis online store at {redact_uri(settings.online_store)} (ROUTEAQ_ONLINE_STORE): {type(exc).__name__}: {scrub(str(exc), settings.online_store)}")
     tracking = settings.mlflow_tracking_uri.rstrip("/")
     try:
         answer = requests.get(f"{tracking}/health", timeout=CHECK_TIMEOUT_S)
         if answer.status_code != 200:
             raise ConnectionError(f"/health answered HTTP {answer.status_code}")
     except Exception as exc:
-        problems.append(f"MLflow tracking server at {redact(tracking)} (MLFLOW_TRACKING_URI): {type(exc).__name__}: {redact(str(exc))}")
+        problems.append(f"MLflow tracking server at {redact_uri(tracking)} (MLFLOW_TRACKING_URI): {type(exc).__name__}: {scrub(str(exc), tracking)}")
     if problems:
         raise ServiceUnreachable("ROUTEAQ_ENV=production: these services do not answer:\n- " + "\n- ".join(problems))
 
