@@ -10,7 +10,6 @@ unreachable service fails when the code location loads, with an error that names
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +21,7 @@ from routeaq_assets.adapters.registry import EXPERIMENT
 from routeaq_assets.adapters.shared import SharedFolder
 from routeaq_assets.adapters.stores import HistoryStore
 from routeaq_assets.core.environment import ConfigurationError, Settings
+from routeaq_assets.adapters.redact import redact_uri, scrub
 from routeaq_assets.core.shared_folders import HISTORY
 from routeaq_assets.model_store import ModelStore
 from routeaq_assets.online_store import OnlineStore
@@ -32,11 +32,6 @@ CHECK_TIMEOUT_S = 5.0
 
 class ServiceUnreachable(RuntimeError):
     """A production service did not answer at start-up; the message names each one."""
-
-
-def redact(url: str) -> str:
-    """A URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 class TrackedModelStore(ModelStore):
@@ -125,14 +120,14 @@ def check_services(settings: Settings) -> None:
     try:
         redis.Redis.from_url(settings.online_store, socket_connect_timeout=CHECK_TIMEOUT_S, socket_timeout=CHECK_TIMEOUT_S).ping()
     except Exception as exc:
-        problems.append(f"Redis online store at {redact(settings.online_store)} (ROUTEAQ_ONLINE_STORE): {type(exc).__name__}: {redact(str(exc))}")
+        problems.append(f"Redis online store at {redact_uri(settings.online_store)} (ROUTEAQ_ONLINE_STORE): {type(exc).__name__}: {scrub(str(exc), settings.online_store)}")
     tracking = settings.mlflow_tracking_uri.rstrip("/")
     try:
         answer = requests.get(f"{tracking}/health", timeout=CHECK_TIMEOUT_S)
         if answer.status_code != 200:
             raise ConnectionError(f"/health answered HTTP {answer.status_code}")
     except Exception as exc:
-        problems.append(f"MLflow tracking server at {redact(tracking)} (MLFLOW_TRACKING_URI): {type(exc).__name__}: {redact(str(exc))}")
+        problems.append(f"MLflow tracking server at {redact_uri(tracking)} (MLFLOW_TRACKING_URI): {type(exc).__name__}: {scrub(str(exc), tracking)}")
     if problems:
         raise ServiceUnreachable("ROUTEAQ_ENV=production: these services do not answer:\n- " + "\n- ".join(problems))
 

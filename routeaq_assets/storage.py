@@ -13,7 +13,7 @@ Polars read the same tables (docs/production.md).
   the partition column out: rows keep their contract columns.
 - Commits on S3 are conditional PUTs of the next log entry (``If-None-Match``), so two writers never
   both take one version. A writer that loses (delta-rs raises ``CommitFailedError``) reads the table
-  again and re-applies its rows, with one retry policy (tenacity): runs on different days both land,
+  again and re-applies its rows, through the one retry policy (``retries.RetryPolicy``): runs on different days both land,
   runs on the same hours end with one whole version, never a mixture.
 - Every commit is a table version. ``table_version`` names it, and ``as_of`` reads the tables as
   they were at given versions (what a training run read, for a backtest to re-run on).
@@ -40,10 +40,10 @@ from dagster_aws.s3 import S3Resource
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import PrivateAttr
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from routeaq_assets.core.warehouse_reads import MaintenanceReport, TablesAsOf
 from routeaq_assets.lake import Lake
+from routeaq_assets.retries import RetryPolicy
 from routeaq_assets.warehouse import WarehouseResource
 from routeaq_assets.core.windows import check_rows_for_window
 
@@ -174,14 +174,9 @@ class DeltaWarehouse(WarehouseResource):
     def _committed(self, table: str, commit: Callable[[], T]) -> T:
         """``commit()``, read and applied again each time it loses to another writer's commit (the
         one retry policy of the lake), up to ``commit_attempts`` times."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(CommitFailedError),
-            stop=stop_after_attempt(self.commit_attempts),
-            wait=wait_random_exponential(multiplier=0.05, max=2.0),
-            reraise=True,
-        )
+        policy = RetryPolicy(retries=self.commit_attempts - 1, backoff_s=0.05, errors=(CommitFailedError,), max_wait_s=2.0, jitter=True)
         try:
-            return retrying(commit)
+            return policy.call(commit)[0]
         except CommitFailedError as exc:
             raise RuntimeError(f"{table}: {self.commit_attempts} commits in a row lost to concurrent writers of {self.table_uri(table)}: {exc}") from exc
 

@@ -34,7 +34,7 @@ SECRET_KEYS = {
 }
 
 ENV_READ = re.compile(
-    r"""(?:os\.environ\.get|os\.environ\.setdefault|os\.getenv|os\.environ\[|EnvVar\(|EnvVar\.int\()\s*\(?\s*["']([A-Z][A-Z0-9_]*)["']"""
+    r"""(?:os\.environ\.get|os\.environ\.setdefault|os\.getenv|os\.environ\[|EnvVar\(|EnvVar\.int\(|_variable\(|AliasChoices\()\s*\(?\s*["']([A-Z][A-Z0-9_]*)["']"""
 )
 
 
@@ -214,8 +214,8 @@ def test_variable_scan_finds_what_the_code_reads():
     assert "ROUTEAQ_REFRESH_SECONDS" in variables_read(service_files())
     assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD"} <= instance_variables()
     assert image_variables(REPO / "deploy" / "user-code.Dockerfile") >= {"DAGSTER_HOME", "OMP_WAIT_POLICY"}
-    sample = 'a = os.environ.get("A_1")\nb = os.getenv( "B" )\nc = os.environ["C"]\nd = dg.EnvVar("D")\ne = EnvVar.int("E")\n'
-    assert set(ENV_READ.findall(sample)) == {"A_1", "B", "C", "D", "E"}
+    sample = 'a = os.environ.get("A_1")\nb = os.getenv( "B" )\nc = os.environ["C"]\nd = dg.EnvVar("D")\ne = EnvVar.int("E")\nf: int = _variable("F", 1)\n'
+    assert set(ENV_READ.findall(sample)) == {"A_1", "B", "C", "D", "E", "F"}  # _variable: a settings field's variable (core.environment)
 
 
 def _container_env(manifest: Path, kind: str, name: str) -> set[str]:

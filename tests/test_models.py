@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from routeaq_assets.core.features import build_features, hourly_panel
-from routeaq_assets.core.metrics import evaluate, point_scores, scorable
+from routeaq_assets.core.metrics import evaluate, scorable
 from routeaq_assets.core.models import day_ahead_decision, train_forecaster
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.sources.demo_network import DemoNetwork, DemoSite
@@ -69,12 +69,6 @@ def test_training_is_deterministic(demo_features):
 def test_too_few_rows_is_a_clear_error(demo_features):
     with pytest.raises(ValueError, match="need at least 200"):
         train_forecaster(demo_features.head(50))
-
-
-def test_point_scores():
-    assert point_scores(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == {"rmse": 1.0, "mae": 1.0, "bias": 0.0}
-    with pytest.raises(ValueError, match="no hours to score"):
-        point_scores(np.array([]), np.array([]))
 
 
 def _lead(model: float, persistence: float, champion: float | None = None) -> dict:

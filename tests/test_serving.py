@@ -1,7 +1,6 @@
 """The forecast function in process: train/serve parity, the offline path, model lifecycle,
 the Redis online store."""
 
-import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -135,7 +134,7 @@ def test_the_last_good_model_keeps_serving_when_mlflow_is_unreachable(forecasts,
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
     before = forecasts.forecast([ForecastItem("CLL2", hour, "pm25")])[0]
-    forecasts.settings = dataclasses.replace(forecasts.settings, mlflow_tracking_uri="http://127.0.0.1:9")
+    forecasts.settings = forecasts.settings.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:9"})
     assert not forecasts.refresh()
     status = forecasts.status()
     assert status["status"] == "degraded" and "serving the last good state: registry http://127.0.0.1:9 cannot be read" in status["warning"]

@@ -4,14 +4,19 @@ A tracking URI, a Redis URL or a database URL may carry a user's password
 (``postgresql://user:secret@host/db``, ``redis://:secret@host:6379/0``) or a token in its query
 (``?password=...``, ``?token=...``). Anything shown to a client, written to a log or recorded as
 metadata names the store by ``redact_uri(uri)``, and text that may quote the URI (an exception
-from a client library) goes through ``scrub(text, uri)``.
+from a client library) goes through ``scrub(text, uri)``. A webhook or gateway, whose path may be
+the secret, is named by ``destination(url)``. These are the only redactions: pure string work
+(``urllib.parse`` only splits the text).
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 MASK = "***"
+# The password of any ``scheme://user:password@host`` in free text (a URL an exception quotes).
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s/]*@")
 SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "token", "secret", "key", "access_key", "secret_key", "sig", "signature")
 
 
@@ -55,11 +60,12 @@ def redact_uri(uri: str) -> str:
 
 
 def scrub(text: str, *uris: str) -> str:
-    """``text`` with every secret of ``uris`` (and each URI itself) replaced by its redacted form."""
+    """``text`` with every secret of ``uris`` (and each URI itself) replaced by its redacted form,
+    and the password of any other URL in it masked."""
     for uri in uris:
         if not uri:
             continue
         text = text.replace(uri, redact_uri(uri))
         for secret in _secrets(uri):
             text = text.replace(secret, MASK)
-    return text
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)

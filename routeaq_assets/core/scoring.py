@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
+from routeaq_assets.core.metrics import scores
 from routeaq_assets.core.schema import TIME
 
 KEY = ("site_id", "time", "pollutant", "hours_ahead")
@@ -84,26 +85,21 @@ def join_observations(forecasts: pl.DataFrame, observations: pl.DataFrame) -> pl
     )
 
 
+# The rolling scores' names (in the performance records, the Dagster metadata and Prometheus),
+# from the names ``core.metrics.scores`` gives them.
+ROLLING_NAMES = {
+    "hours": "hours", "model_rmse": "rmse", "model_mae": "mae", "model_bias": "bias", "interval_coverage": "coverage",
+    "persistence_rmse": "persistence_rmse", "skill_vs_persistence": "skill",
+}
+
+
 def rolling_scores(scored: pl.DataFrame) -> pl.DataFrame:
     """Per pollutant and hours ahead, on the forecasts whose hour and origin were both observed
     (so model and persistence are scored on the same hours): hours, RMSE, MAE, bias, interval
-    coverage, persistence RMSE and skill (1 - RMSE / persistence RMSE)."""
+    coverage, persistence RMSE and skill (1 - RMSE / persistence RMSE), by ``core.metrics.scores``."""
     rows = scored.filter(pl.col("observed").is_not_null() & pl.col("persistence").is_not_null() & pl.col("pred").is_not_null())
-    error = pl.col("pred") - pl.col("observed")
-    inside = (pl.col("observed") >= pl.col("lower")) & (pl.col("observed") <= pl.col("upper"))
-    return (
-        rows.group_by("pollutant", "hours_ahead")
-        .agg(
-            pl.len().alias("hours"),
-            (error**2).mean().sqrt().alias("rmse"),
-            error.abs().mean().alias("mae"),
-            error.mean().alias("bias"),
-            inside.filter(pl.col("lower").is_not_null() & pl.col("upper").is_not_null()).mean().alias("coverage"),
-            ((pl.col("persistence") - pl.col("observed")) ** 2).mean().sqrt().alias("persistence_rmse"),
-        )
-        .with_columns((1.0 - pl.col("rmse") / pl.col("persistence_rmse")).alias("skill"))
-        .sort("pollutant", "hours_ahead")
-    )
+    table = scores(rows, observed="observed", forecasts={"model": "pred", "persistence": "persistence"}, by=("pollutant", "hours_ahead"))
+    return table.select("pollutant", "hours_ahead", *(pl.col(name).alias(shown) for name, shown in ROLLING_NAMES.items())).sort("pollutant", "hours_ahead")
 
 
 def rolling_window(hour_end: datetime, hours: int = ROLLING_HOURS) -> tuple[datetime, datetime]:

@@ -1,5 +1,6 @@
 """One HTTP client for every outside source: pooled connections, timeouts, retries with
-backoff on 5xx and timeouts (never on 404), and a download cache with conditional requests."""
+backoff on 5xx, timeouts and refused connections (never on 404; ``routeaq_assets.retries``), and
+a download cache with conditional requests."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from routeaq_assets.core.files import write_atomically
+from routeaq_assets.retries import RetryPolicy
+
 USER_AGENT = "RouteAQ/0.1 (+https://github.com/routeaq)"
 NOT_FOUND_TTL_S = 24 * 3600  # a missing site-year is asked for again after a day
 
@@ -21,19 +23,35 @@ class SourceUnavailable(RuntimeError):
     """An outside source failed after its retries (5xx, timeout, refused connection)."""
 
 
+RETRY_STATUSES = (500, 502, 503, 504)
+RETRIED_METHODS = ("GET", "HEAD")  # reading again is safe; nothing here posts to a source
+
+
+class RetryingSession(requests.Session):
+    """A session whose GET and HEAD requests go through ``policy``: asked again on a refused
+    connection, a timeout or a 5xx of ``RETRY_STATUSES``. When the retries run out on a 5xx the
+    last answer is returned (the caller names it), on an error that error is raised."""
+
+    def __init__(self, policy: RetryPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def request(self, method, url, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - requests' signature
+        if method.upper() not in RETRIED_METHODS:
+            return super().request(method, url, *args, **kwargs)
+        answer, _ = self.policy.call(lambda: super(RetryingSession, self).request(method, url, *args, **kwargs))
+        return answer
+
+
+def source_retries(retries: int = 3, backoff: float = 0.5) -> RetryPolicy:
+    """The sources' retries: waits of 0.5, 1 and 2 s by default."""
+    return RetryPolicy(retries, backoff, errors=(requests.ConnectionError, requests.Timeout),
+                       retry_answer=lambda response: response.status_code in RETRY_STATUSES)
+
+
 def make_session(retries: int = 3, backoff: float = 0.5, pool_size: int = 4) -> requests.Session:
-    retry = Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        backoff_factor=backoff,
-        status_forcelist=(500, 502, 503, 504),
-        allowed_methods=("GET", "HEAD"),
-        raise_on_status=False,
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    session = RetryingSession(source_retries(retries, backoff))
+    adapter = HTTPAdapter(max_retries=0, pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT

@@ -34,6 +34,7 @@ import requests
 
 from routeaq_assets.core.schema import OBSERVATIONS, TIME, SourceDataError, conform
 from routeaq_assets.core.files import write_atomically
+from routeaq_assets.retries import RetryPolicy
 from routeaq_assets.sources.http import USER_AGENT, SourceUnavailable
 
 SOS_URL = "https://uk-air.defra.gov.uk/sos-ukair/api/v1/"
@@ -134,7 +135,9 @@ class SosClient:
                  retries: int = 2, backoff_s: float = 1.0, max_concurrency: int = 3, breaker: CircuitBreaker | None = None):
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.cache_folder = Path(cache_folder)
-        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.timeout_s = timeout_s
+        self.retry_policy = RetryPolicy(retries, backoff_s, errors=(requests.Timeout, requests.ConnectionError),
+                                        retry_answer=lambda answer: answer[0] in RETRY_STATUSES)
         if transport is None:
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
@@ -145,28 +148,27 @@ class SosClient:
 
     def get(self, path: str, params: dict) -> Any:
         """One JSON answer, retried with exponential backoff on timeouts, refused connections,
-        429 and 5xx; a 4xx is an error naming the request. Failures count towards the breaker."""
+        429 and 5xx (``routeaq_assets.retries``); a 4xx is an error naming the request. Failures
+        count towards the breaker."""
         url = self.base_url + path
         self.breaker.check(url)
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                with self._slots:
-                    status, body = self.transport(url, params, self.timeout_s)
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-                continue
-            if status in RETRY_STATUSES:
-                problem = f"HTTP {status}"
-                continue
-            self.breaker.record(True)  # the service answered
-            if status >= 400:
-                raise SourceDataError(f"{url} {params}: HTTP {status}")
-            return body
-        self.breaker.record(False)
-        raise SourceUnavailable(f"{url}: {problem} after {self.retries + 1} attempts")
+
+        def ask() -> tuple[int, Any]:
+            with self._slots:
+                return self.transport(url, params, self.timeout_s)
+
+        try:
+            (status, body), attempts = self.retry_policy.call(ask)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            self.breaker.record(False)
+            raise SourceUnavailable(f"{url}: {type(exc).__name__}: {exc} after {self.retry_policy.retries + 1} attempts") from exc
+        if status in RETRY_STATUSES:
+            self.breaker.record(False)
+            raise SourceUnavailable(f"{url}: HTTP {status} after {attempts} attempts")
+        self.breaker.record(True)  # the service answered
+        if status >= 400:
+            raise SourceDataError(f"{url} {params}: HTTP {status}")
+        return body
 
     def series_list(self, pollutant: str) -> list[dict]:
         """The expanded series of one pollutant, from a copy at most a day old (a stale copy
