@@ -13,7 +13,7 @@ Polars read the same tables (docs/production.md).
   the partition column out: rows keep their contract columns.
 - Commits on S3 are conditional PUTs of the next log entry (``If-None-Match``), so two writers never
   both take one version. A writer that loses (delta-rs raises ``CommitFailedError``) reads the table
-  again and re-applies its rows, through the one retry policy (``retries.RetryPolicy``): runs on different days both land,
+  again and re-applies its rows, through the one retry policy (``adapters.retries.RetryPolicy``): runs on different days both land,
   runs on the same hours end with one whole version, never a mixture.
 - Every commit is a table version. ``table_version`` names it, and ``as_of`` reads the tables as
   they were at given versions (what a training run read, for a backtest to re-run on).
@@ -43,7 +43,7 @@ from pydantic import PrivateAttr
 
 from routeaq_assets.core.warehouse_reads import MaintenanceReport, TablesAsOf
 from routeaq_assets.lake import Lake
-from routeaq_assets.retries import RetryPolicy
+from routeaq_assets.adapters.retries import RetryPolicy
 from routeaq_assets.warehouse import WarehouseResource
 from routeaq_assets.core.windows import check_rows_for_window
 

@@ -1,11 +1,11 @@
-"""routeaq_assets.retries: the one retry mechanism, and the three callers that ask an outside
+"""routeaq_assets.adapters.retries: the one retry mechanism, and the three callers that ask an outside
 service again (the HTTP sources' session, the SOS client, the alert webhook) going through it."""
 
 import pytest
 
-from routeaq_assets import retries
+from routeaq_assets.adapters import retries
 from routeaq_assets.adapters.notify import WebhookNotifier
-from routeaq_assets.retries import RetryPolicy
+from routeaq_assets.adapters.retries import RetryPolicy
 from routeaq_assets.sources.http import make_session
 from routeaq_assets.sources.sos import CircuitBreaker, SosClient
 

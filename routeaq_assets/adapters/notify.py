@@ -1,5 +1,5 @@
 """Alerts as a generic JSON webhook: one POST per event, retried with backoff
-(``routeaq_assets.retries``).
+(``routeaq_assets.adapters.retries``).
 
 Off unless a URL is configured (``ROUTEAQ_WEBHOOK_URL``); an optional bearer token
 (``ROUTEAQ_WEBHOOK_TOKEN``) goes in the Authorization header. Neither the token nor the URL's
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from routeaq_assets.adapters.redact import destination
-from routeaq_assets.retries import RetryPolicy
+from routeaq_assets.adapters.retries import RetryPolicy
 
 EVENTS = ("check_failed", "retrain_requested", "promotion_decision", "stale_data", "champion_loses_to_persistence", "champion_missing_from_registry")
 

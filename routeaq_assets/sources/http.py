@@ -1,5 +1,5 @@
 """One HTTP client for every outside source: pooled connections, timeouts, retries with
-backoff on 5xx, timeouts and refused connections (never on 404; ``routeaq_assets.retries``), and
+backoff on 5xx, timeouts and refused connections (never on 404; ``routeaq_assets.adapters.retries``), and
 a download cache with conditional requests."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from routeaq_assets.core.files import write_atomically
-from routeaq_assets.retries import RetryPolicy
+from routeaq_assets.adapters.retries import RetryPolicy
 
 USER_AGENT = "RouteAQ/0.1 (+https://github.com/routeaq)"
 NOT_FOUND_TTL_S = 24 * 3600  # a missing site-year is asked for again after a day

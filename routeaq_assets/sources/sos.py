@@ -34,7 +34,7 @@ import requests
 
 from routeaq_assets.core.schema import OBSERVATIONS, TIME, SourceDataError, conform
 from routeaq_assets.core.files import write_atomically
-from routeaq_assets.retries import RetryPolicy
+from routeaq_assets.adapters.retries import RetryPolicy
 from routeaq_assets.sources.http import USER_AGENT, SourceUnavailable
 
 SOS_URL = "https://uk-air.defra.gov.uk/sos-ukair/api/v1/"
@@ -148,7 +148,7 @@ class SosClient:
 
     def get(self, path: str, params: dict) -> Any:
         """One JSON answer, retried with exponential backoff on timeouts, refused connections,
-        429 and 5xx (``routeaq_assets.retries``); a 4xx is an error naming the request. Failures
+        429 and 5xx (``routeaq_assets.adapters.retries``); a 4xx is an error naming the request. Failures
         count towards the breaker."""
         url = self.base_url + path
         self.breaker.check(url)
