@@ -128,3 +128,19 @@ def trained_home(tmp_path_factory) -> Path:
         os.environ.clear()
         os.environ.update(saved)
     return home
+
+
+def register_candidate(defs: dg.Definitions, instance: dg.DagsterInstance, pollutant: str, record: dict) -> str:
+    """A candidate as ``{pollutant}_candidate`` leaves one, with the promotion ``record`` given: the
+    champion's forecaster registered again as a new version whose MLflow run keeps ``record``, and
+    a materialization of ``{pollutant}_candidate`` in ``instance`` naming that version."""
+    name = f"routeaq-{pollutant}"
+    registry = defs.resources["model_store"].registry()
+    champion = registry.load(name)
+    holdout_start, holdout_end = (datetime.fromisoformat(champion.metadata[k]) for k in ("holdout_start", "holdout_end"))
+    example = defs.resources["warehouse"].stored_features(pollutant, holdout_start, holdout_end, (1, 24))
+    _, version = registry.log_candidate(
+        name, champion.forecaster, params={}, metrics={}, metadata=champion.metadata, example=example, run_name=f"{pollutant}-given", record=record
+    )
+    instance.report_runless_asset_event(dg.AssetMaterialization(f"{pollutant}_candidate", metadata={"model_name": name, "model_version": version}))
+    return version

@@ -1,6 +1,7 @@
 """Assets through Dagster: materialize on small real-format data, idempotency, atomic failure,
 the promotion gate."""
 
+import shutil
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -8,7 +9,7 @@ import polars as pl
 import duckdb
 import pytest
 
-from conftest import FIXTURES, WINDOW_END, copy_home, make_definitions, partition_key, run_pipeline
+from conftest import FIXTURES, TRAIN_CONFIG, WINDOW_END, copy_home, make_definitions, partition_key, register_candidate, run_pipeline
 from routeaq_assets.adapters.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.observation_sources import OpenairObservations, UkairObservations
@@ -152,21 +153,82 @@ def test_a_degraded_challenger_is_blocked_and_the_champion_stays(trained_home, t
 
 
 def test_a_challenger_no_better_than_the_champion_is_not_promoted(trained_home, tmp_path, monkeypatch):
-    home = copy_home(trained_home, tmp_path)  # the refusal is recorded on the champion's version
+    home = copy_home(trained_home, tmp_path)  # the refusal is recorded on the candidate's version
     monkeypatch.setenv("ROUTEAQ_HOME", str(home))
     defs = make_definitions(home)
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     before = registry.champion_version("routeaq-no2")
-    candidate = {
-        "model_name": "routeaq-no2", "version": before, "champion_version": before, "interval_coverage": 0.8,
-        "by_lead": {h: {"model_rmse": 5.0, "persistence_rmse": 8.0, "champion_rmse": 4.0, "skill_vs_persistence": 0.375} for h in (1, 24)},
+    instance = dg.DagsterInstance.ephemeral()
+    version = register_candidate(defs, instance, "no2", {
+        "champion_version": before, "champion_refused": None, "interval_coverage": 0.8,
+        "by_lead": {str(h): {"model_rmse": 5.0, "persistence_rmse": 8.0, "champion_rmse": 4.0, "skill_vs_persistence": 0.375} for h in (1, 24)},
         "config": {"coverage": 0.8, "coverage_tolerance": 0.05, "margin": 0.01},
-    }
-    champion_asset = defs.get_assets_def("no2_champion")
-    result = champion_asset(context=dg.build_asset_context(), candidate=candidate, model_store=defs.resources["model_store"])
-    assert result.metadata["promoted"] is False
-    assert "RMSE is 125.0% of the champion's over 1, 24 h ahead" in result.metadata["reason"]
+    })
+    result = dg.materialize([defs.get_assets_def("no2_champion")], resources=defs.resources, instance=instance)
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("no2_champion")[0].metadata.items()}
+    assert metadata["promoted"] is False and metadata["candidate_version"] == version and metadata["champion_version"] == before
+    assert "RMSE is 125.0% of the champion's over 1, 24 h ahead" in metadata["reason"]
     assert registry.champion_version("routeaq-no2") == before
+    assert registry.client.get_model_version("routeaq-no2", version).tags["promotion"] == "rejected"
+
+
+def test_no_asset_or_check_takes_a_python_object_from_another(home):
+    """Assets hand over through the warehouse, the lake and MLflow, never through an IO manager
+    (the run's local disk, a pod's in production): every input of every asset and check is Nothing."""
+    defs = make_definitions(home)
+    inputs = {(node.op.name, name): i.dagster_type.display_name for node in [*defs.assets, *defs.asset_checks] for name, i in node.op.ins.items()}
+    assert ("no2_champion", "no2_candidate") in inputs  # a dependency, read from MLflow
+    assert {k: t for k, t in inputs.items() if t != "Nothing"} == {}
+
+
+def test_a_run_decides_on_its_own_candidate_and_a_champion_alone_on_the_latest():
+    """Another run's newer candidate does not replace this run's; a run without one takes the latest."""
+    from routeaq_assets.defs.training import candidate_materialization
+
+    @dg.asset(name="no2_candidate")
+    def stand_in() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"model_name": "routeaq-no2", "model_version": "1"})
+
+    @dg.asset(name="no2_champion", deps=[stand_in])
+    def champion_alone() -> dg.MaterializeResult:
+        return dg.MaterializeResult()
+
+    instance = dg.DagsterInstance.ephemeral()
+    own = dg.materialize([stand_in], instance=instance).run_id
+    instance.report_runless_asset_event(dg.AssetMaterialization("no2_candidate", metadata={"model_name": "routeaq-no2", "model_version": "2"}))
+    alone = dg.materialize([champion_alone], instance=instance).run_id
+    version = lambda run_id: candidate_materialization(instance, dg.AssetKey("no2_candidate"), run_id).asset_materialization.metadata["model_version"].value  # noqa: E731
+    assert (version(own), version(alone)) == ("1", "2")
+
+
+def test_the_champion_decides_again_alone_from_the_candidate_in_mlflow(trained_home, tmp_path, monkeypatch):
+    """Train NO2 once (nothing lands in the IO manager's folder), then, with that folder gone (a new
+    pod), materialize ``no2_champion`` alone in a new run: it reads the version the candidate
+    registered from MLflow and makes the same decision."""
+    home = copy_home(trained_home, tmp_path)
+    monkeypatch.setenv("ROUTEAQ_HOME", str(home))
+    defs = make_definitions(home)
+    registry = defs.resources["model_store"].registry()
+    before = registry.champion_version("routeaq-no2")
+    (tmp_path / "instance").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "instance"))
+    storage = tmp_path / "instance" / "storage"  # where the default IO manager keeps its pickles
+    training = [defs.get_assets_def(k) for k in ("no2_candidate", "no2_champion")] + [*defs.asset_checks]
+    trained = dg.materialize(training, selection=["no2_candidate", "no2_champion"], resources=defs.resources, instance=instance,
+                             run_config={"ops": {"no2_candidate": TRAIN_CONFIG["ops"]["no2_candidate"]}})
+    assert [e.passed for e in trained.get_asset_check_evaluations()] == [True]
+    assert not (storage / "no2_candidate").exists() and not (storage / "no2_champion").exists()
+    shutil.rmtree(storage, ignore_errors=True)
+
+    alone = dg.materialize([defs.get_assets_def("no2_champion")], resources=defs.resources, instance=instance)
+    assert {e.asset_key.to_user_string() for e in alone.get_asset_materialization_events()} == {"no2_champion"}
+    first, again = ({k: v.value for k, v in r.asset_materializations_for_node("no2_champion")[0].metadata.items()} for r in (trained, alone))
+    version = trained.asset_materializations_for_node("no2_candidate")[0].metadata["model_version"].value
+    assert again == first and again["candidate_version"] == version != before
+    # The same data and settings train the same booster: no better than the champion by the margin.
+    assert first["promoted"] is False and "RMSE is 100.0% of the champion's" in first["reason"]
+    assert registry.champion_version("routeaq-no2") == before == again["champion_version"]
+    assert registry.client.get_model_version("routeaq-no2", version).tags["promotion"] == "rejected"
 
 
 def test_site_registry_from_the_networks_published_metadata_file(home, httpserver):

@@ -117,3 +117,27 @@ def test_the_one_hour_lead_is_forecast_by_its_own_booster_and_the_others_by_the_
     assert np.allclose(forecaster.point(x, base), np.clip(base + expected, 0, None), equal_nan=True)
     assert not np.allclose(forecaster.direct[1].predict(x[one]), forecaster.booster.predict(x[one]))
     assert train_forecaster(demo_features.filter(pl.col("time") < datetime(2024, 3, 1, tzinfo=timezone.utc)), num_boost_round=30).direct == {}  # one lead: direct already
+
+
+def test_a_candidates_record_comes_back_from_its_mlflow_run(demo_features, tmp_path):
+    """What the promotion decision reads is kept in the candidate's MLflow run and read back by
+    model version (leads as ints again); a version that is not registered, or whose run keeps no
+    record, is a LookupError naming it."""
+    from routeaq_assets.adapters.registry import ForecastRegistry
+
+    forecaster = train_forecaster(demo_features.filter(pl.col("time") < datetime(2024, 2, 1, tzinfo=timezone.utc)), num_boost_round=30)
+    registry = ForecastRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "artifacts")
+    record = {"champion_version": None, "champion_refused": None, "interval_coverage": 0.81, "config": {"coverage": 0.8, "coverage_tolerance": 0.05, "margin": 0.01},
+              "by_lead": {"1": _lead(1.0, 2.0, 0.5), "24": _lead(3.0, 4.0, float("nan"))}}
+    run_id, version = registry.log_candidate("routeaq-pm25", forecaster, params={}, metrics={}, metadata={}, example=demo_features, run_name="t", record=record)
+    read = registry.candidate_record("routeaq-pm25", version)
+    assert (read["model_name"], read["version"], read["run_id"]) == ("routeaq-pm25", version, run_id)
+    assert read["by_lead"][1] == _lead(1.0, 2.0, 0.5) and np.isnan(read["by_lead"][24]["champion_rmse"])
+    assert {k: read[k] for k in ("champion_version", "champion_refused", "interval_coverage", "config")} == {k: record[k] for k in ("champion_version", "champion_refused", "interval_coverage", "config")}
+    with pytest.raises(LookupError, match="routeaq-pm25 v7 is not registered"):
+        registry.candidate_record("routeaq-pm25", "7")
+    bare = registry.client.create_run(registry.experiment_id()).info.run_id
+    source = registry.client.get_model_version("routeaq-pm25", version).source
+    unrecorded = registry.client.create_model_version("routeaq-pm25", source, run_id=bare).version
+    with pytest.raises(LookupError, match=f"routeaq-pm25 v{unrecorded} .* keeps no candidate.json"):
+        registry.candidate_record("routeaq-pm25", unrecorded)

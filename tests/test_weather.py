@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import make_definitions
+from conftest import copy_home, make_definitions, register_candidate
 from routeaq_assets.core.backtest import conditional_coverage, format_coverage
 from routeaq_assets.core.features import WEATHER_FEATURES, build_features, hourly_panel, weather_summary
 from routeaq_assets.core.metrics import scorable
@@ -216,9 +216,10 @@ def test_the_backtest_trains_as_the_candidate_does_and_scores_the_same_hours_ali
     assert "forecast as issued for 100% of site-hours" in metadata["weather"].value
 
 
-def test_the_gate_refuses_a_champion_that_trained_on_the_held_out_hours_and_says_so(trained_home, monkeypatch):
-    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
-    defs = make_definitions(trained_home)
+def test_the_gate_refuses_a_champion_that_trained_on_the_held_out_hours_and_says_so(trained_home, tmp_path, monkeypatch):
+    home = copy_home(trained_home, tmp_path)  # a candidate is registered
+    monkeypatch.setenv("ROUTEAQ_HOME", str(home))
+    defs = make_definitions(home)
     registry = defs.resources["model_store"].registry()
     champion = registry.load("routeaq-no2")
     trained_until = datetime.fromisoformat(champion.metadata["train_end"])
@@ -227,15 +228,17 @@ def test_the_gate_refuses_a_champion_that_trained_on_the_held_out_hours_and_says
     assert f"trained on hours up to {trained_until.isoformat()}" in refused
     assert "not recorded" in champion_overlap({}, trained_until)
 
-    candidate = {
-        "model_name": "routeaq-no2", "version": champion.version, "champion_version": champion.version, "champion_refused": refused,
-        "by_lead": {1: {"model_rmse": 1.0, "persistence_rmse": 8.0, "skill_vs_persistence": 0.875}}, "interval_coverage": 0.8,
+    by_lead = {1: {"model_rmse": 1.0, "persistence_rmse": 8.0, "skill_vs_persistence": 0.875}}
+    instance = dg.DagsterInstance.ephemeral()
+    register_candidate(defs, instance, "no2", {
+        "champion_version": champion.version, "champion_refused": refused, "by_lead": by_lead, "interval_coverage": 0.8,
         "config": {"coverage": 0.8, "coverage_tolerance": 0.05, "margin": 0.01},
-    }
+    })
     gate = next(c for c in defs.asset_checks if "no2_candidate" in str(c.check_keys))
-    check = gate(candidate=candidate)
+    evaluated = dg.materialize([defs.get_assets_def("no2_candidate"), gate], selection=dg.AssetSelection.checks(gate), resources=defs.resources, instance=instance, raise_on_error=False)
+    (check,) = evaluated.get_asset_check_evaluations()
     assert not check.passed and "not compared with the champion" in check.description and "inside the held-out hours" in check.description
-    decision = day_ahead_decision(candidate["by_lead"], 0.8, champion_refused=refused)
+    decision = day_ahead_decision(by_lead, 0.8, champion_refused=refused)
     assert not decision.promote and "trained on hours up to" in decision.reason
 
 

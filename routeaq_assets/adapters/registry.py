@@ -31,6 +31,8 @@ PIP_REQUIREMENTS = ["lightgbm==4.7.0", "numpy", "polars"]
 # MLflow's answers for a registered model or alias that does not exist.
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 BOOSTER_CLASS = "lightgbm.basic.Booster"
+# A candidate's run keeps what its promotion decision reads (``ForecastRegistry.candidate_record``).
+CANDIDATE_RECORD = "candidate.json"
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
@@ -137,9 +139,11 @@ class ForecastRegistry:
         metadata: dict[str, Any],
         example: pl.DataFrame,
         run_name: str,
+        record: dict[str, Any],
         tags: dict[str, str] | None = None,
     ) -> tuple[str, str]:
-        """Log the booster, its parameters and held-out metrics, register a new version.
+        """Log the booster, its parameters and held-out metrics, register a new version. ``record``
+        is what the promotion decision reads (``candidate_record``), kept in the run as JSON.
 
         Returns (run_id, version)."""
         import mlflow.lightgbm
@@ -153,6 +157,7 @@ class ForecastRegistry:
             mlflow.log_params({k: v for k, v in params.items() if not isinstance(v, (dict, list))})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.log_dict(full_metadata, "forecaster.json")
+            mlflow.log_dict(record, CANDIDATE_RECORD)
             for lead, booster in sorted(forecaster.direct.items()):  # a lead's own booster, in LightGBM's text form too
                 mlflow.log_text(booster.model_to_string(), direct_artifact(lead))
             x = feature_matrix(example.head(5), forecaster.feature_names)
@@ -172,6 +177,37 @@ class ForecastRegistry:
         for key, value in (tags or {}).items():
             self.client.set_model_version_tag(name, version, key, value)
         return run.info.run_id, version
+
+    def candidate_record(self, name: str, version: str) -> dict[str, Any]:
+        """What the promotion decision reads about registered version ``version`` of ``name``, from
+        the run that logged it: the ``record`` given to ``log_candidate`` (held-out scores per lead
+        as ``by_lead``, keyed by int, ``interval_coverage``, the training ``config``, the champion
+        compared as ``champion_version`` and ``champion_refused``, the window), with ``model_name``,
+        ``version`` and ``run_id``. Raises ``LookupError`` naming the version when it is not
+        registered or its run keeps no record."""
+        from mlflow.exceptions import MlflowException
+
+        shown = redact_uri(self.tracking_uri)
+        try:
+            mv = self.client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code in NOT_FOUND:
+                raise LookupError(f"{name} v{version} is not registered in {shown}") from None
+            raise
+        try:
+            local = self._mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=CANDIDATE_RECORD, tracking_uri=self.tracking_uri)
+        except MlflowException as exc:
+            if exc.error_code in NOT_FOUND:
+                raise LookupError(f"the run {mv.run_id} of {name} v{version} in {shown} keeps no {CANDIDATE_RECORD}: train a new candidate") from None
+            raise
+        record = json.loads(Path(local).read_text())
+        return {
+            **record,
+            "by_lead": {int(h): m for h, m in record["by_lead"].items()},
+            "model_name": name,
+            "version": str(mv.version),
+            "run_id": mv.run_id,
+        }
 
     def load(self, name: str, version: str | None = None) -> RegisteredForecaster | None:
         """A registered version, or the champion when ``version`` is None (None if there is none)."""

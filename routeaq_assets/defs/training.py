@@ -3,7 +3,12 @@ from 1 to 48 ahead (the lead time is a feature) on a trailing window before the 
 and scores it at each of ``GATE_LEADS`` beside persistence, same-hour-yesterday and the current
 champion; the blocking check ``beats_persistence`` stops a model that loses to persistence at any
 of those leads or whose interval is off target; ``{p}_champion`` moves the MLflow ``champion``
-alias only when the candidate also beats the champion on the same hours."""
+alias only when the candidate also beats the champion on the same hours.
+
+The candidate hands over through MLflow, not through an IO manager: its materialization names the
+model version it registered, and the check and ``{p}_champion`` read that version's record from its
+MLflow run (``ForecastRegistry.candidate_record``). So ``{p}_champion`` can run again alone, in a
+run of its own on another machine, and decides the same."""
 
 
 from datetime import datetime, timedelta, timezone
@@ -89,14 +94,24 @@ def held_out_by_lead(held_out: pl.DataFrame, forecaster, leads: tuple[int, ...] 
     return by_lead, evaluate(pl.concat(scored))["interval_coverage"] if scored else float("nan")
 
 
+def candidate_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) -> dg.EventLogEntry | None:
+    """Run ``run_id``'s materialization of ``key``, or, when that run has none (a champion run
+    alone), the latest: a run decides on its own candidate even when another run trained one since."""
+    started = instance.get_run_record_by_id(run_id).start_time
+    since = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, after_timestamp=started), limit=100).records
+    return next((r.event_log_entry for r in since if r.run_id == run_id), None) or instance.get_latest_materialization_event(key)
+
+
 def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition, dg.AssetsDefinition]:
     candidate_name = f"{pollutant}_candidate"
 
     @dg.asset(name=candidate_name, group_name="training", deps=[silver_features], kinds={"lightgbm", "mlflow"})
-    def candidate(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource, model_store: ModelStore) -> dg.Output[dict]:
+    def candidate(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource, model_store: ModelStore) -> dg.MaterializeResult:
         """A LightGBM forecaster of every hour from 1 to 48 ahead, with an 80 % interval, trained
         on the trailing window before the held-out hours (rows of ``TRAINING_LEADS`` with the lead
-        time as a feature) and registered in MLflow as a new version of ``routeaq-{pollutant}``."""
+        time as a feature) and registered in MLflow as a new version of ``routeaq-{pollutant}``;
+        its run keeps what the promotion decision reads. The materialization names the model and
+        version (``model_name``, ``model_version``)."""
         if config.weather != "forecast":
             raise dg.Failure(f"{candidate_name}: a served model trains on the weather the service has (weather: forecast), not {config.weather!r}")
         settings = config.settings()
@@ -144,23 +159,20 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             metadata={"pollutant": pollutant, **window, "holdout_metrics": {str(h): m for h, m in by_lead.items()}},
             example=held_out,
             run_name=f"{pollutant}-{end:%Y%m%dT%H}",
+            record={
+                "pollutant": pollutant,
+                "champion_version": champion.version if champion else None,
+                "champion_refused": champion_refused,
+                "by_lead": {str(h): m for h, m in by_lead.items()},
+                "interval_coverage": coverage,
+                "config": config.model_dump(),
+                **window,
+            },
             tags={"pollutant": pollutant, "role": "candidate", "max_hours_ahead": str(forecaster.max_hours_ahead)},
         )
-        result = {
-            "pollutant": pollutant,
-            "model_name": name,
-            "version": version,
-            "run_id": run_id,
-            "champion_version": champion.version if champion else None,
-            "champion_refused": champion_refused,
-            "by_lead": by_lead,
-            "interval_coverage": coverage,
-            "config": config.model_dump(),
-            **window,
-        }
-        return dg.Output(
-            result,
+        return dg.MaterializeResult(
             metadata={
+                "model_name": name,
                 "model_version": version,
                 "mlflow_run_id": run_id,
                 "max_hours_ahead": forecaster.max_hours_ahead,
@@ -174,6 +186,20 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             },
         )
 
+    def registered_candidate(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, model_store: ModelStore) -> dict:
+        """The record of the model version that ``{p}_candidate`` registered (its materialization
+        that ``candidate_materialization`` picks), read from MLflow (``ForecastRegistry.candidate_record``)."""
+        event = candidate_materialization(context.instance, dg.AssetKey(candidate_name), context.run.run_id)
+        metadata = event.asset_materialization.metadata if event is not None and event.asset_materialization else {}
+        if "model_name" not in metadata or "model_version" not in metadata:
+            raise dg.Failure(f"no materialization of {candidate_name} names a registered model version: materialize {candidate_name} first")
+        name, version = metadata["model_name"].value, metadata["model_version"].value
+        context.log.info(f"{name} v{version}, registered by run {event.run_id}")
+        try:
+            return model_store.registry().candidate_record(name, version)
+        except LookupError as exc:
+            raise dg.Failure(f"{candidate_name}: {exc}") from None
+
     def decide(candidate: dict, compare_champion: bool):
         cfg = candidate["config"]
         return day_ahead_decision(
@@ -183,10 +209,11 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
         )
 
     @dg.asset_check(asset=candidate, name=CHECK_GATE, blocking=True)
-    def gate(candidate: dict) -> dg.AssetCheckResult:
+    def gate(context: dg.AssetCheckExecutionContext, model_store: ModelStore) -> dg.AssetCheckResult:
         """Blocks promotion of a model that does not beat persistence on the held-out hours at
         every lead of ``GATE_LEADS``, or whose interval coverage is off target. (The champion is
         compared by ``{p}_champion``.)"""
+        candidate = registered_candidate(context, model_store)
         decision = decide(candidate, compare_champion=False)
         return dg.AssetCheckResult(
             passed=decision.promote,
@@ -201,18 +228,19 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             },
         )
 
-    @dg.asset(name=f"{pollutant}_champion", group_name="training", ins={"candidate": dg.AssetIn(candidate_name)}, kinds={"mlflow"})
-    def champion(context: dg.AssetExecutionContext, candidate: dict, model_store: ModelStore) -> dg.MaterializeResult:
-        """The MLflow ``champion`` alias: moved to the candidate only if it beats the current
-        champion by the configured margin on the same held-out hours (averaged over the leads)."""
+    @dg.asset(name=f"{pollutant}_champion", group_name="training", deps=[candidate], kinds={"mlflow"})
+    def champion(context: dg.AssetExecutionContext, model_store: ModelStore) -> dg.MaterializeResult:
+        """The MLflow ``champion`` alias: moved to the candidate (the version the latest
+        ``{p}_candidate`` registered, read from MLflow) only if it beats the champion it was
+        compared with by the configured margin on the same held-out hours (averaged over the leads)."""
+        candidate = registered_candidate(context, model_store)
         decision = decide(candidate, compare_champion=True)
         registry = model_store.registry()
         if decision.promote:
             registry.promote(candidate["model_name"], candidate["version"], decision.reason)
-            serving = candidate["version"]
         else:
             registry.record_rejection(candidate["model_name"], candidate["version"], decision.reason)
-            serving = candidate["champion_version"]
+        serving = registry.champion_version(candidate["model_name"])
         context.log.info(f"{candidate['model_name']} v{candidate['version']}: {'promoted' if decision.promote else 'not promoted'}: {decision.reason}")
         if url := load_settings().pushgateway_url:  # the champion's figures cost two registry calls: only when pushed
             version, trained_until = registry.champion_trained_until(candidate["model_name"])
