@@ -202,6 +202,8 @@ def test_the_whole_loop_runs_in_production_mode(home, tmp_path, monkeypatch, s3_
             with production_instance(tmp_path) as instance:
                 close_the_loop(defs, instance, last, url, s3_endpoint, bucket, versions)
                 retrain_as_the_policy_asks(defs, instance, httpserver)
+                upkeep = defs.resolve_job_def("lake_maintenance_job").execute_in_process(instance=instance)  # as its weekly schedule runs it
+                assert upkeep.success and upkeep.asset_materializations_for_node("lake_maintenance")[0].metadata["tables"].value >= 10
                 ran = {k for k in defs.resolve_asset_graph().get_all_asset_keys() if instance.get_latest_materialization_event(k) is not None}
                 assert ran == set(defs.resolve_asset_graph().get_all_asset_keys()), f"never materialized: {set(defs.resolve_asset_graph().get_all_asset_keys()) - ran}"
                 checks = set(defs.resolve_asset_graph().asset_check_keys)
