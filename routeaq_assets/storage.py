@@ -189,14 +189,10 @@ class DeltaWarehouse(WarehouseResource):
         year of the network is never in memory at once) and streamed into the commit, so a retry
         re-applies them. A frame with a column the table lacks adds it (older rows null).
         Returns the number of rows that were replaced."""
-        parts = iter([frames] if isinstance(frames, pl.DataFrame) else frames)
-        first = next(parts, None)
-        if site_ids is not None and not site_ids:
-            if first is not None and first.height:
-                raise ValueError(f"{table}: {first.height} rows given, but no site to replace")
+        given = self._frames_to_replace(table, frames, site_ids)
+        if given is None:
             return 0
-        if first is None and not self.has_table(table):
-            return 0
+        first, parts = given
         with tempfile.TemporaryDirectory(prefix=f"routeaq-{table}-") as folder:
             spool = Path(folder) / "rows.arrow"
             schema = self._spool(table, first, parts, spool, start, end, site_ids)

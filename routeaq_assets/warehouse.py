@@ -20,8 +20,8 @@ from routeaq_assets.core.windows import check_rows_for_window
 
 class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
     """What every asset that reads or writes the warehouse is given: the embedded DuckDB file
-    (``Warehouse``, the default) or, in production, the day-partitioned Parquet lake on S3
-    (``storage.LakeWarehouse``). Both answer the shared reads of ``WarehouseReads``."""
+    (``Warehouse``, the default) or, in production, Delta Lake tables on S3
+    (``storage.DeltaWarehouse``). Both answer the shared reads of ``WarehouseReads``."""
 
     def query(self, sql: str, params: list | None = None, wait_s: float | None = None) -> pl.DataFrame:
         """Run DuckDB SQL over the warehouse's tables. ``wait_s``: how long a read may wait for
@@ -38,6 +38,21 @@ class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
 
     def replace_table(self, table: str, frame: pl.DataFrame) -> None:
         raise NotImplementedError
+
+    def _frames_to_replace(
+        self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], site_ids: list[str] | None
+    ) -> tuple[pl.DataFrame | None, Iterator[pl.DataFrame]] | None:
+        """``replace_window``'s frames as the first and the rest (read one at a time), or None
+        when there is nothing to replace: no site named, or no frame and no table yet."""
+        parts = iter([frames] if isinstance(frames, pl.DataFrame) else frames)
+        first = next(parts, None)
+        if site_ids is not None and not site_ids:
+            if first is not None and first.height:
+                raise ValueError(f"{table}: {first.height} rows given, but no site to replace")
+            return None
+        if first is None and not self.has_table(table):
+            return None
+        return first, parts
 
     def table_version(self, table: str) -> int | None:
         """The table's version, or None where the warehouse keeps no versions (the DuckDB file)."""
@@ -90,14 +105,10 @@ class Warehouse(WarehouseResource):
 
         Re-running with the same frames leaves the same rows; a failure, in writing or in
         producing a frame, leaves the old rows. Returns the number of rows that were replaced."""
-        parts = iter([frames] if isinstance(frames, pl.DataFrame) else frames)
-        first = next(parts, None)
-        if site_ids is not None and not site_ids:
-            if first is not None and first.height:
-                raise ValueError(f"{table}: {first.height} rows given, but no site to replace")
+        given = self._frames_to_replace(table, frames, site_ids)
+        if given is None:
             return 0
-        if first is None and not self.has_table(table):
-            return 0
+        first, parts = given
         scope, params = "time >= ? AND time < ?", [start, end]
         if site_ids is not None:
             scope, params = scope + " AND list_contains(?, site_id)", params + [list(site_ids)]
