@@ -80,8 +80,10 @@ def test_forecast_performance_equals_a_recomputation_from_the_log_and_the_observ
     as_of_leads = [h for h in GATE_LEADS if h != 1]
     assert metadata["forecasts_as_of_champion"].value == len(HOURS) * len(TEST_SITES) * (3 * len(as_of_leads) + len(GATE_LEADS))  # pm10 was never served
     assert "no2_6h_skill" in metadata and "| no2 | 48 |" in metadata["scores"].value
-    record = json.loads((monitored_home / "lake" / "reports" / "performance" / "2025-08-01T11.json").read_text())
-    assert {(r["pollutant"], r["hours_ahead"]) for r in record["scores"]} == {(p, h) for p in ("pm25", "pm10", "no2", "o3") for h in GATE_LEADS}
+    with duckdb.connect(str(monitored_home / "warehouse.duckdb"), read_only=True) as con:  # each hour's rolling scores, as the retraining policy reads them
+        stored = con.execute("SELECT pollutant, hours_ahead, skill FROM rolling_scores WHERE time = ?", [HOURS[-1]]).fetchall()
+    assert {(p, h) for p, h, _ in stored} == {(p, h) for p in ("pm25", "pm10", "no2", "o3") for h in GATE_LEADS}
+    assert {p: skill for p, h, skill in stored if h == 1 and p != "pm10"} == pytest.approx({p: metadata[f"{p}_skill"].value for p in ("pm25", "no2", "o3")}, abs=1e-4)
     # One plot per partition, linked from the UI through the service's /reports route.
     assert metadata["plot_no2"].value == "http://localhost:8000/reports/performance/plots/2025-08-01T11-no2.png"
     assert (monitored_home / "lake" / "reports" / "performance" / "plots" / "2025-08-01T11-no2.png").read_bytes()[:4] == b"\x89PNG"
