@@ -41,24 +41,32 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
         process.wait()
 
 
+PORT_TAKEN = "Address already in use"
+START_ATTEMPTS = 3
+
+
 @contextmanager
 def bentoml_serve(
     home: Path, log: Path, env: dict[str, str] | None = None, ready_status: int = 200, timeout: float = 180, base_env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """Start the service over ``home``, wait until ``GET /health`` answers ``ready_status``, yield
     its URL, and stop it on exit. ``env`` adds to (or overrides) the home's environment, which
-    starts from ``base_env`` (default: this process's environment)."""
-    port = free_port()
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
-            env={**(os.environ if base_env is None else base_env), **home_env(home), **(env or {})}, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
-        )
+    starts from ``base_env`` (default: this process's environment).
+
+    A port is free when chosen and may be taken before the server binds it: by another test
+    worker's server, or by BentoML's process manager, which picks its own control port the same
+    way. A start that fails only because its port was taken starts again on new ports."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
+        with open(log, "w") as output:
+            process = subprocess.Popen(
+                [str(BIN / "bentoml"), "serve", "routeaq_serving.service:RouteAQ", "--port", str(port), "--host", "127.0.0.1"],
+                env={**(os.environ if base_env is None else base_env), **home_env(home), **(env or {})}, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+            )
         try:
             deadline = time.monotonic() + timeout
-            while True:
-                assert process.poll() is None, log.read_text()[-3000:]
+            while process.poll() is None:
                 try:
                     if requests.get(f"{url}/health", timeout=2).status_code == ready_status:
                         break
@@ -67,7 +75,11 @@ def bentoml_serve(
                 if time.monotonic() > deadline:
                     pytest.fail(f"bentoml serve did not answer /health with {ready_status} in {timeout:.0f} s: " + log.read_text()[-3000:])
                 time.sleep(0.5)
+            else:
+                said = log.read_text()
+                assert PORT_TAKEN in said and attempt < START_ATTEMPTS, said[-3000:]
+                continue  # its port was taken between choosing and binding: new ports
             yield url
+            return
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            stop(process)
