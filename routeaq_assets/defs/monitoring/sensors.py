@@ -31,12 +31,17 @@ SKILL_LOOKBACK = timedelta(days=30)  # how far back a run of low skill is traced
 READ_WAIT_S = 20.0
 
 
-def newest_monitored_hour(warehouse: WarehouseResource) -> datetime | None:
-    tables = [drift_hours_table(p) for p in FORECAST_POLLUTANTS if warehouse.has_table(drift_hours_table(p), wait_s=READ_WAIT_S)]
+def recent_alarms(warehouse: WarehouseResource, lookback_hours: int) -> pl.DataFrame:
+    """Every pollutant's drift alarms (``pollutant, time, drifted``) over the ``lookback_hours``
+    up to the newest hour any drift report monitored, in one query; empty before the first."""
+    tables = {p: drift_hours_table(p) for p in FORECAST_POLLUTANTS if warehouse.has_table(drift_hours_table(p), wait_s=READ_WAIT_S)}
     if not tables:
-        return None
-    newest = " UNION ALL ".join(f"SELECT max(time) AS time FROM {t}" for t in tables)
-    return warehouse.query(f"SELECT max(time) FROM ({newest})", wait_s=READ_WAIT_S).item()
+        return pl.DataFrame(schema={"pollutant": pl.String, "time": pl.Datetime("us", "UTC"), "drifted": pl.Boolean})
+    alarms = " UNION ALL ".join(f"SELECT '{p}' AS pollutant, time, drifted FROM {t}" for p, t in tables.items())
+    return warehouse.query(
+        f"WITH alarms AS ({alarms}) SELECT * FROM alarms WHERE time > (SELECT max(time) FROM alarms) - INTERVAL {int(lookback_hours)} HOUR",
+        wait_s=READ_WAIT_S,
+    )
 
 
 def one_hour_skill(warehouse: WarehouseResource, now: datetime) -> pl.DataFrame:
@@ -51,15 +56,9 @@ def one_hour_skill(warehouse: WarehouseResource, now: datetime) -> pl.DataFrame:
 
 
 def pollutant_state(
-    warehouse: WarehouseResource, model_store: ModelStore, policy: RetrainPolicy, pollutant: str, now: datetime, skills: pl.DataFrame, cursor: dict
+    model_store: ModelStore, policy: RetrainPolicy, pollutant: str, now: datetime, alarms: pl.DataFrame, skills: pl.DataFrame, cursor: dict
 ) -> PollutantState:
-    lookback = max(policy.drift_hours, 1) + 24
-    table = drift_hours_table(pollutant)
-    alarms = (
-        warehouse.query(f"SELECT time, drifted FROM {table} WHERE time > ? AND time <= ?", [now - timedelta(hours=lookback), now], wait_s=READ_WAIT_S)
-        if warehouse.has_table(table, wait_s=READ_WAIT_S) else pl.DataFrame()
-    )
-    drift_by_hour = {t: bool(d) for t, d in alarms.iter_rows()}
+    drift_by_hour = {t: bool(d) for t, d in alarms.filter(pl.col("pollutant") == pollutant).select("time", "drifted").iter_rows()}
     by_hour = {t: (s, n) for t, s, n in skills.filter(pl.col("pollutant") == pollutant).select("time", "skill", "hours").iter_rows()}
     skill, scored = by_hour.get(now, (None, 0))
     low_since = None
@@ -98,11 +97,12 @@ def build_retraining_sensor(policy: RetrainPolicy = RetrainPolicy(), run_config:
         (``core.retraining``), once per condition and never within the cooldown."""
         cursor = json.loads(context.cursor) if context.cursor else {}
         try:
-            now = newest_monitored_hour(warehouse)
-            if now is None:
+            alarms = recent_alarms(warehouse, max(policy.drift_hours, 1) + 24)
+            if alarms.is_empty():
                 return dg.SkipReason("no drift report yet: materialize the drift reports first")
+            now = alarms["time"].max()
             skills = one_hour_skill(warehouse, now)
-            states = [pollutant_state(warehouse, model_store, policy, p, now, skills, cursor) for p in FORECAST_POLLUTANTS]
+            states = [pollutant_state(model_store, policy, p, now, alarms, skills, cursor) for p in FORECAST_POLLUTANTS]
         except LockTimeout as exc:
             return dg.SkipReason(f"the warehouse is being written ({exc}); the next tick reads it")
         decisions: list[Decision] = [decide(policy, state) for state in states]
