@@ -12,7 +12,6 @@ import polars as pl
 
 from routeaq_assets.core.schema import POLLUTANTS, SourceDataError
 from routeaq_assets.core.sites import packaged_metadata_csv
-from routeaq_assets.sources.demo_network import packaged_network
 from routeaq_assets.sources.demo_sos import DEMO_SOS_URL, DemoSosView
 from routeaq_assets.sources.http import fetch_to_cache, shared_session
 from routeaq_assets.sources.local_tables import local_observations
@@ -82,9 +81,13 @@ class DemoObservations(ObservationSource):
     demo_shift: str = ""  # an injected change (``sources.demo_network.Shift``)
 
     def live_client(self) -> SosClient:
+        from routeaq_assets.sources.demo_network import packaged_network  # pandas and SciPy: loaded only when the demo runs
+
         return SosClient(DEMO_SOS_URL, cache_folder=Path(self.folder) / "sos", transport=DemoSosView(packaged_network(self.folder, shift=self.demo_shift)))
 
     def site_year(self, site_id: str, year: int) -> pl.DataFrame | None:
+        from routeaq_assets.sources.demo_network import packaged_network  # pandas and SciPy: loaded only when the demo runs
+
         network = packaged_network(self.folder, (site_id,), self.demo_shift)
         network.ensure_site_year(site_id, year)
         path = network.openair_path(site_id, year)

@@ -13,7 +13,6 @@ import polars as pl
 
 from routeaq_assets.core.schema import WEATHER
 from routeaq_assets.core.windows import year_span
-from routeaq_assets.sources.demo_network import packaged_network
 from routeaq_assets.sources.http import SourceUnavailable, shared_session
 from routeaq_assets.sources.local_tables import local_weather
 from routeaq_assets.sources.openmeteo import (
@@ -63,6 +62,8 @@ class DemoWeather(WeatherSource):
     demo_shift: str = ""  # the demo network writes weather and measurements together: same shift
 
     def past(self, site: dict, start: datetime, end: datetime) -> pl.DataFrame:
+        from routeaq_assets.sources.demo_network import packaged_network  # pandas and SciPy: loaded only when the demo runs
+
         site_id = site["site_id"]
         network = packaged_network(self.folder, (site_id,), self.demo_shift)
         frames = []
@@ -81,6 +82,8 @@ class DemoWeather(WeatherSource):
         return pl.concat(frames)
 
     def ahead(self, site: dict, start: datetime, end: datetime) -> pl.DataFrame:
+        from routeaq_assets.sources.demo_network import packaged_network  # pandas and SciPy: loaded only when the demo runs
+
         site_id = site["site_id"]
         payload = packaged_network(self.folder, (site_id,), self.demo_shift).forecast_ahead(site_id, start - timedelta(hours=1), end)
         return openmeteo_to_weather(payload, site_id=site_id, kind="forecast", source="demo:forecast")

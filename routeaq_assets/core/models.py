@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
 from routeaq_assets.core.features import BASE_COLUMNS, FEATURE_COLUMNS, WEATHER_FEATURES, feature_matrix
+
+if TYPE_CHECKING:  # imported where a model is fitted: lightgbm imports scikit-learn and SciPy (4 s),
+    import lightgbm as lgb  # which every Dagster process loading the definitions would pay
 
 DEFAULT_PARAMS = {
     "objective": "regression",
@@ -239,6 +242,8 @@ def train_forecaster(
     params = {**DEFAULT_PARAMS, **(params or {}), "num_threads": num_threads}
     cut = rows["time"].sort()[int(rows.height * (1 - calibration_fraction))]
     fit, calibration = rows.filter(pl.col("time") < cut), rows.filter(pl.col("time") >= cut)
+
+    import lightgbm as lgb
 
     def fit_booster(frame: pl.DataFrame) -> lgb.Booster:
         change = frame["target"].to_numpy() - forecast_base(frame)

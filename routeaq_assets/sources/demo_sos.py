@@ -10,14 +10,16 @@ It answers ``timeseries?expanded=true&phenomenon=`` (one series per site and pol
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from routeaq_assets.core.windows import year_span
-from routeaq_assets.sources.demo_network import DemoNetwork
 from routeaq_assets.sources.openair import openair_to_observations, read_rdata_table
 from routeaq_assets.sources.sos import MISSING_MARKER, PHENOMENA
+
+if TYPE_CHECKING:
+    from routeaq_assets.sources.demo_network import DemoNetwork
 
 DEMO_SOS_URL = "demo-sos://network/api/v1/"
 LABELS = {"no2": "Nitrogen dioxide (air)", "pm25": "PM2.5 particulate matter (aerosol)", "pm10": "PM10 particulate matter (aerosol)",
