@@ -26,12 +26,12 @@ instance:
 demo: install instance
 	$(BIN)/python -m routeaq_assets.demo
 
-# The whole suite in the files' order, one process: the README's command and CI's.
-# ARGS="-n 2 -p randomly" runs it on two workers in a random order (pytest-xdist, pytest-randomly;
-# the seed is printed). Not the default: under two workers a served test home has once stopped
-# answering while loading its models (a whole-suite run passed on two workers before that).
+# The whole suite, the README's command and CI's: two workers (pytest-xdist), each taking whole
+# files, the files that train or start processes first; files and tests in a random order
+# (pytest-randomly; the seed is printed, ARGS=--randomly-seed=N
+# repeats one). ARGS="-n 0 -p no:randomly" runs it in one process in the files' order.
 test: install
-	$(BIN)/python -m pytest -p no:randomly $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(ARGS)
 
 # Everyday work: the unit and asset tests that neither train nor start a process.
 test-fast: install

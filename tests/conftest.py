@@ -95,10 +95,15 @@ SLOW_MODULES = {
 }
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which it keeps within each group
 def pytest_collection_modifyitems(items):
+    """Mark the slow tests, and put the files that hold one first: ``make test`` hands whole files
+    to two workers in this order, and a long file started last would leave one worker idle."""
     for item in items:
         if item.module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames) or item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.slow)
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each group keeps its order
 
 
 @pytest.fixture(autouse=True)
@@ -118,15 +123,26 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory) -> Path:
     """One home with ingested data and promoted champions (each forecasting 1 to 48 hours ahead),
-    shared by read-only tests."""
-    saved = dict(os.environ)
-    home = tmp_path_factory.mktemp("trained") / "routeaq"
-    try:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by whichever test logged before this one
-        run_pipeline(home)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    shared by read-only tests. Under pytest-xdist the workers share one: the first to need it
+    builds it under a file lock, the others wait and read it (training twice would cost each
+    worker the other's CPU)."""
+    from routeaq_assets.adapters.locks import file_lock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    built, home = root / "trained" / "built", root / "trained" / "routeaq"
+    with file_lock(root / "trained.lock", exclusive=True, timeout_s=1800, what="the suite's trained home"):
+        if not built.exists():
+            shutil.rmtree(home, ignore_errors=True)  # what a worker that failed to build left
+            saved = dict(os.environ)
+            try:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by whichever test logged before this one
+                run_pipeline(home)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            built.touch()
     return home
 
 

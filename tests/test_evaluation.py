@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from conftest import FIXTURES, make_definitions
+from conftest import FIXTURES, copy_home, make_definitions
 from routeaq_assets.core.backtest import format_table, metrics_table, rolling_origin_backtest
 from routeaq_assets.core.models import TrainingSettings
 from routeaq_assets.defs.evaluation import local_features
@@ -107,9 +107,10 @@ def test_a_six_hour_backtest_scores_persistence_from_six_hours_before(home, user
     assert run.data.params["horizon_hours"] == "6"
 
 
-def test_backtest_on_the_warehouse_scores_each_horizon_against_its_own_persistence(trained_home, monkeypatch):
-    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
-    defs = make_definitions(trained_home)
+def test_backtest_on_the_warehouse_scores_each_horizon_against_its_own_persistence(trained_home, tmp_path, monkeypatch):
+    home = copy_home(trained_home, tmp_path)  # the backtest logs to MLflow and writes its reports
+    monkeypatch.setenv("ROUTEAQ_HOME", str(home))
+    defs = make_definitions(home)
     scores = {}
     for horizon in (1, 6):
         config = {"ops": {"backtest": {"config": {"pollutants": ["no2"], "folds": 2, "test_days": 3, "horizon": horizon}}}}

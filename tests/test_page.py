@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from browser import chromium_page
-from conftest import REPO
+from conftest import REPO, copy_home
 from routeaq_assets.core.daqi import daqi
 from routeaq_assets.core.environment import load_settings
 from routeaq_serving import page_data
@@ -197,7 +197,7 @@ def test_the_best_time_is_the_true_minimum_of_the_served_forecasts(serving):
 
 @pytest.mark.e2e
 def test_the_page_shows_the_api_numbers_and_the_states_in_words(trained_home, served_env, tmp_path):
-    with bentoml_serve(trained_home, log=tmp_path / "serve.log", env=served_env) as url:
+    with bentoml_serve(copy_home(trained_home, tmp_path), log=tmp_path / "serve.log", env=served_env) as url:  # it logs predictions
         sites = requests.get(f"{url}/api/sites", timeout=30).json()
         schema = requests.get(f"{url}/openapi.json", timeout=30).json()
         assert {"/api/sites", "/api/sites/{site_id}"} <= set(schema["paths"]) and "SitesResponse" in schema["components"]["schemas"]

@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from conftest import make_definitions
+from conftest import copy_home, make_definitions
 from routeaq_assets.adapters.registry import ForecastRegistry
 from routeaq_assets.core.environment import load_settings
 from routeaq_assets.core.features import build_features
@@ -108,25 +108,26 @@ def test_today_and_tomorrow_are_defras_daily_index_over_the_observed_and_forecas
     assert {(a["pollutant"], a["timestamp"]) for a in answers} >= {("pm25", f"{h:%Y-%m-%dT%H:%M:%SZ}") for h in hours}
 
 
-def test_a_new_champion_is_picked_up_without_a_restart(trained_home, forecasts):
+def test_a_new_champion_is_picked_up_without_a_restart(trained_home, tmp_path, monkeypatch):
+    home = copy_home(trained_home, tmp_path)  # it registers and promotes a model
+    monkeypatch.setenv("ROUTEAQ_HOME", str(home))
+    forecasts = Forecasts(load_settings())
+    assert forecasts.refresh(), forecasts._reason
     registry = ForecastRegistry(load_settings().mlflow_tracking_uri)
     old = registry.champion_version("routeaq-o3")
     hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
     before = forecasts.forecast([ForecastItem("CLL2", hour, "o3")])[0]
     assert not forecasts.refresh()  # nothing changed
-    defs = make_definitions(trained_home)
+    defs = make_definitions(home)
     config = {"ops": {"o3_candidate": {"config": {"num_boost_round": 50, "coverage_tolerance": 0.2}}}}
     assert dg.materialize([defs.get_assets_def("o3_candidate")], resources=defs.resources, run_config=config).success
     new = str(max(int(v.version) for v in registry.client.search_model_versions("name='routeaq-o3'")))
     assert new != old
-    try:
-        registry.promote("routeaq-o3", new, "test: explicit promotion")
-        assert forecasts.refresh()
-        after = forecasts.forecast([ForecastItem("CLL2", hour, "o3")])[0]
-        assert (before["model_version"], after["model_version"]) == (old, new)
-        assert after["pred"] != before["pred"]
-    finally:
-        registry.promote("routeaq-o3", old, "test: restore")
+    registry.promote("routeaq-o3", new, "test: explicit promotion")
+    assert forecasts.refresh()
+    after = forecasts.forecast([ForecastItem("CLL2", hour, "o3")])[0]
+    assert (before["model_version"], after["model_version"]) == (old, new)
+    assert after["pred"] != before["pred"]
 
 
 def test_the_last_good_model_keeps_serving_when_mlflow_is_unreachable(forecasts, monkeypatch):
@@ -141,7 +142,7 @@ def test_the_last_good_model_keeps_serving_when_mlflow_is_unreachable(forecasts,
     assert forecasts.forecast([ForecastItem("CLL2", hour, "pm25")])[0] == before
 
 
-def test_online_history_through_the_real_redis(trained_home, monkeypatch):
+def test_online_history_through_the_real_redis(trained_home, tmp_path, monkeypatch):
     redis = pytest.importorskip("redis")
     client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
     try:
@@ -149,9 +150,10 @@ def test_online_history_through_the_real_redis(trained_home, monkeypatch):
     except redis.ConnectionError:
         pytest.fail("Redis is expected on 127.0.0.1:6379 (see the README)")
     client.flushdb()
-    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    home = copy_home(trained_home, tmp_path)  # online_features writes its history files there
+    monkeypatch.setenv("ROUTEAQ_HOME", str(home))
     monkeypatch.setenv("ROUTEAQ_ONLINE_STORE", "redis://127.0.0.1:6379/15")
-    defs = make_definitions(trained_home)
+    defs = make_definitions(home)
     assert dg.materialize([defs.get_assets_def("online_features")], resources=defs.resources).success
     assert client.get("routeaq:online:panel:version") is not None
     service = Forecasts(load_settings())

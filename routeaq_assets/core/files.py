@@ -28,3 +28,14 @@ def write_atomically(path: Path | str, data: bytes | Callable[[Path], None]) -> 
         partial.unlink(missing_ok=True)
         raise
     return path
+
+
+def written_within(path: Path, seconds: float, now: float) -> bool:
+    """Whether ``path`` exists and was written less than ``seconds`` before ``now`` (a
+    ``time.time()``). A file stamped after ``now`` (the clock was set back since it was written) is
+    of unknown age: not within, so a cache asks again rather than trusting the copy past its time."""
+    try:
+        age = now - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return 0 <= age < seconds

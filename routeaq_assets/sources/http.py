@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 from requests.adapters import HTTPAdapter
 
-from routeaq_assets.core.files import write_atomically
+from routeaq_assets.core.files import write_atomically, written_within
 from routeaq_assets.adapters.retries import RetryPolicy
 
 USER_AGENT = "RouteAQ/0.1 (+https://github.com/routeaq)"
@@ -73,7 +73,7 @@ def fetch_to_cache(session: requests.Session, url: str, dest: Path, timeout: flo
     """
     meta_path = dest.with_name(dest.name + ".http.json")
     missing = dest.with_name(dest.name + ".404")
-    if missing.exists() and time.time() - missing.stat().st_mtime < NOT_FOUND_TTL_S:
+    if written_within(missing, NOT_FOUND_TTL_S, time.time()):
         return None
     headers = {}
     if dest.exists() and meta_path.exists():

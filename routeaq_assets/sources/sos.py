@@ -33,7 +33,7 @@ import polars as pl
 import requests
 
 from routeaq_assets.core.schema import OBSERVATIONS, TIME, SourceDataError, conform
-from routeaq_assets.core.files import write_atomically
+from routeaq_assets.core.files import write_atomically, written_within
 from routeaq_assets.adapters.retries import RetryPolicy
 from routeaq_assets.sources.http import USER_AGENT, SourceUnavailable
 
@@ -58,10 +58,13 @@ class CircuitBreaker:
     """Opens after ``failures`` failed requests in a row (each after its retries) and refuses
     requests for ``cooldown_s``; then lets one request through, which closes it or reopens it.
     With ``state_path`` the state is kept in a file, so the next run (a new process an hour
-    later) still knows the service is down."""
+    later) still knows the service is down. The opening time is wall-clock (``clock``), the only
+    clock another process shares: when it lies ahead of now (the clock was set back), the cooldown
+    counts again from now, so a clock set back an hour never keeps the circuit open an hour more."""
 
-    def __init__(self, failures: int = 3, cooldown_s: float = 900.0, state_path: Path | None = None, probe_s: float = 60.0):
-        self.failures, self.cooldown_s, self.state_path, self.probe_s = failures, cooldown_s, state_path, probe_s
+    def __init__(self, failures: int = 3, cooldown_s: float = 900.0, state_path: Path | None = None, probe_s: float = 60.0,
+                 clock: Callable[[], float] = time.time):
+        self.failures, self.cooldown_s, self.state_path, self.probe_s, self.clock = failures, cooldown_s, state_path, probe_s, clock
         self._failed, self._opened_at = 0, None
         self._lock = threading.Lock()
 
@@ -82,11 +85,15 @@ class CircuitBreaker:
             self._load()
             if self._opened_at is None:
                 return
-            wait = self.cooldown_s - (time.time() - self._opened_at)
+            now = self.clock()
+            if self._opened_at > now:  # opened "in the future": the clock was set back since
+                self._opened_at = now
+                self._save()
+            wait = self.cooldown_s - (now - self._opened_at)
             if wait > 0:
                 raise CircuitOpen(f"{what}: not asked, the SOS circuit is open after {self._failed} failed requests (retry in {wait:.0f} s)")
             # Half open: this request decides; the others wait up to probe_s for its answer.
-            self._opened_at = time.time() - self.cooldown_s + self.probe_s
+            self._opened_at = now - self.cooldown_s + self.probe_s
             self._save()
 
     def record(self, ok: bool) -> None:
@@ -97,7 +104,7 @@ class CircuitBreaker:
             else:
                 self._failed += 1
                 if self._failed >= self.failures:
-                    self._opened_at = time.time()
+                    self._opened_at = self.clock()
             self._save()
 
 
@@ -176,7 +183,7 @@ class SosClient:
         phenomenon = PHENOMENA[pollutant]
         cache = self.cache_folder / f"series-{phenomenon}.json"
         with _shared(_LIST_LOCKS, self.base_url, threading.Lock):
-            if cache.exists() and time.time() - cache.stat().st_mtime < SERIES_LIST_TTL_S:
+            if written_within(cache, SERIES_LIST_TTL_S, time.time()):
                 return json.loads(cache.read_text())
             try:
                 series = self.get("timeseries", {"expanded": "true", "phenomenon": phenomenon})
