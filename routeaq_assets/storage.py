@@ -142,8 +142,9 @@ class DeltaWarehouse(WarehouseResource):
                 raise
             raise ValueError(f"{table} has no version {version} at {self.table_uri(table)}: {exc}") from exc
 
-    def tables(self) -> list[str]:
-        """The names of the tables stored under ``location``."""
+    def tables(self, wait_s: float | None = None) -> list[str]:
+        """The names of the tables stored under ``location``, in one listing (a reader never
+        waits: ``wait_s`` is the embedded warehouse's)."""
         if not self._on_s3():
             root = Path(self.location)
             return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir()) if root.is_dir() else []

@@ -31,6 +31,10 @@ class WarehouseResource(WarehouseReads, dg.ConfigurableResource):
     def has_table(self, table: str, wait_s: float | None = None) -> bool:
         raise NotImplementedError
 
+    def tables(self, wait_s: float | None = None) -> list[str]:
+        """The names of the stored tables, in one listing."""
+        raise NotImplementedError
+
     def replace_window(
         self, table: str, frames: pl.DataFrame | Iterable[pl.DataFrame], start: datetime, end: datetime, site_ids: list[str] | None = None
     ) -> int:
@@ -153,7 +157,10 @@ class Warehouse(WarehouseResource):
         return []
 
     def has_table(self, table: str, wait_s: float | None = None) -> bool:
+        return table in self.tables(wait_s)
+
+    def tables(self, wait_s: float | None = None) -> list[str]:
         if not Path(self.path).exists():
-            return False
+            return []
         with self.connect(read_only=True, wait_s=wait_s) as con:
-            return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
+            return sorted(name for (name,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall())

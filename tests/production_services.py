@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -15,9 +14,8 @@ import boto3
 import psycopg2
 import pytest
 import redis
-import requests
 
-from service_process import free_port, stop
+from service_process import free_port, stop, wait_for_answer
 
 BIN = Path(sys.executable).parent
 PG = dict(host="127.0.0.1", port=5432, user="postgres")
@@ -38,18 +36,8 @@ def s3_endpoint(tmp_path_factory) -> str:
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if server.poll() is not None:
-            pytest.fail("moto_server exited: " + log.read_text()[-3000:])
-        try:
-            requests.get(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except requests.RequestException:  # still starting
-            if time.monotonic() > deadline:
-                stop(server)
-                pytest.fail("moto_server did not answer: " + log.read_text()[-3000:])
-            time.sleep(0.2)
+    if not wait_for_answer(server, f"{endpoint}/moto-api/", log, "moto_server", 30):
+        pytest.fail("moto_server exited: " + log.read_text()[-3000:])
     yield endpoint
     stop(server)
 
@@ -120,19 +108,9 @@ def start_mlflow_server(database: str, s3_endpoint: str, bucket: str, log: Path)
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            pytest.fail("mlflow server exited: " + log.read_text()[-3000:])
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except requests.RequestException:  # still starting
-            pass
-        if time.monotonic() > deadline:
-            stop(process)
-            pytest.fail("mlflow server did not answer /health: " + log.read_text()[-3000:])
-        time.sleep(0.5)
+    if not wait_for_answer(process, f"{url}/health", log, "mlflow server", 90, ready=200):
+        pytest.fail("mlflow server exited: " + log.read_text()[-3000:])
+    return process, url
 
 
 def production_env(bucket: str, s3_endpoint: str, tracking_uri: str, online_target: str) -> dict[str, str]:

@@ -41,6 +41,25 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
         process.wait()
 
 
+def wait_for_answer(process: subprocess.Popen, url: str, log: Path, what: str, timeout: float, ready: int | None = None) -> bool:
+    """Poll ``url`` every half second until it answers (with status ``ready`` when given): True.
+    False when ``process`` exits first (the caller reads its log). Past ``timeout`` the process is
+    stopped and the test fails, naming ``what`` with the end of its log."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        try:
+            status = requests.get(url, timeout=2).status_code
+            if ready is None or status == ready:
+                return True
+        except requests.RequestException:  # still starting
+            pass
+        if time.monotonic() > deadline:
+            stop(process)
+            pytest.fail(f"{what} did not answer {url} in {timeout:.0f} s: " + log.read_text()[-3000:])
+        time.sleep(0.5)
+    return False
+
+
 PORT_TAKEN = "Address already in use"
 START_ATTEMPTS = 3
 
@@ -65,17 +84,7 @@ def bentoml_serve(
                 env={**(os.environ if base_env is None else base_env), **home_env(home), **(env or {})}, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
             )
         try:
-            deadline = time.monotonic() + timeout
-            while process.poll() is None:
-                try:
-                    if requests.get(f"{url}/health", timeout=2).status_code == ready_status:
-                        break
-                except requests.RequestException:  # still starting
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"bentoml serve did not answer /health with {ready_status} in {timeout:.0f} s: " + log.read_text()[-3000:])
-                time.sleep(0.5)
-            else:
+            if not wait_for_answer(process, f"{url}/health", log, "bentoml serve", timeout, ready=ready_status):
                 said = log.read_text()
                 assert PORT_TAKEN in said and attempt < START_ATTEMPTS, said[-3000:]
                 continue  # its port was taken between choosing and binding: new ports

@@ -8,7 +8,6 @@ retraining_policy sensor's tick history saying why no retrain was requested. Scr
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -17,11 +16,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType
-import requests
 
 from browser import chromium_page
 from conftest import REPO, WINDOW_END, WINDOW_START, copy_home, home_env, partition_key
-from service_process import bentoml_serve, free_port, stop
+from service_process import bentoml_serve, free_port, stop, wait_for_answer
 
 from routeaq_assets.demo import record_partitions_start
 
@@ -42,18 +40,8 @@ def dagster_webserver(env: dict[str, str], log: Path):
         process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)],
                                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"dagster-webserver exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver did not answer within 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        if not wait_for_answer(process, f"{url}/server_info", log, "dagster-webserver", 90, ready=200):
+            pytest.fail(f"dagster-webserver exited ({process.returncode}):\n{log.read_text()[-3000:]}")
         yield url
     finally:
         stop(process, timeout=20)

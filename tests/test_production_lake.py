@@ -187,6 +187,8 @@ def test_the_lake_answers_the_shared_warehouse_reads_as_the_embedded_warehouse_d
     six_hours = embedded.stored_features("no2", first, end, horizon=6)
     assert six_hours.height == 2 * 25 and six_hours["time"].min() == first
     assert lake.stored_features("no2", first, end, horizon=6).equals(six_hours)
+    assert lake.tables() == embedded.tables() == ["observations", "sites", "weather"]
+    assert lake.has_table("sites") and embedded.has_table("sites") and not lake.has_table("scores") and not embedded.has_table("scores")
 
 
 def test_maintenance_compacts_a_day_of_hourly_files_and_removes_the_old_ones(lake, bucket, s3_endpoint):

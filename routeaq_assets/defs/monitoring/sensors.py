@@ -31,10 +31,11 @@ SKILL_LOOKBACK = timedelta(days=30)  # how far back a run of low skill is traced
 READ_WAIT_S = 20.0
 
 
-def recent_alarms(warehouse: WarehouseResource, lookback_hours: int) -> pl.DataFrame:
+def recent_alarms(warehouse: WarehouseResource, stored: set[str], lookback_hours: int) -> pl.DataFrame:
     """Every pollutant's drift alarms (``pollutant, time, drifted``) over the ``lookback_hours``
-    up to the newest hour any drift report monitored, in one query; empty before the first."""
-    tables = {p: drift_hours_table(p) for p in FORECAST_POLLUTANTS if warehouse.has_table(drift_hours_table(p), wait_s=READ_WAIT_S)}
+    up to the newest hour any drift report monitored, in one query; empty before the first.
+    ``stored``: the warehouse's tables."""
+    tables = {p: drift_hours_table(p) for p in FORECAST_POLLUTANTS if drift_hours_table(p) in stored}
     if not tables:
         return pl.DataFrame(schema={"pollutant": pl.String, "time": pl.Datetime("us", "UTC"), "drifted": pl.Boolean})
     alarms = " UNION ALL ".join(f"SELECT '{p}' AS pollutant, time, drifted FROM {t}" for p, t in tables.items())
@@ -44,10 +45,10 @@ def recent_alarms(warehouse: WarehouseResource, lookback_hours: int) -> pl.DataF
     )
 
 
-def one_hour_skill(warehouse: WarehouseResource, now: datetime) -> pl.DataFrame:
+def one_hour_skill(warehouse: WarehouseResource, stored: set[str], now: datetime) -> pl.DataFrame:
     """The rolling skill of the one-hour forecasts at each hour of the lookback (``time,
     pollutant, hours, skill``), as ``forecast_performance`` stored it."""
-    if not warehouse.has_table(ROLLING_SCORES, wait_s=READ_WAIT_S):
+    if ROLLING_SCORES not in stored:
         return pl.DataFrame(schema={"time": pl.Datetime("us", "UTC"), "pollutant": pl.String, "hours": pl.Int64, "skill": pl.Float64})
     return warehouse.query(
         f"SELECT time, pollutant, hours, skill FROM {ROLLING_SCORES} WHERE hours_ahead = 1 AND time > ? AND time <= ?",
@@ -97,11 +98,12 @@ def build_retraining_sensor(policy: RetrainPolicy = RetrainPolicy(), run_config:
         (``core.retraining``), once per condition and never within the cooldown."""
         cursor = json.loads(context.cursor) if context.cursor else {}
         try:
-            alarms = recent_alarms(warehouse, max(policy.drift_hours, 1) + 24)
+            stored = set(warehouse.tables(wait_s=READ_WAIT_S))  # one listing (on S3, one request)
+            alarms = recent_alarms(warehouse, stored, max(policy.drift_hours, 1) + 24)
             if alarms.is_empty():
                 return dg.SkipReason("no drift report yet: materialize the drift reports first")
             now = alarms["time"].max()
-            skills = one_hour_skill(warehouse, now)
+            skills = one_hour_skill(warehouse, stored, now)
             states = [pollutant_state(model_store, policy, p, now, alarms, skills, cursor) for p in FORECAST_POLLUTANTS]
         except LockTimeout as exc:
             return dg.SkipReason(f"the warehouse is being written ({exc}); the next tick reads it")
