@@ -7,7 +7,8 @@ For each site count the demo network writes one openair-format ``.RData`` table 
 
 1. **The work of a single-run backfill of the year**: the bodies of ``raw_aurn``, ``raw_weather``
    and ``silver_features`` called with the year as their window, as a single-run backfill calls
-   them, then ``pm25_candidate`` (training one pollutant on the year, scored on the last week,
+   them, then ``{p}_candidate`` for each pollutant of ``--train`` (default pm25: the model of
+   every lead from 1 to 48 hours trained on the year, gated on the last week at each gate lead,
    registered in MLflow), in a child process. Per stage: time, rows/s, and peak memory of the
    child (psutil, resident set, sampled every 0.2 s).
 2. **What Dagster adds per partition**: the same three assets through Dagster's CLI as one
@@ -188,7 +189,7 @@ class Window:
         self.log = logging.getLogger("routeaq.scale")
 
 
-def stage_bodies(year: int, out: Path) -> None:
+def stage_bodies(year: int, pollutants: list[str], out: Path) -> None:
     """Child process: the asset bodies over the year, each stage's start, end and rows to ``out``."""
     import dagster as dg
 
@@ -205,7 +206,10 @@ def stage_bodies(year: int, out: Path) -> None:
         "raw_aurn": lambda body: body(context, warehouse=resources["warehouse"], observations=resources["observations"]),
         "raw_weather": lambda body: body(context, warehouse=resources["warehouse"], weather=resources["weather"]),
         "silver_features": lambda body: body(context, warehouse=resources["warehouse"]),
-        "pm25_candidate": lambda body: body(context, config=TrainingConfig(), warehouse=resources["warehouse"], model_store=resources["model_store"]),
+        **{
+            f"{p}_candidate": lambda body: body(context, config=TrainingConfig(), warehouse=resources["warehouse"], model_store=resources["model_store"])
+            for p in pollutants
+        },
     }
     stages = {}
     for name, call in calls.items():
@@ -223,10 +227,10 @@ def stage_bodies(year: int, out: Path) -> None:
     out.write_text(json.dumps(stages))
 
 
-def measure_year(sites: list[str], year: int, folder: Path, work: Path) -> dict:
+def measure_year(sites: list[str], year: int, pollutants: list[str], folder: Path, work: Path) -> dict:
     env, log = prepare_home(f"year-{len(sites)}", sites, folder, work)
     out = log.parent / "stages.json"
-    wall, cpu, memory = run([sys.executable, __file__, "--child-stages", str(out), "--year", str(year)], env, log)
+    wall, cpu, memory = run([sys.executable, __file__, "--child-stages", str(out), "--year", str(year), "--train", ",".join(pollutants)], env, log)
     stages = json.loads(out.read_text())
     for stage in stages.values():
         stage["seconds"] = stage["end"] - stage["start"]
@@ -318,10 +322,12 @@ def main() -> None:
     parser.add_argument("--cli-days", type=int, default=7, help="days of the single-run backfill through the CLI (366: the year)")
     parser.add_argument("--slice-partitions", type=int, default=2, help="hourly partitions run one per run")
     parser.add_argument("--work", type=Path, default=None, help="where homes and tables go (default: a temporary folder)")
+    parser.add_argument("--train", default="pm25", help="pollutants whose candidate is trained on the year, comma-separated")
     parser.add_argument("--child-stages", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    pollutants = [p for p in args.train.split(",") if p]
     if args.child_stages:
-        stage_bodies(args.year, args.child_stages)
+        stage_bodies(args.year, pollutants, args.child_stages)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="routeaq-scale-"))
     cache = work / "demo-network"
@@ -334,7 +340,7 @@ def main() -> None:
         sites = scale_sites(n, args.year)
         folder = work / f"tables-{n}"
         generated = write_tables(sites, args.year, cache, folder)
-        year = measure_year(sites, args.year, folder, work)
+        year = measure_year(sites, args.year, pollutants, folder, work)
         summary[n] = {k: v for k, v in year.items()}
         print(f"\n{n} sites x {args.year}, one window of {hours} hours (tables written in {generated:.0f} s, not timed); "
               f"{year['wall_s']:.0f} s wall, {year['cpu_s']:.0f} s CPU, peak {gib(year['peak'])}, load now {os.getloadavg()[0]:.1f}")
@@ -343,7 +349,8 @@ def main() -> None:
             print(f"    {name:16s} {s['seconds']:7.1f} s wall {s['cpu_s']:7.1f} s CPU {rows}  peak {gib(s['peak'])}")
         silver_cpu = sum(year["stages"][s]["cpu_s"] for s in STAGES)
         print(f"    through silver: {year['through_silver_s']:.1f} s wall, {silver_cpu:.1f} s CPU, peak {gib(year['silver_peak'])}; "
-              f"training pm25: {year['stages']['pm25_candidate']['seconds']:.1f} s wall, {year['stages']['pm25_candidate']['cpu_s']:.1f} s CPU", flush=True)
+              "training " + ", ".join(f"{p} {year['stages'][f'{p}_candidate']['seconds']:.1f} s wall ({year['stages'][f'{p}_candidate']['cpu_s']:.1f} s CPU)" for p in pollutants)
+              + f"; all {len(pollutants)}: {sum(year['stages'][f'{p}_candidate']['seconds'] for p in pollutants) / 60:.1f} min", flush=True)
     if args.cli_sites:
         sites = scale_sites(args.cli_sites, args.year)
         folder = work / f"tables-{args.cli_sites}"

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from routeaq_assets.core.daily_daqi import daily_index, daily_value, error_draws, index_of, uk_day_bounds
+from routeaq_assets.core.daily_verification import reliability
 
 UTC = timezone.utc
 
@@ -93,11 +94,10 @@ def test_the_odds_are_calibrated_when_the_truth_follows_the_intervals():
         truth = np.clip(level + truth_errors[k] * width / 1.2815515655446004, 0.0, None)
         stated.append(result.p_moderate)
         happened.append(index_of("pm25", daily_value("pm25", truth))[0] >= 4)
-    stated, happened = np.array(stated), np.array(happened)
-    for low in np.arange(0.0, 1.0, 0.1):
-        inside = (stated >= low) & (stated < low + 0.1 + (low >= 0.9))
-        if inside.sum() >= 30:
-            assert abs(happened[inside].mean() - stated[inside].mean()) < 0.1, (low, inside.sum())
+    deciles = reliability(np.array(stated), np.array(happened))
+    judged = [d for d in deciles if d["calibrated"] is not None]
+    assert len(judged) >= 3 and all(d["calibrated"] for d in judged), deciles
+    assert sum(d["days"] for d in deciles) == 800
 
 
 def test_the_observed_index_of_every_site_day_at_once_equals_the_daily_index_of_its_hours():
@@ -141,3 +141,13 @@ def test_verification_counts_hits_false_alarms_and_scores_the_odds_beside_climat
     perfect = rows.with_columns(pl.col("observed").alias("index"), *(pl.when(pl.col("observed") >= k).then(1.0).otherwise(0.0).alias(f"p_at_least_{k}") for k in range(1, 11)))
     best = verification_scores(perfect, climatology={k: 0.4 for k in range(1, 11)})
     assert best["rps"] == 0.0 and best["index_4_or_above"]["brier"] == 0.0 and best["index_4_or_above"]["false_alarm_ratio"] == 0.0
+
+
+def test_reliability_judges_each_decile_of_30_days_or_more():
+    stated = np.array([0.05] * 40 + [0.55] * 10 + [1.0] * 30)
+    happened = np.array([True] * 40 + [False] * 10 + [True] * 27 + [False] * 3)
+    rows = {r["low"]: r for r in reliability(stated, happened)}
+    assert set(rows) == {0.0, 0.5, 0.9}  # 1.0 falls in the last decile
+    assert rows[0.0]["days"] == 40 and rows[0.0]["observed"] == 1.0 and rows[0.0]["calibrated"] is False  # said 5 %, happened every time
+    assert rows[0.5]["calibrated"] is None  # ten days: too few to judge
+    assert rows[0.9]["stated"] == 1.0 and rows[0.9]["observed"] == 0.9 and rows[0.9]["calibrated"] is True

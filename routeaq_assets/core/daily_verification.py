@@ -7,7 +7,10 @@ Scores, pooled over sites, each with the number of site-days and events it rests
 - for "index >= k" (k = 4, Moderate or above, and k = 3, rarer days being few): hit rate, false
   alarm ratio and critical success index of the point forecast, and the Brier score of the
   probability beside climatology (the share of such days in ``climatology``) and persistence;
-- the ranked probability score over the ten indices, beside the same two references.
+- the ranked probability score over the ten indices, beside the same two references;
+- the probabilities' reliability: per decile of the stated probability, the site-days, the mean
+  stated and the share observed; a decile of at least ``MIN_DECILE_DAYS`` is calibrated when the
+  two lie within ``CALIBRATION_TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,25 @@ from routeaq_assets.core.features import build_features, lookback_start
 
 THRESHOLDS = (MODERATE, 3)
 INDICES = range(1, 11)
+MIN_DECILE_DAYS = 30
+CALIBRATION_TOLERANCE = 0.10
+
+
+def reliability(stated: np.ndarray, happened: np.ndarray) -> list[dict]:
+    """Per decile of the stated probability (0-0.1, ..., 0.9-1.0, 1.0 in the last) that holds a
+    site-day: ``low``, ``days``, ``stated`` (their mean), ``observed`` (the share of them with the
+    event) and ``calibrated`` (None below ``MIN_DECILE_DAYS``)."""
+    deciles = np.minimum((np.asarray(stated) * 10).astype(int), 9)
+    rows = []
+    for k in range(10):
+        inside = deciles == k
+        if inside.any():
+            mean_stated, observed = float(np.mean(stated[inside])), float(np.mean(happened[inside]))
+            rows.append({
+                "low": k / 10, "days": int(inside.sum()), "stated": mean_stated, "observed": observed,
+                "calibrated": abs(observed - mean_stated) <= CALIBRATION_TOLERANCE if inside.sum() >= MIN_DECILE_DAYS else None,
+            })
+    return rows
 
 
 def p_columns() -> list[str]:
@@ -74,6 +96,7 @@ def verification_scores(rows: pl.DataFrame, climatology: dict[int, float]) -> di
             "brier_persistence": brier((persistence >= k).astype(float), has_persistence) if has_persistence.any() else None,
             "brier_on_persistence_days": brier(p, has_persistence) if has_persistence.any() else None,
             "persistence_days": int(has_persistence.sum()),
+            "reliability": reliability(p, event),
         }
     cumulative = scored.select(p_columns()).to_numpy()[:, 1:]  # P(index >= k), k = 2..10 (k = 1 is always 1)
     outcome = np.stack([observed >= k for k in range(2, 11)], axis=1).astype(float)
@@ -106,6 +129,12 @@ def format_scores(scores: dict, title: str) -> str:
             f"| index >= {k} | {s['events']} | {s['warnings']} | {fmt(s['hit_rate'])} | {fmt(s['false_alarm_ratio'])} | {fmt(s['critical_success_index'])} | "
             f"{s['brier']:.4f} | {s['brier_climatology']:.4f} | {fmt(s['brier_persistence'])} ({fmt(s['brier_on_persistence_days'])}) |"
         )
+    lines += ["", f"Reliability (a decile of {MIN_DECILE_DAYS}+ site-days is calibrated within {CALIBRATION_TOLERANCE:.2f}):", "",
+              "| event | stated probability | site-days | mean stated | observed | calibrated |", "|---|---|---|---|---|---|"]
+    for k in THRESHOLDS:
+        for r in scores[f"index_{k}_or_above"]["reliability"]:
+            said = "too few days" if r["calibrated"] is None else ("yes" if r["calibrated"] else "no")
+            lines.append(f"| index >= {k} | {r['low']:.1f}-{r['low'] + 0.1:.1f} | {r['days']} | {r['stated']:.3f} | {r['observed']:.3f} | {said} |")
     return "\n".join(lines)
 
 
