@@ -13,6 +13,12 @@ import pytest
 # Partitions are declared when the definitions load: the suite's reach back to the real 2017 files,
 # whatever a demo wrote into the developer's .routeaq (core.environment.partitions_start).
 os.environ["ROUTEAQ_PARTITIONS_START"] = "2015-01-01-00:00"
+# OpenMP threads (LightGBM) sleep rather than spin while they wait; on two workers each worker,
+# and each process it starts, trains and predicts on one thread: two workers fill two cores
+# without the threads of one spinning on the core the other needs.
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from routeaq_assets.core.environment import load_settings  # noqa: E402 - after the partitions' start
 from routeaq_assets.environments import local_resources  # noqa: E402
@@ -95,15 +101,27 @@ SLOW_MODULES = {
 }
 
 
+# The files of a minute or more (two workers, 2026-12-05), longest first. The first two keep both
+# workers busy from the start: test_production builds its own stack while test_dagster_ui's
+# worker builds the shared trained home.
+LONGEST_FILES = ("test_production", "test_dagster_ui", "test_reliability", "test_e2e", "test_monitoring_loop", "test_subscriptions", "test_evaluation")
+
+
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which it keeps within each group
 def pytest_collection_modifyitems(items):
-    """Mark the slow tests, and put the files that hold one first: ``make test`` hands whole files
-    to two workers in this order, and a long file started last would leave one worker idle."""
+    """Mark the slow tests, and order the files for ``make test``, which hands whole files to two
+    workers in this order: the longest files first, then the other files that hold a slow test,
+    then the rest (a long file started last would leave one worker idle)."""
     for item in items:
         if item.module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames) or item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.slow)
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: each group keeps its order
+
+    def rank(item) -> tuple[int, int]:
+        name = item.module.__name__
+        return (0, LONGEST_FILES.index(name)) if name in LONGEST_FILES else (1 if item.path in slow_files else 2, 0)
+
+    items.sort(key=rank)  # stable: the files of a group, and each file's tests, keep pytest-randomly's order
 
 
 @pytest.fixture(autouse=True)
