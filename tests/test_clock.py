@@ -86,6 +86,7 @@ print(json.dumps({"wall_clock": datetime.now(timezone.utc).timestamp(), "request
 """
 
 
+@pytest.mark.e2e  # three processes loading the definitions, and apt-get on a new machine
 def test_every_schedule_asks_for_the_same_runs_with_the_wall_clock_an_hour_ahead_or_behind(tmp_path):
     """Dagster's scheduler keeps one tick per scheduled time, and a run key keeps one run per key:
     what is left to RouteAQ is that each schedule's request depends on the scheduled time alone,
