@@ -141,3 +141,22 @@ def test_a_candidates_record_comes_back_from_its_mlflow_run(demo_features, tmp_p
     unrecorded = registry.client.create_model_version("routeaq-pm25", source, run_id=bare).version
     with pytest.raises(LookupError, match=f"routeaq-pm25 v{unrecorded} .* keeps no candidate.json"):
         registry.candidate_record("routeaq-pm25", unrecorded)
+
+
+def test_the_training_rows_thinned_as_each_lead_is_built_are_the_rows_thin_leads_keeps(trained_home):
+    """The candidate reads its training rows already thinned (``stored_features(thin_before=)``),
+    so a year of 150 sites never holds all 14 leads' rows at once: the same rows as thinning the
+    whole frame, and the held-out hours whole."""
+    from datetime import timedelta
+
+    from routeaq_assets.core.models import TRAINING_LEADS, thin_leads
+    from routeaq_assets.warehouse import Warehouse
+
+    warehouse = Warehouse(path=str(trained_home / "warehouse.duckdb"))
+    end = datetime(2025, 8, 1, 12, tzinfo=timezone.utc)
+    start, holdout = end - timedelta(days=10), end - timedelta(days=2)
+    whole = warehouse.stored_features("no2", start, end, TRAINING_LEADS)
+    thinned = warehouse.stored_features("no2", start, end, TRAINING_LEADS, thin_before=holdout)
+    expected = pl.concat([thin_leads(whole.filter(pl.col("time") < holdout)), whole.filter(pl.col("time") >= holdout)]).sort("time", "site_id", "hours_ahead")
+    assert thinned.equals(expected)
+    assert thinned.filter(pl.col("time") < holdout).height < whole.filter(pl.col("time") < holdout).height * 0.6  # 3 whole leads and 4 of the other 11

@@ -84,10 +84,16 @@ def thin_leads(features: pl.DataFrame, per_row: int = LEADS_PER_ROW, whole_up_to
     of the row's key (site, hour, lead), so a row is kept or dropped whatever else the frame holds:
     the candidate and a backtest over the same hours train on the same rows. One lead: all rows."""
     leads = features["hours_ahead"].n_unique() if "hours_ahead" in features.columns and features.height else 1
+    return features.filter(kept_of_leads(leads, per_row, whole_up_to, seed))
+
+
+def kept_of_leads(leads: int, per_row: int = LEADS_PER_ROW, whole_up_to: int = WHOLE_LEADS_UP_TO, seed: int = LEAD_SAMPLE_SEED) -> pl.Expr:
+    """True for the rows ``thin_leads`` keeps of a frame of ``leads`` lead times: applied to each
+    lead's rows as they are built, the rows of all leads never stand in memory at once."""
     if leads <= per_row:
-        return features
+        return pl.lit(True)
     draw = pl.struct("site_id", "time", "hours_ahead").hash(seed) % 1_000_000
-    return features.filter((pl.col("hours_ahead") <= whole_up_to) | (draw < int(1_000_000 * per_row / leads)))
+    return (pl.col("hours_ahead") <= whole_up_to) | (draw < int(1_000_000 * per_row / leads))
 
 
 def lead_weights(frame: pl.DataFrame, change: np.ndarray) -> np.ndarray | None:

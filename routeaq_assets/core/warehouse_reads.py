@@ -11,6 +11,7 @@ from datetime import datetime
 import polars as pl
 
 from routeaq_assets.core.features import SILVER_COLUMNS, build_features, hourly_panel, lookback_start
+from routeaq_assets.core.models import kept_of_leads
 from routeaq_assets.core.sites import site_attributes
 
 
@@ -40,10 +41,15 @@ class WarehouseReads:
         """The hourly panel of [start, end) with the lookback its first rows' features need."""
         return self.stored_panel(lookback_start(start), end)
 
-    def stored_features(self, pollutant: str, start: datetime, end: datetime, horizon: int | tuple[int, ...] = 1) -> pl.DataFrame:
+    def stored_features(
+        self, pollutant: str, start: datetime, end: datetime, horizon: int | tuple[int, ...] = 1, thin_before: datetime | None = None
+    ) -> pl.DataFrame:
         """Feature rows of [start, end) for ``horizon`` hours ahead (one lead, or several stacked
         and told apart by ``hours_ahead``), in time order: the stored ``silver_features`` for one
-        hour, built from the stored observations for other leads (one panel read for all)."""
+        hour, built from the stored observations for other leads (one panel read for all).
+        ``thin_before``: the rows before it (the training rows) only as ``core.models.thin_leads``
+        keeps them, each lead thinned as it is built (a year of 150 sites at 14 leads is 18
+        million rows)."""
         if horizon == 1 or horizon == (1,):
             return self.query(
                 "SELECT * FROM silver_features WHERE pollutant = ? AND time >= ? AND time < ? ORDER BY time, site_id",
@@ -51,10 +57,9 @@ class WarehouseReads:
             )
         panel = self.panel_with_lookback(start, end)
         leads = (horizon,) if isinstance(horizon, int) else horizon
+        kept = pl.lit(True) if thin_before is None else (pl.col("time") >= thin_before) | kept_of_leads(len(leads))
         return (
-            pl.concat([build_features(panel, pollutant, h) for h in leads])
-            .filter(pl.col("time") >= start)
-            .select(SILVER_COLUMNS)
+            pl.concat([build_features(panel, pollutant, h).filter((pl.col("time") >= start) & kept).select(SILVER_COLUMNS) for h in leads])
             .sort("time", "site_id", "hours_ahead")
         )
 

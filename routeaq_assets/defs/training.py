@@ -124,7 +124,7 @@ def build_model_assets(pollutant: str) -> tuple[dg.AssetsDefinition, dg.AssetChe
             raise dg.Failure(f"{candidate_name}: silver_features has no {pollutant} rows; materialize the features first")
         end = newest + timedelta(hours=1)
         holdout_start = end - timedelta(days=config.holdout_days)
-        frame = reads.stored_features(pollutant, holdout_start - timedelta(days=settings.train_days), end, TRAINING_LEADS)
+        frame = reads.stored_features(pollutant, holdout_start - timedelta(days=settings.train_days), end, TRAINING_LEADS, thin_before=holdout_start)
         train = settings.training_rows(frame, holdout_start)
         start = train["time"].min()
         held_out = scorable(frame.filter(pl.col("time") >= holdout_start))
