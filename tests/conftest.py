@@ -107,14 +107,18 @@ SLOW_MODULES = {
 LONGEST_FILES = ("test_production", "test_dagster_ui", "test_reliability", "test_e2e", "test_monitoring_loop", "test_subscriptions", "test_evaluation")
 
 
+def pytest_itemcollected(item):
+    """Mark the slow tests as they are collected (before ``-m "not slow"`` deselects by the
+    marks): those of ``SLOW_MODULES``, those using ``SLOW_FIXTURES``, and the end-to-end ones."""
+    if item.module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames) or item.get_closest_marker("e2e"):
+        item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which it keeps within each group
 def pytest_collection_modifyitems(items):
-    """Mark the slow tests, and order the files for ``make test``, which hands whole files to two
-    workers in this order: the longest files first, then the other files that hold a slow test,
-    then the rest (a long file started last would leave one worker idle)."""
-    for item in items:
-        if item.module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames) or item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.slow)
+    """Order the files for ``make test``, which hands whole files to two workers in this order:
+    the longest files first, then the other files that hold a slow test, then the rest (a long
+    file started last would leave one worker idle)."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item) -> tuple[int, int]:
