@@ -151,3 +151,19 @@ def test_reliability_judges_each_decile_of_30_days_or_more():
     assert rows[0.0]["days"] == 40 and rows[0.0]["observed"] == 1.0 and rows[0.0]["calibrated"] is False  # said 5 %, happened every time
     assert rows[0.5]["calibrated"] is None  # ten days: too few to judge
     assert rows[0.9]["stated"] == 1.0 and rows[0.9]["observed"] == 0.9 and rows[0.9]["calibrated"] is True
+
+
+def test_the_chance_of_a_miss_is_how_often_a_calibrated_forecast_misses_the_tolerance():
+    """A decile's ``chance_of_miss`` is the share of simulated calibrated deciles (events drawn at
+    the stated probability) whose observed share lies farther than 0.10 from it."""
+    from routeaq_assets.core.daily_verification import chance_of_miss
+
+    rng = np.random.default_rng(12)
+    for days, stated in ((30, 0.3), (48, 0.145), (200, 0.5)):
+        shares = rng.binomial(days, stated, size=20000) / days
+        simulated = float(np.mean(np.abs(shares - stated) > 0.10 + 1e-12))
+        assert chance_of_miss(days, stated) == pytest.approx(simulated, abs=0.01), (days, stated)
+    assert chance_of_miss(30, 0.3) > 0.1  # 30 days cannot tell a calibrated forecast from one 0.10 off
+    assert chance_of_miss(1000, 0.5) < 1e-6
+    rows = reliability(np.array([0.3] * 30), np.array([True] * 9 + [False] * 21))
+    assert rows[0]["chance_of_miss"] == pytest.approx(chance_of_miss(30, 0.3))

@@ -10,11 +10,14 @@ Scores, pooled over sites, each with the number of site-days and events it rests
 - the ranked probability score over the ten indices, beside the same two references;
 - the probabilities' reliability: per decile of the stated probability, the site-days, the mean
   stated and the share observed; a decile of at least ``MIN_DECILE_DAYS`` is calibrated when the
-  two lie within ``CALIBRATION_TOLERANCE``.
+  two lie within ``CALIBRATION_TOLERANCE``. Beside it, the chance that a perfectly calibrated
+  forecast would miss that tolerance on the same number of days (binomial): at 30 site-days and a
+  stated 0.3 it is about one in six, so a count of misses is read beside the count expected by chance.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, time, timedelta, timezone
 
 import numpy as np
@@ -30,19 +33,32 @@ MIN_DECILE_DAYS = 30
 CALIBRATION_TOLERANCE = 0.10
 
 
+def chance_of_miss(days: int, stated: float, tolerance: float = CALIBRATION_TOLERANCE) -> float:
+    """The probability that ``days`` site-days, each with the event at probability ``stated``,
+    show an observed share farther than ``tolerance`` from ``stated`` (binomial)."""
+    if days == 0:
+        return 0.0
+    p = min(max(stated, 1e-12), 1 - 1e-12)
+    inside = [k for k in range(days + 1) if abs(k / days - stated) <= tolerance + 1e-12]
+    log_pmf = lambda k: math.lgamma(days + 1) - math.lgamma(k + 1) - math.lgamma(days - k + 1) + k * math.log(p) + (days - k) * math.log1p(-p)  # noqa: E731
+    return max(0.0, 1.0 - sum(math.exp(log_pmf(k)) for k in inside))
+
+
 def reliability(stated: np.ndarray, happened: np.ndarray) -> list[dict]:
     """Per decile of the stated probability (0-0.1, ..., 0.9-1.0, 1.0 in the last) that holds a
     site-day: ``low``, ``days``, ``stated`` (their mean), ``observed`` (the share of them with the
-    event) and ``calibrated`` (None below ``MIN_DECILE_DAYS``)."""
+    event), ``calibrated`` (None below ``MIN_DECILE_DAYS``) and ``chance_of_miss`` (the chance that a
+    perfectly calibrated forecast would not be, on as many days)."""
     deciles = np.minimum((np.asarray(stated) * 10).astype(int), 9)
     rows = []
     for k in range(10):
         inside = deciles == k
         if inside.any():
-            mean_stated, observed = float(np.mean(stated[inside])), float(np.mean(happened[inside]))
+            days, mean_stated, observed = int(inside.sum()), float(np.mean(stated[inside])), float(np.mean(happened[inside]))
             rows.append({
-                "low": k / 10, "days": int(inside.sum()), "stated": mean_stated, "observed": observed,
-                "calibrated": abs(observed - mean_stated) <= CALIBRATION_TOLERANCE if inside.sum() >= MIN_DECILE_DAYS else None,
+                "low": k / 10, "days": days, "stated": mean_stated, "observed": observed,
+                "calibrated": abs(observed - mean_stated) <= CALIBRATION_TOLERANCE if days >= MIN_DECILE_DAYS else None,
+                "chance_of_miss": chance_of_miss(days, mean_stated),
             })
     return rows
 
@@ -130,11 +146,17 @@ def format_scores(scores: dict, title: str) -> str:
             f"{s['brier']:.4f} | {s['brier_climatology']:.4f} | {fmt(s['brier_persistence'])} ({fmt(s['brier_on_persistence_days'])}) |"
         )
     lines += ["", f"Reliability (a decile of {MIN_DECILE_DAYS}+ site-days is calibrated within {CALIBRATION_TOLERANCE:.2f}):", "",
-              "| event | stated probability | site-days | mean stated | observed | calibrated |", "|---|---|---|---|---|---|"]
+              "| event | stated probability | site-days | mean stated | observed | calibrated | chance a calibrated forecast misses |",
+              "|---|---|---|---|---|---|---|"]
     for k in THRESHOLDS:
-        for r in scores[f"index_{k}_or_above"]["reliability"]:
+        rows = scores[f"index_{k}_or_above"]["reliability"]
+        for r in rows:
             said = "too few days" if r["calibrated"] is None else ("yes" if r["calibrated"] else "no")
-            lines.append(f"| index >= {k} | {r['low']:.1f}-{r['low'] + 0.1:.1f} | {r['days']} | {r['stated']:.3f} | {r['observed']:.3f} | {said} |")
+            lines.append(f"| index >= {k} | {r['low']:.1f}-{r['low'] + 0.1:.1f} | {r['days']} | {r['stated']:.3f} | {r['observed']:.3f} | {said} | {r['chance_of_miss']:.2f} |")
+        judged = [r for r in rows if r["calibrated"] is not None]
+        if judged:
+            lines.append(f"| index >= {k} | judged deciles | {len(judged)} | | | missed: {sum(not r['calibrated'] for r in judged)} | "
+                         f"expected by chance: {sum(r['chance_of_miss'] for r in judged):.2f} |")
     return "\n".join(lines)
 
 

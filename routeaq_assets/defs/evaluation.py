@@ -225,10 +225,11 @@ def local_data_backtest(
     return _report(context, "local_data_backtest", _backtest(available, config), config, model_store, lake, weather, daily)
 
 
-def daily_backtest(panel: pl.DataFrame, features: dict[str, pl.DataFrame], config: BacktestConfig) -> str:
+def daily_backtest_rows(panel: pl.DataFrame, features: dict[str, pl.DataFrame], config: BacktestConfig) -> tuple[pl.DataFrame, dict[int, float]]:
     """Each fold's UK days forecast as the service would (one model per pollutant trained before
-    the fold, issued the day before at noon and on the day at 06:00), scored against the observed
-    daily index; climatology is the observed index frequencies before the first fold."""
+    the fold, issued the day before at noon and on the day at 06:00), with the observed daily
+    index and the fold (0 first); and the climatology: the observed index frequencies before the
+    first fold."""
     settings = config.settings()
     any_features = next(iter(features.values()))
     end = any_features["time"].max() + timedelta(hours=1)
@@ -239,8 +240,13 @@ def daily_backtest(panel: pl.DataFrame, features: dict[str, pl.DataFrame], confi
         start, stop = first + timedelta(days=k * test_days), first + timedelta(days=(k + 1) * test_days)
         models = {p: settings.train(f.filter(pl.col("hours_ahead").is_in(list(TRAINING_LEADS))), start) for p, f in features.items()}
         days = [d for d in (uk_day(start) + timedelta(days=i) for i in range(test_days + 1)) if uk_day_bounds(d)[0] >= start and uk_day_bounds(d)[1] <= stop]
-        rows += [daily_forecast_rows(panel, models, days, issue, coverage=settings.coverage) for issue in ISSUES]
+        rows += [daily_forecast_rows(panel, models, days, issue, coverage=settings.coverage).with_columns(pl.lit(k).alias("fold")) for issue in ISSUES]
     observed = observed_daily_index(panel, tuple(features))
-    scored = with_outcomes(pl.concat(rows), observed)
     climatology = climatology_rates(observed.filter(pl.col("day") < uk_day(first))["observed"])
+    return with_outcomes(pl.concat(rows), observed), climatology
+
+
+def daily_backtest(panel: pl.DataFrame, features: dict[str, pl.DataFrame], config: BacktestConfig) -> str:
+    """The daily backtest's rows (``daily_backtest_rows``) scored per issue."""
+    scored, climatology = daily_backtest_rows(panel, features, config)
     return "\n\n".join(format_scores(verification_scores(scored.filter(pl.col("issue") == issue), climatology), f"issued {issue.replace('_', ' ')}") for issue in ISSUES)
