@@ -167,3 +167,39 @@ def test_the_chance_of_a_miss_is_how_often_a_calibrated_forecast_misses_the_tole
     assert chance_of_miss(1000, 0.5) < 1e-6
     rows = reliability(np.array([0.3] * 30), np.array([True] * 9 + [False] * 21))
     assert rows[0]["chance_of_miss"] == pytest.approx(chance_of_miss(30, 0.3))
+
+
+def test_verified_daily_odds_use_the_intervals_as_served_with_the_factors_of_each_origin():
+    """``daily_forecast_rows`` with ``factors_at`` stretches each forecast hour's interval by the
+    factors as of the hour after the issue's origin (what the service had published then): the
+    point index stays, the odds spread out."""
+    from test_features import START, _panel
+
+    from routeaq_assets.core.daily_verification import daily_forecast_rows, issue_origin
+    from routeaq_assets.core.features import build_features
+    from routeaq_assets.core.intervals import ALL_SITES, FACTORS
+    from routeaq_assets.core.models import TRAINING_LEADS, TrainingSettings
+
+    panel = _panel(hours=24 * 20)
+    features = pl.concat([build_features(panel, "pm25", h) for h in TRAINING_LEADS])
+    days = [date(2025, 3, 17), date(2025, 3, 18)]
+    model = TrainingSettings(num_boost_round=30).train(features, START + timedelta(days=15))
+    asked = []
+
+    def stretched(as_of: datetime) -> pl.DataFrame:
+        asked.append(as_of)
+        return pl.DataFrame(
+            {"pollutant": "pm25", "hours_ahead": list(range(1, 49)), "site_id": ALL_SITES, "factor": 3.0, "forecasts": 500, "as_of": as_of},
+            schema_overrides={"as_of": FACTORS["as_of"]},
+        )
+
+    plain = daily_forecast_rows(panel, {"pm25": model}, days, "day_before")
+    served = daily_forecast_rows(panel, {"pm25": model}, days, "day_before", factors_at=stretched)
+    assert asked == [issue_origin(d, "day_before") + timedelta(hours=1) for d in days]
+    assert served["index"].to_list() == plain["index"].to_list()
+
+    def spread(rows: pl.DataFrame) -> float:  # how far the odds are from a certain index
+        p = rows.select([f"p_at_least_{k}" for k in range(2, 11)]).to_numpy()
+        return float(np.mean(np.sum(p * (1 - p), axis=1)))
+
+    assert spread(served) > spread(plain) + 0.05, (spread(served), spread(plain))

@@ -18,6 +18,7 @@ Scores, pooled over sites, each with the number of site-days and events it rests
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 
 import numpy as np
@@ -26,6 +27,7 @@ import polars as pl
 from routeaq_assets.core.daily_daqi import MIN_HOURS_SHARE, MODERATE, O3_WINDOW_HOURS, UK, daily_index, day_hours, index_of, uk_day_bounds
 from routeaq_assets.core.daqi import BANDS
 from routeaq_assets.core.features import build_features, lookback_start
+from routeaq_assets.core.intervals import factors_for, widen
 
 THRESHOLDS = (MODERATE, 3)
 INDICES = range(1, 11)
@@ -196,11 +198,20 @@ def observed_daily_index(panel: pl.DataFrame, pollutants: tuple[str, ...]) -> pl
     return joined.sort("site_id", "day")
 
 
-def daily_forecast_rows(panel: pl.DataFrame, models: dict, days: list[date], issue: str, coverage: float = 0.8) -> pl.DataFrame:
+def daily_forecast_rows(
+    panel: pl.DataFrame,
+    models: dict,
+    days: list[date],
+    issue: str,
+    coverage: float = 0.8,
+    factors_at: Callable[[datetime], pl.DataFrame] | None = None,
+) -> pl.DataFrame:
     """The daily index forecast of every site and day of ``days`` issued ``issue``, from ``panel``
     (observations and weather; complete hourly grid with the features' lookback) and a forecaster
     per pollutant (``models``: each serves 1 to ``max_hours_ahead`` hours): the hours up to the
-    origin are observed, those after it forecast at the lead they are from it."""
+    origin are observed, those after it forecast at the lead they are from it. ``factors_at``
+    gives the interval factors (``core.intervals``) as of an origin: each forecast hour's interval
+    is stretched by them as the service stretches what it serves; without it, the models' own."""
     if not days:
         return pl.DataFrame()
     first, last = issue_origin(min(days), issue), uk_day_bounds(max(days))[1]
@@ -223,6 +234,14 @@ def daily_forecast_rows(panel: pl.DataFrame, models: dict, days: list[date], iss
              for h in keys["hours_ahead"].unique().sort().to_list()]
         )
         pred, lower, upper = forecaster.predict(features)
+        if factors_at is not None:
+            keys = features.select("site_id", pl.lit(pollutant).alias("pollutant"), "hours_ahead", pl.Series("pred", pred))
+            factor = np.ones(features.height)
+            for day in days:
+                rows = (features["day"] == day).to_numpy()
+                if rows.any():
+                    factor[rows] = factors_for(factors_at(issue_origin(day, issue) + timedelta(hours=1)), keys.filter(pl.Series(rows)))
+            lower, upper = widen(pred, lower, factor), widen(pred, upper, factor)
         hours.append(features.select("site_id", "time", "day", pl.lit(pollutant).alias("pollutant"),
                                      pl.Series("pred", pred), pl.Series("lower", lower), pl.Series("upper", upper)))
     forecast = pl.concat(hours) if hours else pl.DataFrame()

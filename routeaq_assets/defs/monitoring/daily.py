@@ -5,8 +5,9 @@ Daily partitions on UK local days (Europe/London), so a partition is the day Def
 A partition stores its site-days in the warehouse table ``daqi_forecasts`` (forecast index and
 odds, observed index, yesterday's index) and reports the scores of the last ``SCORED_DAYS`` days
 pooled over sites, with the number of site-days and events each rests on. The forecasts are the
-champions' as of each origin, from the stored observations and weather, with the models' own
-intervals. A day a champion trained on is not scored (it would flatter the model).
+champions' as of each origin, from the stored observations and weather, with their intervals as
+served: stretched by the factors (``core.intervals``) computed from the forecasts scored before
+the origin. A day a champion trained on is not scored (it would flatter the model).
 """
 
 
@@ -15,6 +16,7 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.core import intervals, scoring
 from routeaq_assets.core.daily_daqi import uk_day_bounds
 from routeaq_assets.core.daily_verification import (
     ISSUES,
@@ -59,8 +61,17 @@ def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     trained_until = max(datetime.fromisoformat(m.metadata["holdout_start"]) for m in champions.values())
     panel = warehouse.stored_panel(start - timedelta(days=CLIMATOLOGY_DAYS), end)
     observed = observed_daily_index(panel, tuple(champions))
+    coverage = next(iter(champions.values())).forecaster.coverage
+    # The intervals as served: stretched by the factors the monitoring loop computed from the
+    # forecasts scored before each origin (the same function, on the same stored scores).
+    scored = (
+        warehouse.query("SELECT * FROM forecast_scores WHERE time >= ? AND time < ?", [start - timedelta(days=intervals.WINDOW_DAYS + 1), end])
+        if warehouse.has_table("forecast_scores")
+        else pl.DataFrame(schema=scoring.SCORED)
+    )
     forecasts = pl.concat([
-        daily_forecast_rows(panel, {p: m.forecaster for p, m in champions.items()}, [day], issue, coverage=next(iter(champions.values())).forecaster.coverage)
+        daily_forecast_rows(panel, {p: m.forecaster for p, m in champions.items()}, [day], issue, coverage=coverage,
+                            factors_at=lambda as_of: intervals.interval_factors(scored, as_of, coverage=coverage))
         for issue in ISSUES
     ])
     rows = with_outcomes(forecasts, observed).with_columns(
