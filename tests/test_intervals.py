@@ -194,3 +194,19 @@ def test_errors_that_keep_growing_are_covered_closer_to_the_share_asked_for_than
     window_alone = served_coverage()
     assert window_alone < 0.75 and with_level >= window_alone + 0.03, (with_level, window_alone)
     assert abs(with_level - 0.8) < abs(window_alone - 0.8)
+
+
+def test_a_lead_without_scores_of_its_own_takes_the_factors_of_the_nearest_scored_lead():
+    """The monitoring loop scores the gate leads (1, 6, 12, 24, 48) and what was served; the
+    service forecasts every hour to 48 ahead. Lead 17 takes lead 12's factors, 18 (a tie) lead 24's,
+    and a pollutant without factors stays at 1."""
+    from routeaq_assets.core.intervals import FACTORS, scored_lead
+
+    factors = pl.DataFrame(
+        {"pollutant": "no2", "hours_ahead": [1, 6, 12, 24, 48], "site_id": ALL_SITES, "factor": [1.1, 1.2, 1.3, 1.4, 1.5],
+         "forecasts": 500, "as_of": START, "level": 0.8, "level_low": None, "level_high": None},
+        schema=FACTORS,
+    )
+    keys = pl.DataFrame({"pollutant": ["no2"] * 6 + ["o3"], "hours_ahead": [1, 2, 17, 18, 36, 47, 17], "site_id": "A"})
+    assert scored_lead(factors, keys).tolist() == [1, 1, 12, 24, 48, 48, 17]
+    assert factors_for(factors, keys).tolist() == pytest.approx([1.1, 1.1, 1.3, 1.4, 1.5, 1.5, 1.0])

@@ -163,7 +163,7 @@ def test_online_history_through_the_real_redis(trained_home, tmp_path, monkeypat
     # The monitoring loop's interval factors travel through the same Redis, beside the panel.
     from routeaq_assets.core.intervals import FACTORS
 
-    factors = pl.DataFrame({"pollutant": ["no2"], "hours_ahead": [1], "site_id": ["MAN3"], "factor": [2.0], "forecasts": [300], "as_of": [datetime(2025, 8, 1, tzinfo=UTC)], "level_low": [None], "level_high": [None]}, schema=FACTORS)
+    factors = pl.DataFrame({"pollutant": ["no2"], "hours_ahead": [1], "site_id": ["MAN3"], "factor": [2.0], "forecasts": [300], "as_of": [datetime(2025, 8, 1, tzinfo=UTC)], "level": [0.8], "level_low": [None], "level_high": [None]}, schema=FACTORS)
     assert "routeaq:online:panel:interval_factors" in defs.resources["online_store"].publish_interval_factors(factors)
     assert service.refresh(), service._reason
     stretched = service.forecast([ForecastItem("MAN3", datetime(2025, 8, 1, 12, tzinfo=UTC), "no2")])[0]
@@ -218,7 +218,7 @@ def test_published_interval_factors_stretch_the_served_interval_and_are_logged(f
     # MY1's own factor, the pooled one, and a level adjustment for NO2 forecasts of 0 to 1000 (every one here).
     factors = pl.DataFrame(
         {"pollutant": ["no2", "no2", "no2"], "hours_ahead": [1, 1, 1], "site_id": ["MY1", "", ""], "factor": [2.0, 1.5, 1.2], "forecasts": [500, 900, 900],
-         "as_of": [hour] * 3, "level_low": [None, None, 0.0], "level_high": [None, None, 1000.0]},
+         "as_of": [hour] * 3, "level": [0.8] * 3, "level_low": [None, None, 0.0], "level_high": [None, None, 1000.0]},
         schema=FACTORS,
     )
     store = interval_factor_store(forecasts.settings.online_store_target)

@@ -160,8 +160,10 @@ def factors_for(factors: pl.DataFrame, keys: pl.DataFrame) -> np.ndarray:
     """The factor for each row of ``keys`` (pollutant, hours_ahead, site_id, and ``pred`` for the
     level adjustment): its site's own, else its pollutant and horizon's pooled one, else 1 (the
     model's interval as calibrated); times the adjustment of the bin ``pred`` falls in, where
-    ``factors`` has level rows (factors published before them have none: no adjustment)."""
+    ``factors`` has level rows (factors published before them have none: no adjustment). A lead
+    with no factor of its own takes those of the nearest lead its pollutant has (``scored_lead``)."""
     by = ["pollutant", "hours_ahead"]
+    keys = keys.with_columns(pl.Series("hours_ahead", scored_lead(factors, keys)))
     is_level = pl.col("level_low").is_not_null() if "level_low" in factors.columns else pl.lit(False)
     own = factors.filter((pl.col("site_id") != ALL_SITES) & ~is_level).select(*by, "site_id", pl.col("factor").alias("own"))
     pooled = factors.filter((pl.col("site_id") == ALL_SITES) & ~is_level).select(*by, pl.col("factor").alias("pooled"))
@@ -180,6 +182,22 @@ def factors_for(factors: pl.DataFrame, keys: pl.DataFrame) -> np.ndarray:
         inside = (pollutant == row["pollutant"]) & (hours == row["hours_ahead"]) & (pred >= row["level_low"]) & (pred < row["level_high"])
         adjustment[inside] = row["factor"]
     return site * adjustment
+
+
+def scored_lead(factors: pl.DataFrame, keys: pl.DataFrame) -> np.ndarray:
+    """Each key's ``hours_ahead``, or where ``factors`` has none for its pollutant at that lead,
+    the nearest lead it has (the longer on a tie: its interval is the wider). The service forecasts
+    every hour to 48 ahead; the monitoring loop scores the gate leads and the hours that were
+    served, so most leads' factors come from a neighbour's scores."""
+    lead = keys["hours_ahead"].cast(pl.Int64).to_numpy().copy()
+    pollutant = keys["pollutant"].cast(pl.Utf8).to_numpy()
+    for name in np.unique(pollutant):
+        have = np.sort(factors.filter(pl.col("pollutant") == name)["hours_ahead"].unique().to_numpy())
+        if have.size:
+            rows = pollutant == name
+            h = lead[rows][:, None]
+            lead[rows] = have[np.argmin(np.abs(h - have[None, :]) * 2 - (have[None, :] > h), axis=1)]
+    return lead
 
 
 def recalibrated(predictions: pl.DataFrame, hours_ahead: int, *, coverage: float = 0.8, window_days: int = WINDOW_DAYS) -> pl.DataFrame:
