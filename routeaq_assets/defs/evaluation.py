@@ -2,6 +2,7 @@
 openair-format tables a user brings. Results go to MLflow, the lake and the asset's metadata."""
 
 from datetime import datetime, timedelta
+from functools import cache, partial
 from pathlib import Path
 
 import dagster as dg
@@ -26,7 +27,8 @@ from routeaq_assets.core.daily_verification import (
     verification_scores,
     with_outcomes,
 )
-from routeaq_assets.core.models import TRAINING_LEADS
+from routeaq_assets.core.intervals import interval_factors
+from routeaq_assets.core.models import GATE_LEADS, TRAINING_LEADS
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
 from routeaq_assets.defs.features import require_horizon, silver_features
@@ -229,21 +231,45 @@ def daily_backtest_rows(panel: pl.DataFrame, features: dict[str, pl.DataFrame], 
     """Each fold's UK days forecast as the service would (one model per pollutant trained before
     the fold, issued the day before at noon and on the day at 06:00), with the observed daily
     index and the fold (0 first); and the climatology: the observed index frequencies before the
-    first fold."""
+    first fold. The hourly intervals are stretched as served: by the interval factors as of each
+    origin, from the folds' forecasts at the gate leads already scored then (the monitoring loop
+    scores those leads; the first fold's first days have none and keep the models' own)."""
     settings = config.settings()
     any_features = next(iter(features.values()))
     end = any_features["time"].max() + timedelta(hours=1)
     test_days = _fold_days(config, any_features)
     first = end - timedelta(days=config.folds * test_days)
-    rows = []
+    rows, scored = [], []
     for k in range(config.folds):
         start, stop = first + timedelta(days=k * test_days), first + timedelta(days=(k + 1) * test_days)
         models = {p: settings.train(f.filter(pl.col("hours_ahead").is_in(list(TRAINING_LEADS))), start) for p, f in features.items()}
+        scored += [_gate_lead_forecasts(features[p], p, model, start, stop) for p, model in models.items()]
+        factors_at = cache(partial(_factors_as_of, pl.concat(scored), settings.coverage))  # one computation per origin, for every pollutant
         days = [d for d in (uk_day(start) + timedelta(days=i) for i in range(test_days + 1)) if uk_day_bounds(d)[0] >= start and uk_day_bounds(d)[1] <= stop]
-        rows += [daily_forecast_rows(panel, models, days, issue, coverage=settings.coverage).with_columns(pl.lit(k).alias("fold")) for issue in ISSUES]
+        rows += [
+            daily_forecast_rows(panel, models, days, issue, coverage=settings.coverage, factors_at=factors_at).with_columns(pl.lit(k).alias("fold"))
+            for issue in ISSUES
+        ]
     observed = observed_daily_index(panel, tuple(features))
     climatology = climatology_rates(observed.filter(pl.col("day") < uk_day(first))["observed"])
     return with_outcomes(pl.concat(rows), observed), climatology
+
+
+def _factors_as_of(scored: pl.DataFrame, coverage: float, as_of: datetime) -> pl.DataFrame:
+    return interval_factors(scored, as_of, coverage=coverage)
+
+
+def _gate_lead_forecasts(features: pl.DataFrame, pollutant: str, model, start: datetime, stop: datetime) -> pl.DataFrame:  # noqa: ANN001 - a Forecaster
+    """``model``'s forecasts at the gate leads for the hours of [start, stop) with an observation,
+    as the monitoring loop scores them (site_id, time, pollutant, hours_ahead, pred, lower, upper,
+    observed)."""
+    rows = features.filter(
+        pl.col("hours_ahead").is_in([h for h in GATE_LEADS if h <= model.max_hours_ahead])
+        & (pl.col("time") >= start) & (pl.col("time") < stop) & pl.col("target").is_not_null()
+    )
+    pred, lower, upper = model.predict(rows)
+    return rows.select("site_id", "time", pl.lit(pollutant).alias("pollutant"), pl.col("hours_ahead").cast(pl.Int64),
+                       pl.Series("pred", pred), pl.Series("lower", lower), pl.Series("upper", upper), pl.col("target").alias("observed"))
 
 
 def daily_backtest(panel: pl.DataFrame, features: dict[str, pl.DataFrame], config: BacktestConfig) -> str:
