@@ -216,6 +216,8 @@ def daily_forecast_rows(
         return pl.DataFrame()
     first, last = issue_origin(min(days), issue), uk_day_bounds(max(days))[1]
     panel = panel.filter((pl.col("time") >= lookback_start(min(first, uk_day_bounds(min(days))[0]))) & (pl.col("time") < last))
+    # What the service had published an hour after each origin: one table per day, for every pollutant.
+    factors = {day: factors_at(issue_origin(day, issue) + timedelta(hours=1)) for day in days} if factors_at is not None else {}
     hours = []
     for pollutant, forecaster in models.items():
         wanted = []
@@ -234,13 +236,13 @@ def daily_forecast_rows(
              for h in keys["hours_ahead"].unique().sort().to_list()]
         )
         pred, lower, upper = forecaster.predict(features)
-        if factors_at is not None:
+        if factors:
             keys = features.select("site_id", pl.lit(pollutant).alias("pollutant"), "hours_ahead", pl.Series("pred", pred))
             factor = np.ones(features.height)
-            for day in days:
+            for day, published in factors.items():
                 rows = (features["day"] == day).to_numpy()
                 if rows.any():
-                    factor[rows] = factors_for(factors_at(issue_origin(day, issue) + timedelta(hours=1)), keys.filter(pl.Series(rows)))
+                    factor[rows] = factors_for(published, keys.filter(pl.Series(rows)))
             lower, upper = widen(pred, lower, factor), widen(pred, upper, factor)
         hours.append(features.select("site_id", "time", "day", pl.lit(pollutant).alias("pollutant"),
                                      pl.Series("pred", pred), pl.Series("lower", lower), pl.Series("upper", upper)))

@@ -2,7 +2,6 @@
 openair-format tables a user brings. Results go to MLflow, the lake and the asset's metadata."""
 
 from datetime import datetime, timedelta
-from functools import cache, partial
 from pathlib import Path
 
 import dagster as dg
@@ -244,19 +243,17 @@ def daily_backtest_rows(panel: pl.DataFrame, features: dict[str, pl.DataFrame], 
         start, stop = first + timedelta(days=k * test_days), first + timedelta(days=(k + 1) * test_days)
         models = {p: settings.train(f.filter(pl.col("hours_ahead").is_in(list(TRAINING_LEADS))), start) for p, f in features.items()}
         scored += [_gate_lead_forecasts(features[p], p, model, start, stop) for p, model in models.items()]
-        factors_at = cache(partial(_factors_as_of, pl.concat(scored), settings.coverage))  # one computation per origin, for every pollutant
+        known = pl.concat(scored)
         days = [d for d in (uk_day(start) + timedelta(days=i) for i in range(test_days + 1)) if uk_day_bounds(d)[0] >= start and uk_day_bounds(d)[1] <= stop]
         rows += [
-            daily_forecast_rows(panel, models, days, issue, coverage=settings.coverage, factors_at=factors_at).with_columns(pl.lit(k).alias("fold"))
+            daily_forecast_rows(
+                panel, models, days, issue, coverage=settings.coverage, factors_at=lambda as_of, known=known: interval_factors(known, as_of, coverage=settings.coverage)
+            ).with_columns(pl.lit(k).alias("fold"))
             for issue in ISSUES
         ]
     observed = observed_daily_index(panel, tuple(features))
     climatology = climatology_rates(observed.filter(pl.col("day") < uk_day(first))["observed"])
     return with_outcomes(pl.concat(rows), observed), climatology
-
-
-def _factors_as_of(scored: pl.DataFrame, coverage: float, as_of: datetime) -> pl.DataFrame:
-    return interval_factors(scored, as_of, coverage=coverage)
 
 
 def _gate_lead_forecasts(features: pl.DataFrame, pollutant: str, model, start: datetime, stop: datetime) -> pl.DataFrame:  # noqa: ANN001 - a Forecaster

@@ -197,11 +197,7 @@ def interval_calibration(context: dg.AssetExecutionContext, warehouse: Warehouse
     none, the service serves the model's interval as calibrated."""
     end = hours_of(context)[-1] + timedelta(hours=1)
     start = end - timedelta(days=intervals.WINDOW_DAYS)
-    scored = (
-        warehouse.query("SELECT * FROM forecast_scores WHERE time >= ? AND time < ?", [start, end])
-        if warehouse.has_table("forecast_scores")
-        else pl.DataFrame(schema=scoring.SCORED)
-    )
+    scored = scored_forecasts(warehouse, start, end)
     factors = intervals.interval_factors(scored, end)
     where = online_store.publish_interval_factors(factors)
     pooled = factors.filter((pl.col("site_id") == intervals.ALL_SITES) & pl.col("level_low").is_null())
@@ -223,6 +219,13 @@ def interval_calibration(context: dg.AssetExecutionContext, warehouse: Warehouse
             **{f"factor_{r['pollutant']}_{r['hours_ahead']}h": dg.MetadataValue.float(round(r["factor"], 4)) for r in pooled.iter_rows(named=True)},
         }
     )
+
+
+def scored_forecasts(warehouse: WarehouseResource, start: datetime, end: datetime) -> pl.DataFrame:
+    """The stored ``forecast_scores`` of [start, end) (none before the loop first scored)."""
+    if not warehouse.has_table("forecast_scores"):
+        return pl.DataFrame(schema=scoring.SCORED)
+    return warehouse.query("SELECT * FROM forecast_scores WHERE time >= ? AND time < ?", [start, end])
 
 
 class DriftConfig(dg.Config):

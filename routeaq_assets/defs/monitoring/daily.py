@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.core import intervals, scoring
+from routeaq_assets.core import intervals
 from routeaq_assets.core.daily_daqi import uk_day_bounds
 from routeaq_assets.core.daily_verification import (
     ISSUES,
@@ -32,6 +32,7 @@ from routeaq_assets.core.environment import model_name, partitions_start
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
+from routeaq_assets.defs.monitoring.assets import scored_forecasts
 from routeaq_assets.model_store import ModelStore
 from routeaq_assets.warehouse import WarehouseResource
 
@@ -64,11 +65,7 @@ def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     coverage = next(iter(champions.values())).forecaster.coverage
     # The intervals as served: stretched by the factors the monitoring loop computed from the
     # forecasts scored before each origin (the same function, on the same stored scores).
-    scored = (
-        warehouse.query("SELECT * FROM forecast_scores WHERE time >= ? AND time < ?", [start - timedelta(days=intervals.WINDOW_DAYS + 1), end])
-        if warehouse.has_table("forecast_scores")
-        else pl.DataFrame(schema=scoring.SCORED)
-    )
+    scored = scored_forecasts(warehouse, start - timedelta(days=intervals.WINDOW_DAYS + 1), end)
     forecasts = pl.concat([
         daily_forecast_rows(panel, {p: m.forecaster for p, m in champions.items()}, [day], issue, coverage=coverage,
                             factors_at=lambda as_of: intervals.interval_factors(scored, as_of, coverage=coverage))
