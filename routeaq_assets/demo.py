@@ -150,11 +150,16 @@ def serve_and_predict(site_id: str, hour: datetime, log: Path) -> dict:
 
 DEMO_LOCK = "demo.lock"
 _held = ExitStack()  # the home's demo lock, held until this process ends
+_held_homes: set[Path] = set()  # the homes this process holds: taking one again is a no-op
 
 
 def hold_home(home: Path) -> None:
     """Take ``home`` for this demo, or stop at once: two demos in one home would interleave their
-    backfills, trainings and promotions in one warehouse, registry and Dagster instance."""
+    backfills, trainings and promotions in one warehouse, registry and Dagster instance. A process
+    that holds it already (one evaluation after another, as bench/heldout_skill.py runs them)
+    keeps it."""
+    if home in _held_homes:
+        return
     try:
         _held.enter_context(file_lock(home / DEMO_LOCK, exclusive=True, timeout_s=0, what=f"the RouteAQ home {home}"))
     except LockTimeout as exc:
@@ -162,6 +167,7 @@ def hold_home(home: Path) -> None:
             f"RouteAQ demo: another demo is running in {home} ({exc.holder}); "
             "wait for it to finish, or set ROUTEAQ_HOME to another folder. Nothing was changed."
         ) from None
+    _held_homes.add(home)
 
 
 def prepare_instance() -> Path:

@@ -640,3 +640,21 @@ def test_a_second_demo_in_the_same_home_stops_at_once_naming_the_first_and_chang
         first.wait()
     again = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(120)", "pass")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.strip() == "held", again.stderr[-2000:]
+
+
+def test_one_process_may_take_its_own_home_again_and_another_process_is_still_refused(tmp_path):
+    """bench/heldout_skill.py evaluates one horizon after another in one process, each through
+    ``prepare_instance``: the second must not refuse the home the process already holds, while any
+    other process still is refused."""
+    home = tmp_path / "routeaq"
+    env = {**os.environ, **home_env(home)}
+    hold = "from routeaq_assets.demo import prepare_instance; import time; prepare_instance(); prepare_instance(); print('held twice', flush=True); time.sleep(120)"
+    first = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held twice", first.stderr.read() if first.poll() is not None else ""
+        second = subprocess.run([sys.executable, "-c", "from routeaq_assets.demo import prepare_instance; prepare_instance()"],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0 and f"another demo is running in {home} (pid {first.pid} " in second.stderr, second.stderr[-2000:]
+    finally:
+        first.kill()
+        first.wait()
