@@ -1,5 +1,5 @@
 """The online store as a resource: where the serving assets publish the recent-history panel,
-the interval factors and the yearly history files the service reads (production's is
+the interval factors, the verified daily errors and the yearly history files the service reads (production's is
 ``production.SharedOnlineStore``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from routeaq_assets.adapters.stores import HistoryStore, interval_factor_store, online_store
+from routeaq_assets.adapters.stores import HistoryStore, daily_error_store, interval_factor_store, online_store
 
 
 class OnlineStore(dg.ConfigurableResource):
@@ -24,6 +24,9 @@ class OnlineStore(dg.ConfigurableResource):
 
     def publish_interval_factors(self, factors: pl.DataFrame) -> str:
         return interval_factor_store(self.target).publish(factors)
+
+    def publish_daily_errors(self, errors: pl.DataFrame) -> str:
+        return daily_error_store(self.target).publish(errors)
 
     def history(self) -> HistoryStore:
         return HistoryStore(Path(self.history_folder))

@@ -4,7 +4,8 @@
 observation), "tomorrow" the day after it. Each pollutant's hours are its observations up to the
 site's own newest one and the champion's forecasts for every hour after it, up to the end of
 tomorrow (at most 48 hours ahead); ``core.daily_daqi`` averages them as Defra does and gives the
-odds. The hourly forecasts behind a daily index are the service's ordinary answers: the caller
+odds: a day wholly forecast from the verified daily errors that monitoring publishes, a day partly
+observed (or any day before enough are verified) from the hourly intervals. The hourly forecasts behind a daily index are the service's ordinary answers: the caller
 logs them to the prediction log, so every daily index can be recomputed and verified from it.
 """
 
@@ -49,4 +50,4 @@ def daily_outlook(serving: ServingState, state: State, site_id: str) -> tuple[li
     )
     hours = day_hours(observed, forecast, list(state.models))
     coverage = next(iter(state.models.values())).forecaster.coverage
-    return [daily_index(hours, day, coverage=coverage) for day in (today, tomorrow)], answers
+    return [daily_index(hours, day, coverage=coverage, errors=state.daily_errors) for day in (today, tomorrow)], answers

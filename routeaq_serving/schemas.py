@@ -92,6 +92,11 @@ class DailyIndex(BaseModel):
     p_high_or_above: float | None = Field(description="Probability that the day's index reaches 7 (High) or above.")
     p_index_at_least: dict[str, float] = Field(description="Probability that the index reaches each value 1-10.")
     pollutants: list[PollutantDay]
+    odds_from: Literal["verified_daily_errors", "hourly_intervals"] = Field(
+        description="Where the probabilities come from: the errors of the daily values verified in the last 90 days (a day wholly "
+        "forecast), or draws from the hourly forecasts' intervals (a day partly observed, or before enough days are verified)."
+    )
+    odds_site_days: int | None = Field(description="The verified site-days the probabilities rest on (verified_daily_errors only).")
 
 
 class DailyResponse(BaseModel):

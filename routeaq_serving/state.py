@@ -21,7 +21,7 @@ from routeaq_assets.adapters.notify import notifier_from_settings
 from routeaq_assets.adapters.redact import redact_uri, scrub
 from routeaq_assets.adapters.registry import ForecastRegistry, RegisteredForecaster
 from routeaq_assets.adapters.shared import shared_folder
-from routeaq_assets.adapters.stores import HistoryStore, interval_factor_store, online_store
+from routeaq_assets.adapters.stores import HistoryStore, daily_error_store, interval_factor_store, online_store
 from routeaq_assets.core.environment import Settings, model_name
 from routeaq_assets.core.features import MAX_HORIZON, MAX_LOOKBACK_HOURS, build_features, feature_matrix
 from routeaq_assets.core.intervals import empty_factors, factors_for
@@ -94,6 +94,10 @@ class State:
     # the interval factors published by monitoring (core.intervals) and their version (None: none yet)
     factors: pl.DataFrame
     factors_version: str | None
+    # the verified daily errors published by daqi_verification (core.daily_daqi: a wholly forecast
+    # day's odds) and their version (None: none yet, and the odds come from the hourly intervals)
+    daily_errors: pl.DataFrame | None
+    daily_errors_version: str | None
     # site_id, time and the forecast pollutants for every stored hour up to the newest observation
     observations: pl.DataFrame
 
@@ -114,6 +118,7 @@ class ServingState:
         self.settings = settings
         self.store = online_store(settings.online_store_target)
         self.factor_store = interval_factor_store(settings.online_store_target)
+        self.daily_error_store = daily_error_store(settings.online_store_target)
         # production: the yearly files are copied from S3 at each refresh; the log is read there
         self.history = HistoryStore(settings.history_dir, shared_folder(settings, HISTORY))
         self.shared_log = shared_folder(settings, PREDICTIONS)
@@ -192,17 +197,19 @@ class ServingState:
             self._reason = f"no online history in {redact_uri(target)}: materialize online_features"
             return False
         factors_version = self._read(ONLINE_STORE, target, self.factor_store.version)
+        errors_version = self._read(ONLINE_STORE, target, self.daily_error_store.version)
         serving = {m.name: m.version for m in models.values()}
         unchanged = (
             current is not None
             and {n: m.version for n, m in known.items()} == serving
-            and (current.online_version, current.factors_version) == (version, factors_version)
+            and (current.online_version, current.factors_version, current.daily_errors_version) == (version, factors_version, errors_version)
         )
         if unchanged and not history_changed:
             self._reason = ""
             return False
         panel = self._read(ONLINE_STORE, target, self.store.read)
         factors = self._read(ONLINE_STORE, target, self.factor_store.read) if factors_version else empty_factors()
+        daily_errors = self._read(ONLINE_STORE, target, self.daily_error_store.read) if errors_version else None
         first = panel["time"].min() + timedelta(hours=MAX_LOOKBACK_HOURS)
         observed = panel.filter(pl.any_horizontal(pl.col(p).is_not_null() for p in FORECAST_POLLUTANTS))
         data_until = dict(observed.group_by("site_id").agg(pl.col("time").max()).iter_rows())
@@ -236,6 +243,8 @@ class ServingState:
             online_version=version,
             factors=factors,
             factors_version=factors_version,
+            daily_errors=daily_errors,
+            daily_errors_version=errors_version,
             observations=panel.filter(pl.col("time") <= origin).select("site_id", "time", *FORECAST_POLLUTANTS).sort("site_id", "time"),
         )
         self._reason = ""

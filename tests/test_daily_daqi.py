@@ -111,10 +111,14 @@ def test_the_observed_index_of_every_site_day_at_once_equals_the_daily_index_of_
         **{p: np.where(rng.random(2 * len(times)) < 0.15, np.nan, rng.uniform(5, 140, 2 * len(times))) for p in ("pm25", "pm10", "no2", "o3")},
     }, schema_overrides={"time": pl.Datetime("us", "UTC")}).with_columns(pl.col(p).fill_nan(None) for p in ("pm25", "pm10", "no2", "o3"))
     observed = observed_daily_index(panel, ("pm25", "pm10", "no2", "o3"))
-    for site, day, index in observed.iter_rows():
+    for row in observed.iter_rows(named=True):
+        site, day = row["site_id"], row["day"]
         hours = panel.filter(pl.col("site_id") == site).unpivot(index="time", on=["pm25", "pm10", "no2", "o3"], variable_name="pollutant", value_name="observed")
         hours = hours.with_columns(pred=pl.lit(None, pl.Float64), lower=pl.lit(None, pl.Float64), upper=pl.lit(None, pl.Float64))
-        assert daily_index(hours, day).index == index, (site, day)
+        result = daily_index(hours, day)
+        assert result.index == row["observed"], (site, day)
+        for p in result.pollutants:  # each pollutant's day value beside the index, as the daily errors need it
+            assert row[f"observed_{p.pollutant}"] == (None if p.value is None else pytest.approx(p.value)), (site, day, p.pollutant)
     assert observed.height == 2 * 3
 
 
@@ -203,3 +207,93 @@ def test_verified_daily_odds_use_the_intervals_as_served_with_the_factors_of_eac
         return float(np.mean(np.sum(p * (1 - p), axis=1)))
 
     assert spread(served) > spread(plain) + 0.05, (spread(served), spread(plain))
+
+
+def _errors(**columns: list[float]) -> pl.DataFrame:
+    n = len(next(iter(columns.values())))
+    return pl.DataFrame({"site_id": ["A"] * n, "day": [date(2025, 6, 1) + timedelta(days=k) for k in range(n)], **{f"error_{p}": v for p, v in columns.items()}})
+
+
+def test_a_day_wholly_forecast_takes_its_odds_from_the_verified_daily_errors():
+    """Each verified site-day moves the day's forecast value by its error (in log(1 + value)): the
+    odds are the share of those that reach each index. A day partly observed, or too few verified
+    days, and the odds come from the hourly intervals."""
+    from routeaq_assets.core.daily_daqi import DAILY_ERRORS, HOURLY_DRAWS, MIN_DAILY_ERRORS
+
+    day = date(2025, 7, 14)
+    # pm25 forecast 30 (index 3); 40 % of the verified days erred by +25 % (37.5: index 4), the rest by -10 %
+    errors = _errors(pm25=[float(np.log1p(37.5) - np.log1p(30.0))] * 20 + [float(np.log1p(27.0) - np.log1p(30.0))] * 30)
+    ahead = daily_index(_day(day, {"pm25": 30.0}, width=1.0), day, errors=errors)
+    assert (ahead.index, ahead.odds_from, ahead.odds_site_days) == (3, DAILY_ERRORS, 50)
+    assert ahead.p_moderate == pytest.approx(0.4) and ahead.p_at_least[3] == 1.0 and ahead.p_at_least[5] == 0.0
+    assert ahead.as_dict()["odds_from"] == DAILY_ERRORS
+    narrow = daily_index(_day(day, {"pm25": 30.0}, width=1.0), day)  # the hourly intervals say it cannot reach 36
+    assert narrow.odds_from == HOURLY_DRAWS and narrow.p_moderate == 0.0
+    today = daily_index(_day(day, {"pm25": 30.0}, observed_until=1, width=1.0), day, errors=errors)
+    assert today.odds_from == HOURLY_DRAWS and today.p_moderate == 0.0
+    few = daily_index(_day(day, {"pm25": 30.0}, width=1.0), day, errors=errors.head(MIN_DAILY_ERRORS - 1))
+    assert few.odds_from == HOURLY_DRAWS
+    other = daily_index(_day(day, {"no2": 100.0}, width=1.0), day, errors=errors)  # no verified NO2 errors
+    assert other.odds_from == HOURLY_DRAWS
+
+
+def test_pollutants_that_erred_together_move_together_in_the_odds():
+    """The site's odds draw each verified site-day's errors of all its pollutants at once: when
+    PM2.5 and NO2 ran high on the same days, P(index >= 4) is the share of those days (0.5), not
+    the 0.75 that independent errors would give."""
+    from routeaq_assets.core.daily_daqi import odds_from_errors
+
+    high_pm, low_pm = float(np.log1p(40.0) - np.log1p(30.0)), float(np.log1p(20.0) - np.log1p(30.0))
+    high_no2, low_no2 = float(np.log1p(210.0) - np.log1p(150.0)), float(np.log1p(120.0) - np.log1p(150.0))
+    together = _errors(pm25=[high_pm, low_pm] * 20, no2=[high_no2, low_no2] * 20)
+    odds, days = odds_from_errors({"pm25": 30.0, "no2": 150.0}, together)
+    assert days == 40 and odds[4] == pytest.approx(0.5)
+    apart = _errors(pm25=[high_pm, low_pm] * 20, no2=[high_no2, high_no2, low_no2, low_no2] * 10)
+    assert odds_from_errors({"pm25": 30.0, "no2": 150.0}, apart)[0][4] == pytest.approx(0.75)
+    gaps = together.with_columns(pl.when(pl.col("day") < date(2025, 6, 12)).then(None).otherwise(pl.col("error_no2")).alias("error_no2"))
+    assert odds_from_errors({"pm25": 30.0, "no2": 150.0}, gaps) is None  # 29 site-days with both errors: too few
+
+
+def _verified(days: list[date], forecast: float, observed: float | None, hours_observed: int = 0, site: str = "A") -> pl.DataFrame:
+    from routeaq_assets.core.daily_verification import issue_origin
+
+    return pl.DataFrame(
+        {"site_id": site, "day": days, "issue": "day_before", "origin": [issue_origin(d, "day_before") for d in days], "index": 3,
+         "hours_observed": hours_observed, "forecast_pm25": forecast, "observed_pm25": observed,
+         **{f"p_at_least_{k}": 1.0 if k <= 3 else 0.0 for k in range(1, 11)}, "odds_from": "hourly_intervals"},
+        schema_overrides={"origin": pl.Datetime("us", "UTC"), "observed_pm25": pl.Float64, "hours_observed": pl.Int64},
+    )
+
+
+def test_daily_errors_are_those_of_days_over_by_the_origin_forecast_wholly_ahead_in_the_window():
+    from routeaq_assets.core.daily_daqi import DAILY_ERROR_DAYS
+    from routeaq_assets.core.daily_verification import daily_errors, issue_origin
+
+    target = date(2025, 7, 14)
+    as_of = issue_origin(target, "day_before")  # noon on the 13th: the 12th is the newest day over
+    days = [target - timedelta(days=k) for k in range(0, DAILY_ERROR_DAYS + 5)]
+    verified = pl.concat([
+        _verified(days, forecast=30.0, observed=37.5),
+        _verified(days, forecast=30.0, observed=10.0, hours_observed=7, site="B"),  # issued on the day: not wholly ahead
+    ])
+    errors = daily_errors(verified, as_of)
+    assert errors["day"].max() == target - timedelta(days=2) and errors["day"].min() == target - timedelta(days=DAILY_ERROR_DAYS + 1)
+    assert errors.height == DAILY_ERROR_DAYS and set(errors["site_id"]) == {"A"}
+    assert errors["error_pm25"].to_numpy() == pytest.approx(np.log1p(37.5) - np.log1p(30.0))
+
+
+def test_verified_odds_use_only_the_days_verified_by_each_origin():
+    """``with_verified_odds`` gives a day forecast wholly ahead the odds of the errors verified by
+    its origin: a later day's outcome, however wrong, does not change them."""
+    from routeaq_assets.core.daily_daqi import DAILY_ERRORS, HOURLY_DRAWS
+    from routeaq_assets.core.daily_verification import with_verified_odds
+
+    target = date(2025, 7, 14)
+    history = _verified([target - timedelta(days=k) for k in range(2, 42)], forecast=30.0, observed=37.5)  # every day +25 %: index 4
+    rows = pl.concat([_verified([target], forecast=30.0, observed=None), _verified([target], forecast=30.0, observed=None, hours_observed=7, site="B")])
+    later = _verified([target + timedelta(days=k) for k in range(-1, 30)], forecast=30.0, observed=5.0, site="C")
+    scored = with_verified_odds(rows, pl.concat([history, later]))
+    ahead, today = scored.row(0, named=True), scored.row(1, named=True)
+    assert (ahead["odds_from"], ahead["p_at_least_4"]) == (DAILY_ERRORS, 1.0)
+    assert (today["odds_from"], today["p_at_least_4"]) == (HOURLY_DRAWS, 0.0)
+    assert with_verified_odds(rows, later).equals(rows)  # nothing verified by the origin yet

@@ -200,3 +200,15 @@ def test_daqi_verification_scores_each_days_forecasts_against_the_observed_index
         assert odds == sorted(odds, reverse=True) and odds[0] == 1.0
     assert metadata["day_before_site_days"].value == metadata["same_day_site_days"].value == len(days) * len(TEST_SITES)
     assert "index >= 4" in metadata["scores"].value and "hit rate" in metadata["scores"].value
+    # Too few verified days for the daily errors yet: every day's odds come from the hourly draws.
+    assert set(stored["odds_from"]) == {"hourly_intervals"}
+    assert (stored.filter(pl.col("issue") == "day_before")["hours_observed"] == 0).all() and (stored.filter(pl.col("issue") == "same_day")["hours_observed"] > 0).all()
+    # The errors of the days forecast wholly ahead, published beside the online panel for the service.
+    from routeaq_assets.adapters.stores import daily_error_store
+
+    published = daily_error_store(defs.resources["online_store"].target).read().sort("site_id", "day")
+    ahead = stored.filter(pl.col("issue") == "day_before").sort("site_id", "day")
+    assert published.select("site_id", "day").equals(ahead.select("site_id", "day")) and metadata["daily_errors_site_days"].value == ahead.height
+    for p in ("pm25", "no2"):
+        expected = (ahead[f"observed_{p}"].log1p() - ahead[f"forecast_{p}"].log1p()).to_numpy()
+        assert published[f"error_{p}"].to_numpy() == pytest.approx(expected, nan_ok=True)

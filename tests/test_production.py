@@ -30,6 +30,7 @@ from production_services import (  # noqa: F401 - fixtures
     start_mlflow_server,
 )
 from routeaq_assets.adapters.shared import SharedFolder
+from routeaq_assets.adapters.stores import daily_error_store
 from routeaq_assets.core.predictions import read_prediction_log
 from routeaq_assets.core.retraining import RetrainPolicy
 from routeaq_assets.definitions import build_definitions
@@ -80,7 +81,10 @@ def close_the_loop(defs: dg.Definitions, instance: dg.DagsterInstance, hour, ser
     plot = requests.get(performance["plot_pm25"].value.replace("http://localhost:8000", service), timeout=10)
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
     daily = dg.materialize([defs.get_assets_def("daqi_verification")], resources=defs.resources, instance=instance, partition_key=f"{hour - timedelta(days=1):%Y-%m-%d}")
-    assert daily.success and daily.asset_materializations_for_node("daqi_verification")[0].metadata["sites"].value == len(SITES)
+    verified = daily.asset_materializations_for_node("daqi_verification")[0].metadata
+    assert daily.success and verified["sites"].value == len(SITES)
+    assert verified["daily_errors_published_to"].value.startswith("redis://")
+    assert daily_error_store(defs.resources["online_store"].target).read().height == verified["daily_errors_site_days"].value
     alerts = dg.materialize([defs.get_assets_def("subscription_alerts")], resources=defs.resources, instance=instance)
     assert alerts.success  # no subscription yet: the forecasts are read and nothing is sent
 

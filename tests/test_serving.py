@@ -2,7 +2,7 @@
 the Redis online store."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import duckdb
@@ -201,6 +201,34 @@ def test_prediction_log_round_trips_the_contract(tmp_path):
     assert row["hours_ahead"] == 6 and row["model_name"] == "routeaq-no2"
     assert row["time"] - row["origin"] == timedelta(hours=6)
     assert read_prediction_log(tmp_path, start=datetime(2025, 8, 1, 11, tzinfo=timezone.utc)).is_empty()
+
+
+def test_published_daily_errors_give_tomorrows_odds_and_today_keeps_the_hourly_draws(forecasts):
+    """The verified daily errors that ``daqi_verification`` publishes reach the service at its next
+    refresh: tomorrow (wholly forecast) takes its odds from them, today (partly observed) from the
+    hourly intervals; the point index is the same either way."""
+    import numpy as np
+
+    from routeaq_assets.adapters.stores import daily_error_store
+    from routeaq_assets.core.daily_daqi import DAILY_ERRORS, HOURLY_DRAWS, odds_from_errors
+    from routeaq_serving.daily import daily_outlook
+
+    before = daily_outlook(forecasts, forecasts.current(), "MY1")[0]
+    assert [d.odds_from for d in before] == [HOURLY_DRAWS, HOURLY_DRAWS]
+    rng = np.random.default_rng(5)
+    errors = pl.DataFrame({"site_id": "X", "day": [date(2025, 5, 1) + timedelta(days=k) for k in range(40)],
+                           **{f"error_{p}": rng.normal(0.3, 0.4, 40) for p in ("pm25", "pm10", "no2", "o3")}})
+    store = daily_error_store(forecasts.settings.online_store_target)
+    try:
+        store.publish(errors)
+        assert forecasts.refresh()
+        today, tomorrow = daily_outlook(forecasts, forecasts.current(), "MY1")[0]
+    finally:
+        store.path.unlink()  # the trained home is shared with other tests
+    assert (today.odds_from, today.p_at_least) == (HOURLY_DRAWS, before[0].p_at_least)
+    assert (tomorrow.odds_from, tomorrow.odds_site_days, tomorrow.index) == (DAILY_ERRORS, 40, before[1].index)
+    expected, _ = odds_from_errors({p.pollutant: p.value for p in tomorrow.pollutants}, errors)
+    assert tomorrow.p_at_least == expected and tomorrow.p_at_least != before[1].p_at_least
 
 
 def test_published_interval_factors_stretch_the_served_interval_and_are_logged(forecasts):

@@ -75,15 +75,25 @@ def online_store(target: str) -> FileOnlineStore | RedisOnlineStore:
     return RedisOnlineStore(url, key) if key else RedisOnlineStore(url)
 
 
-def interval_factor_store(target: str) -> FileOnlineStore | RedisOnlineStore:
-    """Where the interval factors (``core.intervals``) are published beside the online panel of
-    ``target``: ``interval_factors.parquet`` next to the panel file, or the panel's Redis key
-    with ``:interval_factors`` appended."""
+def _beside_panel(target: str, name: str) -> FileOnlineStore | RedisOnlineStore:
+    """A table published beside the online panel of ``target``: ``{name}.parquet`` next to the
+    panel file, or the panel's Redis key with ``:{name}`` appended."""
     store = online_store(target)
     if isinstance(store, FileOnlineStore):
-        return FileOnlineStore(store.path.with_name("interval_factors.parquet"))
+        return FileOnlineStore(store.path.with_name(f"{name}.parquet"))
     url = target.partition("#")[0]
-    return RedisOnlineStore(url, f"{store.key}:interval_factors")
+    return RedisOnlineStore(url, f"{store.key}:{name}")
+
+
+def interval_factor_store(target: str) -> FileOnlineStore | RedisOnlineStore:
+    """Where the interval factors (``core.intervals``) are published beside the online panel."""
+    return _beside_panel(target, "interval_factors")
+
+
+def daily_error_store(target: str) -> FileOnlineStore | RedisOnlineStore:
+    """Where the verified daily errors (``core.daily_verification.daily_errors``) that give a
+    wholly forecast day's odds are published beside the online panel."""
+    return _beside_panel(target, "daily_errors")
 
 
 class HistoryUnreadable(Exception):

@@ -12,13 +12,27 @@ The site's index is the highest of its pollutants' (``core.daqi`` holds the band
 Today's index combines the hours already observed with the forecast for the rest. A pollutant
 counts for the day when at least ``MIN_HOURS_SHARE`` of its hours are observed or forecast.
 
-The odds come from ``SAMPLES`` joint draws of the day's hours: each forecast hour is its point
-forecast plus an error drawn from the two halves of its interval (a normal whose 10th and 90th
-percentiles are the 80 % interval's bounds, one scale below the forecast and another above), with
-errors correlated from hour to hour (AR(1), ``ERROR_CORRELATION`` per hour: a forecast that is
-high at 09:00 is high at 10:00 too, which is what makes a day's mean uncertain). Observed hours
-are fixed. The probability of an index at or above k is the share of draws whose site index
-reaches k. The draws are seeded, so the same forecasts give the same odds.
+The odds of a day wholly forecast (no hour of it observed yet: tomorrow) come from the verified
+daily errors (``errors``): the error of each pollutant's day value, log(1 + observed) - log(1 +
+forecast), of the site-days forecast wholly ahead in the last ``DAILY_ERROR_DAYS`` days (pooled
+over sites, ``core.daily_verification.daily_errors``). Each verified site-day is one draw: every
+pollutant's forecast value moved by that day's error for it (so pollutants that erred together
+move together), and the probability of an index at or above k is the share of draws whose site
+index reaches k. Fewer than ``MIN_DAILY_ERRORS`` verified site-days with an error for each of the
+site's pollutants, and the hourly draws below give the odds.
+
+The odds of a day partly observed (today), or without enough verified days, come from
+``SAMPLES`` joint draws of the day's hours: each forecast hour is its point forecast plus an
+error drawn from the two halves of its interval (a normal whose 10th and 90th percentiles are the
+80 % interval's bounds, one scale below the forecast and another above), with errors correlated
+from hour to hour (AR(1), ``ERROR_CORRELATION`` per hour: a forecast that is high at 09:00 is high
+at 10:00 too, which is what makes a day's mean uncertain). Observed hours are fixed, so the draws
+narrow as the day is observed. The draws are seeded, so the same forecasts give the same odds.
+
+Why two: verified on the real files and AQEval (bench/RESULTS.md), the hourly draws state a
+wholly forecast day's odds too high where they are middling (the day's value is not the sum of
+24 hourly intervals), while the daily errors cannot tell a day with 17 hours left from one with
+3; the hourly draws are calibrated on the day itself.
 """
 
 from __future__ import annotations
@@ -42,6 +56,9 @@ SEED = 20
 MIN_HOURS_SHARE = 0.75  # Defra's data capture for a daily statistic: 18 of 24 hours
 O3_WINDOW_HOURS = 8
 MODERATE, HIGH = 4, 7  # the first index of the Moderate and the High band
+DAILY_ERROR_DAYS = 90  # the verified days whose daily errors give a wholly forecast day's odds
+MIN_DAILY_ERRORS = 30  # verified site-days needed (with an error for each of the site's pollutants)
+HOURLY_DRAWS, DAILY_ERRORS = "hourly_intervals", "verified_daily_errors"  # where a day's odds come from
 
 
 def uk_day(moment: datetime) -> date:
@@ -124,6 +141,8 @@ class DailyIndex:
     set_by: str | None
     p_at_least: dict[int, float]
     pollutants: list[PollutantDay] = field(default_factory=list)
+    odds_from: str = HOURLY_DRAWS
+    odds_site_days: int | None = None  # the verified site-days the odds rest on (daily errors only)
 
     @property
     def p_moderate(self) -> float | None:
@@ -143,6 +162,8 @@ class DailyIndex:
             "p_high_or_above": None if self.p_high is None else round(self.p_high, 3),
             "p_index_at_least": {str(k): round(p, 3) for k, p in self.p_at_least.items()},
             "pollutants": [p.as_dict() for p in self.pollutants],
+            "odds_from": self.odds_from,
+            "odds_site_days": self.odds_site_days,
         }
 
 
@@ -158,10 +179,31 @@ def day_hours(observed: pl.DataFrame, forecast: pl.DataFrame | None, pollutants:
     return seen.join(ahead, on=["time", "pollutant"], how="full", coalesce=True)
 
 
-def daily_index(hours: pl.DataFrame, day: date, coverage: float = 0.8, samples: int = SAMPLES) -> DailyIndex:
+def error_column(pollutant: str) -> str:
+    return f"error_{pollutant}"
+
+
+def odds_from_errors(values: dict[str, float], errors: pl.DataFrame, min_days: int = MIN_DAILY_ERRORS) -> tuple[dict[int, float], int] | None:
+    """P(site index >= k), k = 1..10, of a day whose pollutants' forecast values are ``values``,
+    each verified site-day of ``errors`` (``error_{pollutant}`` columns) one draw; and the number
+    of site-days used. None when fewer than ``min_days`` have an error for every pollutant."""
+    columns = [error_column(p) for p in values]
+    if not values or any(c not in errors.columns for c in columns):
+        return None
+    usable = errors.select(columns).filter(pl.all_horizontal(pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in columns))
+    if usable.height < min_days:
+        return None
+    drawn = [index_of(p, np.expm1(np.log1p(max(v, 0.0)) + usable[error_column(p)].to_numpy())) for p, v in values.items()]
+    site = np.max(np.vstack(drawn), axis=0)
+    return {k: float(np.mean(site >= k)) for k in range(1, 11)}, usable.height
+
+
+def daily_index(hours: pl.DataFrame, day: date, coverage: float = 0.8, samples: int = SAMPLES, errors: pl.DataFrame | None = None) -> DailyIndex:
     """The daily index of ``day`` at one site from ``hours``: one row per pollutant and UTC hour,
     with ``observed`` (null where not yet observed) and the forecast ``pred``, ``lower``, ``upper``
-    (its ``coverage`` interval; null where there is none). An hour with an observation uses it."""
+    (its ``coverage`` interval; null where there is none). An hour with an observation uses it.
+    ``errors``: the verified daily errors that give a wholly forecast day's odds (see the module
+    docstring); None or too few, and the odds are drawn from the hourly intervals."""
     start, end = uk_day_bounds(day)
     grid = pl.datetime_range(start, end, "1h", closed="left", time_unit="us", time_zone="UTC", eager=True).alias("time")
     z_scale = NormalDist().inv_cdf(0.5 + coverage / 2.0)  # 1.28 for 80 %: the bounds' distance in standard deviations
@@ -189,6 +231,10 @@ def daily_index(hours: pl.DataFrame, day: date, coverage: float = 0.8, samples: 
     if not known:
         return DailyIndex(day, None, None, None, {}, per_pollutant)
     top = max(known, key=lambda p: p.index)
+    wholly_forecast = sum(p.observed_hours for p in per_pollutant) == 0
+    verified = odds_from_errors({p.pollutant: p.value for p in known}, errors) if wholly_forecast and errors is not None else None
+    if verified is not None:
+        return DailyIndex(day, top.index, BANDS[top.index - 1], top.pollutant, verified[0], per_pollutant, DAILY_ERRORS, verified[1])
     site = np.nanmax(np.vstack(sampled), axis=0)
     p_at_least = {k: float(np.mean(site >= k)) for k in range(1, 11)}
     return DailyIndex(day, top.index, BANDS[top.index - 1], top.pollutant, p_at_least, per_pollutant)

@@ -24,7 +24,21 @@ from datetime import date, datetime, time, timedelta, timezone
 import numpy as np
 import polars as pl
 
-from routeaq_assets.core.daily_daqi import MIN_HOURS_SHARE, MODERATE, O3_WINDOW_HOURS, UK, daily_index, day_hours, index_of, uk_day_bounds
+from routeaq_assets.core.daily_daqi import (
+    DAILY_ERROR_DAYS,
+    DAILY_ERRORS,
+    HOURLY_DRAWS,
+    MIN_HOURS_SHARE,
+    MODERATE,
+    O3_WINDOW_HOURS,
+    UK,
+    daily_index,
+    day_hours,
+    error_column,
+    index_of,
+    odds_from_errors,
+    uk_day_bounds,
+)
 from routeaq_assets.core.daqi import BANDS
 from routeaq_assets.core.features import build_features, lookback_start
 from routeaq_assets.core.intervals import factors_for, widen
@@ -95,6 +109,8 @@ def verification_scores(rows: pl.DataFrame, climatology: dict[int, float]) -> di
     index are left out and counted."""
     scored = rows.filter(pl.col("observed").is_not_null() & pl.col("index").is_not_null())
     result: dict = {"site_days": scored.height, "left_out": rows.height - scored.height}
+    if "odds_from" in scored.columns:
+        result["odds_from"] = dict(sorted(scored["odds_from"].fill_null(HOURLY_DRAWS).value_counts().iter_rows()))
     if scored.is_empty():
         return result
     index, observed = scored["index"].to_numpy(), scored["observed"].to_numpy()
@@ -136,7 +152,8 @@ def format_scores(scores: dict, title: str) -> str:
         f"**{title}**: {scores['site_days']} site-days ({scores['left_out']} left out); exact band {scores['exact_band']:.1%}, "
         f"index within one {scores['index_within_one']:.1%}; RPS {scores['rps']:.4f} (climatology {scores['rps_climatology']:.4f}"
         + (f", persistence {scores['rps_persistence']:.4f} on its days, model {scores['rps_on_persistence_days']:.4f}" if "rps_persistence" in scores else "")
-        + ")",
+        + ")"
+        + ("; odds from " + ", ".join(f"{source.replace('_', ' ')} on {n} site-days" for source, n in scores["odds_from"].items()) if scores.get("odds_from") else ""),
         "",
         "| event | events | warnings | hit rate | false alarm ratio | CSI | Brier | Brier climatology | Brier persistence (model, same days) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -193,9 +210,12 @@ def observed_daily_index(panel: pl.DataFrame, pollutants: tuple[str, ...]) -> pl
         hours = pl.len()
         per_day = local.group_by("site_id", "day").agg(daily.alias("value"), pl.col(p).is_not_null().sum().alias("seen"), hours.alias("hours"))
         per_day = per_day.with_columns(pl.when(pl.col("seen") >= MIN_HOURS_SHARE * pl.col("hours")).then(pl.col("value")).otherwise(None).alias("value"))
-        frames.append(per_day.select("site_id", "day", pl.Series("index", index_of(p, per_day["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()))))
-    joined = pl.concat(frames).group_by("site_id", "day").agg(pl.col("index").fill_nan(None).max().cast(pl.Int64).alias("observed"))
-    return joined.sort("site_id", "day")
+        frames.append(per_day.select("site_id", "day", pl.lit(p).alias("pollutant"), pl.col("value").cast(pl.Float64),
+                                     pl.Series("index", index_of(p, per_day["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()))))
+    long = pl.concat(frames)
+    joined = long.group_by("site_id", "day").agg(pl.col("index").fill_nan(None).max().cast(pl.Int64).alias("observed"))
+    values = long.pivot(on="pollutant", index=["site_id", "day"], values="value").rename({p: f"observed_{p}" for p in long["pollutant"].unique()})
+    return joined.join(values, on=["site_id", "day"], how="left").sort("site_id", "day")
 
 
 def daily_forecast_rows(
@@ -255,9 +275,51 @@ def daily_forecast_rows(
         for site_id in panel["site_id"].unique().sort().to_list():
             ahead = forecast.filter((pl.col("site_id") == site_id) & (pl.col("day") == day)) if forecast.height else None
             result = daily_index(day_hours(seen.filter(pl.col("site_id") == site_id), ahead, list(models)), day, coverage=coverage)
+            values = {p.pollutant: p.value for p in result.pollutants}
             rows.append({"site_id": site_id, "day": day, "issue": issue, "origin": origin, "index": result.index, "set_by": result.set_by,
-                         **{f"p_at_least_{k}": result.p_at_least.get(k) for k in INDICES}})
-    return pl.DataFrame(rows, schema_overrides={"origin": pl.Datetime("us", "UTC"), "index": pl.Int64, **{c: pl.Float64 for c in p_columns()}})
+                         "hours_observed": sum(p.observed_hours for p in result.pollutants),
+                         **{f"forecast_{p}": values.get(p) for p in models},
+                         **{f"p_at_least_{k}": result.p_at_least.get(k) for k in INDICES}, "odds_from": result.odds_from})
+    return pl.DataFrame(rows, schema_overrides={"origin": pl.Datetime("us", "UTC"), "index": pl.Int64, "hours_observed": pl.Int64,
+                                                **{f"forecast_{p}": pl.Float64 for p in models}, **{c: pl.Float64 for c in p_columns()}})
+
+
+def daily_errors(verified: pl.DataFrame, as_of: datetime, days: int = DAILY_ERROR_DAYS) -> pl.DataFrame:
+    """The verified daily errors known at ``as_of``: for each site-day of ``verified`` (forecast
+    rows with their outcomes, ``with_outcomes``) forecast wholly ahead (no hour observed), whose UK
+    day ended by ``as_of`` and at most ``days`` days before it, ``error_{pollutant}`` = log(1 +
+    observed value) - log(1 + forecast value) of the day's value (null where either is missing)."""
+    pollutants = [c.removeprefix("forecast_") for c in verified.columns if c.startswith("forecast_") and f"observed_{c.removeprefix('forecast_')}" in verified.columns]
+    if verified.is_empty() or not pollutants or "hours_observed" not in verified.columns:
+        return pl.DataFrame(schema={"site_id": pl.Utf8, "day": pl.Date})
+    last_day = as_of.astimezone(UK).date() - timedelta(days=1)  # the newest UK day over by as_of
+    log_value = lambda c: pl.col(c).clip(lower_bound=0.0).log1p()  # noqa: E731
+    return (
+        verified.filter((pl.col("hours_observed") == 0) & (pl.col("day") <= last_day) & (pl.col("day") > last_day - timedelta(days=days)))
+        .unique(["site_id", "day"], keep="first")
+        .select("site_id", "day", *(log_value(f"observed_{p}").sub(log_value(f"forecast_{p}")).alias(error_column(p)) for p in pollutants))
+        .sort("site_id", "day")
+    )
+
+
+def with_verified_odds(rows: pl.DataFrame, verified: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` (``daily_forecast_rows``) with the odds of each day forecast wholly ahead taken
+    from the daily errors verified by its origin (``daily_errors`` of ``verified``), as the
+    service takes them (``core.daily_daqi``); the others, and days with too few verified
+    site-days, keep the odds drawn from the hourly intervals."""
+    if rows.is_empty():
+        return rows
+    pollutants = [c.removeprefix("forecast_") for c in rows.columns if c.startswith("forecast_")]
+    out = []
+    for (origin,), group in rows.group_by("origin", maintain_order=True):
+        errors = daily_errors(verified, origin)
+        for row in group.iter_rows(named=True):
+            values = {p: row[f"forecast_{p}"] for p in pollutants if row[f"forecast_{p}"] is not None}
+            odds = odds_from_errors(values, errors) if row["hours_observed"] == 0 and row["index"] is not None else None
+            if odds is not None:
+                row = {**row, **{f"p_at_least_{k}": odds[0][k] for k in INDICES}, "odds_from": DAILY_ERRORS}
+            out.append(row)
+    return pl.DataFrame(out, schema=rows.schema)
 
 
 def with_outcomes(forecasts: pl.DataFrame, observed: pl.DataFrame) -> pl.DataFrame:

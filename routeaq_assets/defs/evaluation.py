@@ -25,6 +25,7 @@ from routeaq_assets.core.daily_verification import (
     observed_daily_index,
     verification_scores,
     with_outcomes,
+    with_verified_odds,
 )
 from routeaq_assets.core.intervals import interval_factors
 from routeaq_assets.core.models import GATE_LEADS, TRAINING_LEADS
@@ -232,7 +233,9 @@ def daily_backtest_rows(panel: pl.DataFrame, features: dict[str, pl.DataFrame], 
     index and the fold (0 first); and the climatology: the observed index frequencies before the
     first fold. The hourly intervals are stretched as served: by the interval factors as of each
     origin, from the folds' forecasts at the gate leads already scored then (the monitoring loop
-    scores those leads; the first fold's first days have none and keep the models' own)."""
+    scores those leads; the first fold's first days have none and keep the models' own). A day
+    forecast wholly ahead (issued the day before) takes its odds from the daily errors of the days
+    verified by its origin (``with_verified_odds``), until there are too few: the hourly draws."""
     settings = config.settings()
     any_features = next(iter(features.values()))
     end = any_features["time"].max() + timedelta(hours=1)
@@ -253,7 +256,9 @@ def daily_backtest_rows(panel: pl.DataFrame, features: dict[str, pl.DataFrame], 
         ]
     observed = observed_daily_index(panel, tuple(features))
     climatology = climatology_rates(observed.filter(pl.col("day") < uk_day(first))["observed"])
-    return with_outcomes(pl.concat(rows), observed), climatology
+    forecasts = pl.concat(rows)
+    # A day forecast wholly ahead takes its odds from the days verified by its origin, as served.
+    return with_outcomes(with_verified_odds(forecasts, with_outcomes(forecasts, observed)), observed), climatology
 
 
 def _gate_lead_forecasts(features: pl.DataFrame, pollutant: str, model, start: datetime, stop: datetime) -> pl.DataFrame:  # noqa: ANN001 - a Forecaster

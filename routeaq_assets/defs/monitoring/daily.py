@@ -7,7 +7,13 @@ odds, observed index, yesterday's index) and reports the scores of the last ``SC
 pooled over sites, with the number of site-days and events each rests on. The forecasts are the
 champions' as of each origin, from the stored observations and weather, with their intervals as
 served: stretched by the factors (``core.intervals``) computed from the forecasts scored before
-the origin. A day a champion trained on is not scored (it would flatter the model).
+the origin; a day forecast wholly ahead (the day before) takes its odds from the daily errors
+verified by its origin, as the service does. A day a champion trained on is not scored (it would
+flatter the model), nor are its errors used.
+
+After storing the day, it publishes the daily errors of the last ``DAILY_ERROR_DAYS`` verified
+days beside the online panel, where the service reads them at its next refresh
+(``core.daily_daqi``: the odds of tomorrow).
 """
 
 
@@ -17,16 +23,18 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.core import intervals
-from routeaq_assets.core.daily_daqi import uk_day_bounds
+from routeaq_assets.core.daily_daqi import DAILY_ERROR_DAYS, uk_day_bounds
 from routeaq_assets.core.daily_verification import (
     ISSUES,
     climatology_rates,
+    daily_errors,
     daily_forecast_rows,
     format_scores,
     issue_origin,
     observed_daily_index,
     verification_scores,
     with_outcomes,
+    with_verified_odds,
 )
 from routeaq_assets.core.environment import model_name, partitions_start
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
@@ -34,6 +42,7 @@ from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
 from routeaq_assets.defs.monitoring.assets import scored_forecasts
 from routeaq_assets.model_store import ModelStore
+from routeaq_assets.online_store import OnlineStore
 from routeaq_assets.warehouse import WarehouseResource
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start()[:10], timezone="Europe/London")  # UK days, from the hours' start
@@ -48,7 +57,7 @@ SCORED_DAYS = 90  # days of stored forecasts the reported scores pool
     kinds={"duckdb", "polars"},
     pool="warehouse",
 )
-def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_store: ModelStore) -> dg.MaterializeResult:
+def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_store: ModelStore, online_store: OnlineStore) -> dg.MaterializeResult:
     """The day's daily index forecasts (issued the day before at noon and on the day at 06:00, UK
     time) for every site, scored against the observed index: exact band, index within one, hit
     rate, false alarm ratio and CSI of Moderate or above (and index 3 or above), Brier scores
@@ -71,7 +80,11 @@ def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseRes
                             factors_at=lambda as_of: intervals.interval_factors(scored, as_of, coverage=coverage))
         for issue in ISSUES
     ])
-    rows = with_outcomes(forecasts, observed).with_columns(
+    verified = (
+        warehouse.query("SELECT * FROM daqi_forecasts WHERE time >= ? AND time < ? AND NOT champion_trained_on_it", [start - timedelta(days=DAILY_ERROR_DAYS + 1), start])
+        if warehouse.has_table("daqi_forecasts") else pl.DataFrame()
+    )
+    rows = with_outcomes(with_verified_odds(forecasts, verified), observed).with_columns(
         pl.lit(start).alias("time"),
         (pl.col("origin") < pl.lit(trained_until)).alias("champion_trained_on_it"),
         pl.lit(",".join(f"{p}:v{m.version}" for p, m in sorted(champions.items()))).alias("models"),
@@ -79,6 +92,9 @@ def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     warehouse.replace_window("daqi_forecasts", rows, start, end)
 
     history = warehouse.query("SELECT * FROM daqi_forecasts WHERE time >= ? AND time < ? AND NOT champion_trained_on_it", [end - timedelta(days=SCORED_DAYS), end])
+    errors = daily_errors(history, end)
+    where = online_store.publish_daily_errors(errors)
+    context.log.info(f"daily errors of {errors.height} verified site-days as of {end.isoformat()} published to {where}")
     climatology = climatology_rates(observed.filter(pl.col("day") < day)["observed"])
     text, numbers = [], {}
     for issue in ISSUES:
@@ -102,6 +118,8 @@ def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseRes
                 + "\n".join(f"| {r['site_id']} | {r['index']} | {r['p_at_least_4']:.2f} | {r['p_at_least_7']:.2f} | {r['observed']} |" for r in today.iter_rows(named=True) if r["index"] is not None)
             ),
             "scores": dg.MetadataValue.md("\n\n".join(text)),
+            "daily_errors_site_days": errors.height,
+            "daily_errors_published_to": where,
             "scored_days": SCORED_DAYS,
             "scored_from": (end - timedelta(days=SCORED_DAYS)).isoformat(),
             **numbers,
