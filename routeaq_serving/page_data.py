@@ -187,7 +187,7 @@ def _summary(state: State, facts: dict[str, dict], site_id: str, parts: dict) ->
 
 class _PerState:
     """What is computed once per served state (a state changes only when the service refreshes
-    to a new champion, panel or set of factors) and shared by every request until the next: each
+    to a new champion, panel, set of factors or daily errors) and shared by every request until the next: each
     site's forecasts, its as-of forecasts for the history hours, and the overview. ``warm``
     builds the forecasts and the overview as a state is loaded, so no visitor waits for them;
     work is done outside the lock and the first result kept."""

@@ -47,8 +47,10 @@ LEVEL_BINS = 5
 # this against direct models trained for one lead each).
 TRAINING_LEADS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 30, 36, 42, 48)
 # Each site-hour appears at about this many of the training leads (a seeded draw): the training
-# set is this many times the rows of a one-lead model, not len(TRAINING_LEADS) times.
-LEADS_PER_ROW = 4
+# set is this many times the rows of a one-lead model, not len(TRAINING_LEADS) times. Five, not
+# four: PM10 at 6 h came within 1 point of a direct model and every lead gained 0.2-0.8 points on
+# the real files, for a quarter more rows (bench/RESULTS.md, "Training every lead ... at 150 sites").
+LEADS_PER_ROW = 5
 # The first hours keep every row: thinned like the others, the one-hour forecast lost 3-9 points of
 # skill to a direct one-hour model on the real files (bench/RESULTS.md).
 WHOLE_LEADS_UP_TO = 3
