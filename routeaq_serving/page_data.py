@@ -144,9 +144,9 @@ def _facts(facts: dict[str, dict], site_id: str) -> dict:
 
 
 def _day_summary(day: DailyIndex) -> dict:
-    """A day's index for the overview: the index, its band, what sets it and the odds."""
+    """A day's index for the overview: the index, its band, what sets it, the odds and where they come from."""
     whole = day.as_dict()
-    return {k: whole[k] for k in ("day", "index", "band", "set_by", "p_moderate_or_above", "p_high_or_above")}
+    return {k: whole[k] for k in ("day", "index", "band", "set_by", "p_moderate_or_above", "p_high_or_above", "odds_from", "odds_site_days")}
 
 
 def _site_forecasts(serving: Forecasts, state: State, site_id: str) -> dict:

@@ -40,6 +40,10 @@ class DaySummary(BaseModel):
     set_by: Pollutant | None
     p_moderate_or_above: float | None = Field(description="Probability that the day's index reaches 4 (Moderate) or above.")
     p_high_or_above: float | None = Field(description="Probability that the day's index reaches 7 (High) or above.")
+    odds_from: Literal["verified_daily_errors", "hourly_intervals"] = Field(
+        description="The odds come from the errors of the days verified in the last 90 days, or from the hourly forecasts' intervals."
+    )
+    odds_site_days: int | None = Field(description="The verified site-days the odds rest on (verified_daily_errors only).")
 
 
 class SiteFacts(BaseModel):

@@ -253,6 +253,8 @@ def _check_page(page, url: str, sites: dict, near: dict, width: int) -> None:
             assert (int(cell.get_attribute("data-daqi-index")), float(cell.get_attribute("data-p-moderate")), float(cell.get_attribute("data-p-high"))) == (
                 day["index"], day["p_moderate_or_above"], day["p_high_or_above"])
             assert f"{day['band']} {day['index']}" in cell.inner_text() and f"{_whole(day['p_moderate_or_above'] * 100)} %" in cell.inner_text()
+            assert cell.locator(".odds").get_attribute("data-odds-from") == day["odds_from"] == "hourly_intervals"  # no day verified yet
+            assert cell.locator(".odds").get_attribute("title") == "Odds from the ranges of the hourly forecasts"
         for p in site["pollutants"]:
             shown = row.locator(f'td[data-pollutant="{p["pollutant"]}"]')
             if p["next_hour"]:

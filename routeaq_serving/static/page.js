@@ -102,11 +102,18 @@ function odds(p) {
   return `${p >= 0.7 ? "likely" : p >= 0.3 ? "possible" : "unlikely"}: ${Math.round(p * 100)} %`;
 }
 
+// Where a day's odds come from, for the odds' tooltip.
+function oddsSource(d) {
+  return d.odds_from === "verified_daily_errors"
+    ? `Odds from how far our day-ahead forecasts missed on ${d.odds_site_days} site-days of the last 90`
+    : "Odds from the ranges of the hourly forecasts";
+}
+
 function dayCell(label, d) {
   if (!d || d.index === null) return el("div", { class: "day", "data-day": d && d.day }, el("span", { class: "state" }, `${label}: no daily index (too few hours)`));
   return el("div", { class: "day", "data-day": d.day, "data-daqi-index": d.index, "data-p-moderate": d.p_moderate_or_above, "data-p-high": d.p_high_or_above },
     el("span", { class: "day-label" }, `${label} ${fmtDay(d.day)}`), " ", bandChip(d.index),
-    el("span", { class: "odds" }, `Moderate or above ${odds(d.p_moderate_or_above)}; High or above ${odds(d.p_high_or_above)}`),
+    el("span", { class: "odds", "data-odds-from": d.odds_from, title: oddsSource(d) }, `Moderate or above ${odds(d.p_moderate_or_above)}; High or above ${odds(d.p_high_or_above)}`),
     el("span", { class: "set-by" }, `set by ${POLLUTANTS[d.set_by] || d.set_by}`));
 }
 
