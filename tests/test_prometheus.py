@@ -114,8 +114,8 @@ def test_the_dashboards_are_what_their_generator_writes():
     for name, text in rendered.items():
         assert (folder / name).read_text() == text, f"{name} differs from deploy/grafana/dashboards.py: run it and commit the JSON"
     titles = {json.loads(t)["title"] for t in rendered.values()}
-    assert {"RouteAQ: overview", "RouteAQ: forecast quality by pollutant and horizon", "RouteAQ: drift", "RouteAQ: data freshness by site",
-            "RouteAQ: training and promotion", "RouteAQ: serving"} == titles
+    assert {"RouteAQ: overview", "RouteAQ: forecast quality by pollutant and horizon", "RouteAQ: the daily index, verified", "RouteAQ: drift",
+            "RouteAQ: data freshness by site", "RouteAQ: training and promotion", "RouteAQ: serving"} == titles
 
 
 def test_a_figure_must_be_declared_with_its_labels():
@@ -284,6 +284,8 @@ def test_stale_data_alerts_through_alertmanager_and_every_dashboard_query_has_da
             _ingest(defs, instance, last, WINDOW_END)
             # Monitoring over the last 36 hours: enough scored forecasts (>= 100) for interval factors.
             assert defs.resolve_job_def("monitoring_job").execute_in_process(instance=instance, tags=_range(WINDOW_END - timedelta(hours=36), WINDOW_END)).success
+            # The last full UK day of the held-out hours verified (before the retrain below trains on it).
+            assert dg.materialize([defs.get_assets_def("daqi_verification")], resources=defs.resources, instance=instance, partition_key="2025-07-31").success
             no2 = [defs.get_assets_def(f"no2_{a}") for a in ("candidate", "champion")]
             assert dg.materialize(no2, resources=defs.resources, instance=instance, run_config={"ops": {"no2_candidate": TRAIN_CONFIG["ops"]["no2_candidate"]}}).success
             sensor = build_retraining_sensor(RetrainPolicy(min_skill=1.0, min_scored_hours=1))  # asks: no skill reaches 1

@@ -70,6 +70,19 @@ DASHBOARDS = (
         ("pollutant", "hours_ahead"),
     ),
     Dashboard(
+        "routeaq-daily-index",
+        "RouteAQ: the daily index, verified",
+        "Each UK day's index forecasts (issued at noon the day before and at 06:00 on the day) scored against the observed index over the last 90 days (daqi_verification).",
+        (
+            Panel("Ranked probability score of the odds", "routeaq_daily_rps", legend="{{issue}}", description="Over the ten indices; lower is better"),
+            Panel("Ranked probability score of climatology, same days", "routeaq_daily_rps_climatology", legend="{{issue}}", description="The odds should stay below this"),
+            Panel("Brier score of index 3 and 4 or above", "routeaq_daily_brier", legend="{{issue}} >= {{at_least}}"),
+            Panel("Probability deciles off by more than 0.10", "routeaq_daily_deciles_missed", legend="{{issue}} >= {{at_least}}", description="Deciles of 30+ site-days; a calibrated forecast misses some by chance"),
+            Panel("Site-days scored", "routeaq_daily_site_days", legend="{{issue}}"),
+            Panel("Verified site-days behind tomorrow's odds", "routeaq_daily_errors_site_days", kind="stat", description="Under 30: tomorrow's odds come from the hourly intervals"),
+        ),
+    ),
+    Dashboard(
         "routeaq-drift",
         "RouteAQ: drift",
         "Drift of each model's inputs over the last 24 hours against its training rows (the drift reports).",

@@ -27,6 +27,12 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "routeaq_drift_detected": ("gauge", "1 when the newest hour's drift report fired, else 0", ("pollutant",)),
     "routeaq_drift_hours_fired": ("gauge", "Hours of the last drift run whose report fired", ("pollutant",)),
     "routeaq_interval_factor": ("gauge", "Pooled factor applied to the champion's interval offsets to hold 80 % coverage", ("pollutant", "hours_ahead")),
+    "routeaq_daily_site_days": ("gauge", "Site-days the daily index scores pool (the last 90 days verified)", ("issue",)),
+    "routeaq_daily_rps": ("gauge", "Ranked probability score of the daily index odds over the verified days (lower is better)", ("issue",)),
+    "routeaq_daily_rps_climatology": ("gauge", "Ranked probability score of climatology on the same verified days", ("issue",)),
+    "routeaq_daily_brier": ("gauge", "Brier score of the probability that the daily index reaches at_least", ("issue", "at_least")),
+    "routeaq_daily_deciles_missed": ("gauge", "Probability deciles of 30+ site-days whose observed share is more than 0.10 from the stated", ("issue", "at_least")),
+    "routeaq_daily_errors_site_days": ("gauge", "Verified site-days whose daily errors give tomorrow's odds (under 30: the hourly draws)", ()),
     "routeaq_champion_version": ("gauge", "The registered version that holds the champion alias", ("pollutant",)),
     "routeaq_champion_trained_until_timestamp_seconds": ("gauge", "The end of the newest hour the champion trained on (Unix time)", ("pollutant",)),
     "routeaq_promotion_decision_timestamp_seconds": ("gauge", "When the last promotion decision was made (Unix time), by its outcome", ("pollutant", "decision")),
@@ -105,6 +111,22 @@ def interval_figures(pooled: pl.DataFrame) -> list[Figure]:
         Figure("routeaq_interval_factor", float(r["factor"]), {"pollutant": r["pollutant"], "hours_ahead": str(r["hours_ahead"])})
         for r in pooled.iter_rows(named=True)
     ]
+
+
+def daily_figures(scores: dict[str, dict], errors_site_days: int) -> list[Figure]:
+    """``scores``: ``core.daily_verification.verification_scores`` per issue; an issue with no
+    scored site-day gives its count alone."""
+    figures = [Figure("routeaq_daily_errors_site_days", float(errors_site_days))]
+    for issue, s in sorted(scores.items()):
+        figures.append(Figure("routeaq_daily_site_days", float(s["site_days"]), {"issue": issue}))
+        if not s["site_days"]:
+            continue
+        figures += [Figure("routeaq_daily_rps", s["rps"], {"issue": issue}), Figure("routeaq_daily_rps_climatology", s["rps_climatology"], {"issue": issue})]
+        for key, event in sorted((k, v) for k, v in s.items() if k.startswith("index_") and k.endswith("_or_above")):
+            labels = {"issue": issue, "at_least": key.removeprefix("index_").removesuffix("_or_above")}
+            missed = sum(1 for r in event["reliability"] if r["calibrated"] is False)
+            figures += [Figure("routeaq_daily_brier", event["brier"], labels), Figure("routeaq_daily_deciles_missed", float(missed), labels)]
+    return figures
 
 
 def champion_figures(pollutant: str, version: str | None, trained_until: datetime | None, promoted: bool, decided_at: datetime) -> list[Figure]:

@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from routeaq_assets.adapters.pushgateway import push
 from routeaq_assets.core import intervals
 from routeaq_assets.core.daily_daqi import DAILY_ERROR_DAYS, uk_day_bounds
 from routeaq_assets.core.daily_verification import (
@@ -36,7 +37,8 @@ from routeaq_assets.core.daily_verification import (
     with_outcomes,
     with_verified_odds,
 )
-from routeaq_assets.core.environment import model_name, partitions_start
+from routeaq_assets.core.environment import load_settings, model_name, partitions_start
+from routeaq_assets.core.prometheus import daily_figures
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS
 from routeaq_assets.defs.features import silver_features
 from routeaq_assets.defs.ingest import raw_aurn
@@ -96,9 +98,9 @@ def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     where = online_store.publish_daily_errors(errors)
     context.log.info(f"daily errors of {errors.height} verified site-days as of {end.isoformat()} published to {where}")
     climatology = climatology_rates(observed.filter(pl.col("day") < day)["observed"])
-    text, numbers = [], {}
+    text, numbers, by_issue = [], {}, {}
     for issue in ISSUES:
-        scores = verification_scores(history.filter(pl.col("issue") == issue), climatology)
+        scores = by_issue[issue] = verification_scores(history.filter(pl.col("issue") == issue), climatology)
         text.append(format_scores(scores, f"issued {issue.replace('_', ' ')} ({issue_origin(day, issue):%H:%M} UTC origin for this day)"))
         numbers[f"{issue}_site_days"] = scores["site_days"]
         if scores["site_days"]:
@@ -108,6 +110,7 @@ def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseRes
                 f"{issue}_moderate_events": moderate["events"], f"{issue}_moderate_brier": moderate["brier"],
                 f"{issue}_moderate_brier_climatology": moderate["brier_climatology"],
             })
+    push(load_settings().pushgateway_url, "daqi_verification", daily_figures(by_issue, errors.height), context.log)
     today = rows.filter(pl.col("issue") == "day_before")
     return dg.MaterializeResult(
         metadata={
