@@ -256,9 +256,9 @@ def daily_backtest_rows(panel: pl.DataFrame, features: dict[str, pl.DataFrame], 
         ]
     observed = observed_daily_index(panel, tuple(features))
     climatology = climatology_rates(observed.filter(pl.col("day") < uk_day(first))["observed"])
-    forecasts = pl.concat(rows)
+    verified = with_outcomes(pl.concat(rows), observed)
     # A day forecast wholly ahead takes its odds from the days verified by its origin, as served.
-    return with_outcomes(with_verified_odds(forecasts, with_outcomes(forecasts, observed)), observed), climatology
+    return with_verified_odds(verified, verified), climatology
 
 
 def _gate_lead_forecasts(features: pl.DataFrame, pollutant: str, model, start: datetime, stop: datetime) -> pl.DataFrame:  # noqa: ANN001 - a Forecaster

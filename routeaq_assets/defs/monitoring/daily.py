@@ -82,18 +82,25 @@ def daqi_verification(context: dg.AssetExecutionContext, warehouse: WarehouseRes
                             factors_at=lambda as_of: intervals.interval_factors(scored, as_of, coverage=coverage))
         for issue in ISSUES
     ])
-    verified = (
-        warehouse.query("SELECT * FROM daqi_forecasts WHERE time >= ? AND time < ? AND NOT champion_trained_on_it", [start - timedelta(days=DAILY_ERROR_DAYS + 1), start])
+    # The stored days before this one, read once: their errors give this day's odds, and with this
+    # day's rows they are the scored window.
+    earlier = (
+        warehouse.query(
+            "SELECT * FROM daqi_forecasts WHERE time >= ? AND time < ? AND NOT champion_trained_on_it",
+            [start - timedelta(days=max(SCORED_DAYS, DAILY_ERROR_DAYS + 1)), start],
+        )
         if warehouse.has_table("daqi_forecasts") else pl.DataFrame()
     )
-    rows = with_outcomes(with_verified_odds(forecasts, verified), observed).with_columns(
+    rows = with_outcomes(with_verified_odds(forecasts, earlier), observed).with_columns(
         pl.lit(start).alias("time"),
         (pl.col("origin") < pl.lit(trained_until)).alias("champion_trained_on_it"),
         pl.lit(",".join(f"{p}:v{m.version}" for p, m in sorted(champions.items()))).alias("models"),
     )
     warehouse.replace_window("daqi_forecasts", rows, start, end)
 
-    history = warehouse.query("SELECT * FROM daqi_forecasts WHERE time >= ? AND time < ? AND NOT champion_trained_on_it", [end - timedelta(days=SCORED_DAYS), end])
+    history = pl.concat([earlier, rows.filter(~pl.col("champion_trained_on_it"))], how="diagonal_relaxed").filter(
+        pl.col("time") >= end - timedelta(days=SCORED_DAYS)
+    )
     errors = daily_errors(history, end)
     where = online_store.publish_daily_errors(errors)
     context.log.info(f"daily errors of {errors.height} verified site-days as of {end.isoformat()} published to {where}")
