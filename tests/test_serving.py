@@ -2,6 +2,7 @@
 the Redis online store."""
 
 import json
+import shutil
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
@@ -21,6 +22,20 @@ UTC = timezone.utc
 @pytest.fixture
 def forecasts(trained_home, monkeypatch) -> Forecasts:
     monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    service = Forecasts(load_settings())
+    assert service.refresh(), service._reason
+    return service
+
+
+@pytest.fixture
+def own_store_forecasts(trained_home, tmp_path, monkeypatch) -> Forecasts:
+    """The service over the trained home with an online store of the test's own (a copy of the
+    panel): what a test publishes beside it (interval factors, daily errors) no other test sees."""
+    store = tmp_path / "online" / "features.parquet"
+    store.parent.mkdir()
+    shutil.copy(trained_home / "online" / "features.parquet", store)
+    monkeypatch.setenv("ROUTEAQ_HOME", str(trained_home))
+    monkeypatch.setenv("ROUTEAQ_ONLINE_STORE", str(store))
     service = Forecasts(load_settings())
     assert service.refresh(), service._reason
     return service
@@ -203,7 +218,7 @@ def test_prediction_log_round_trips_the_contract(tmp_path):
     assert read_prediction_log(tmp_path, start=datetime(2025, 8, 1, 11, tzinfo=timezone.utc)).is_empty()
 
 
-def test_published_daily_errors_give_tomorrows_odds_and_today_keeps_the_hourly_draws(forecasts):
+def test_published_daily_errors_give_tomorrows_odds_and_today_keeps_the_hourly_draws(own_store_forecasts):
     """The verified daily errors that ``daqi_verification`` publishes reach the service at its next
     refresh: tomorrow (wholly forecast) takes its odds from them, today (partly observed) from the
     hourly intervals; the point index is the same either way."""
@@ -213,25 +228,22 @@ def test_published_daily_errors_give_tomorrows_odds_and_today_keeps_the_hourly_d
     from routeaq_assets.core.daily_daqi import DAILY_ERRORS, HOURLY_DRAWS, odds_from_errors
     from routeaq_serving.daily import daily_outlook
 
+    forecasts = own_store_forecasts
     before = daily_outlook(forecasts, forecasts.current(), "MY1")[0]
     assert [d.odds_from for d in before] == [HOURLY_DRAWS, HOURLY_DRAWS]
     rng = np.random.default_rng(5)
     errors = pl.DataFrame({"site_id": "X", "day": [date(2025, 5, 1) + timedelta(days=k) for k in range(40)],
                            **{f"error_{p}": rng.normal(0.3, 0.4, 40) for p in ("pm25", "pm10", "no2", "o3")}})
-    store = daily_error_store(forecasts.settings.online_store_target)
-    try:
-        store.publish(errors)
-        assert forecasts.refresh()
-        today, tomorrow = daily_outlook(forecasts, forecasts.current(), "MY1")[0]
-    finally:
-        store.path.unlink()  # the trained home is shared with other tests
+    daily_error_store(forecasts.settings.online_store_target).publish(errors)
+    assert forecasts.refresh()
+    today, tomorrow = daily_outlook(forecasts, forecasts.current(), "MY1")[0]
     assert (today.odds_from, today.p_at_least) == (HOURLY_DRAWS, before[0].p_at_least)
     assert (tomorrow.odds_from, tomorrow.odds_site_days, tomorrow.index) == (DAILY_ERRORS, 40, before[1].index)
     expected, _ = odds_from_errors({p.pollutant: p.value for p in tomorrow.pollutants}, errors)
     assert tomorrow.p_at_least == expected and tomorrow.p_at_least != before[1].p_at_least
 
 
-def test_published_interval_factors_stretch_the_served_interval_and_are_logged(forecasts):
+def test_published_interval_factors_stretch_the_served_interval_and_are_logged(own_store_forecasts):
     """Factors from the monitoring loop (``interval_calibration``) reach the service at its next
     refresh: a site's own factor, else its pollutant's pooled one, else 1, times the adjustment of
     the forecast's level; the forecast itself is unchanged and the answer says what the interval
@@ -239,6 +251,7 @@ def test_published_interval_factors_stretch_the_served_interval_and_are_logged(f
     from routeaq_assets.adapters.stores import interval_factor_store
     from routeaq_assets.core.intervals import FACTORS
 
+    forecasts = own_store_forecasts
     hour = datetime(2025, 7, 31, 18, tzinfo=UTC)
     items = [ForecastItem("MY1", hour, "no2"), ForecastItem("CLL2", hour, "no2"), ForecastItem("MY1", hour, "pm25")]
     before = forecasts.forecast(items)
@@ -249,13 +262,9 @@ def test_published_interval_factors_stretch_the_served_interval_and_are_logged(f
          "as_of": [hour] * 3, "level": [0.8] * 3, "level_low": [None, None, 0.0], "level_high": [None, None, 1000.0]},
         schema=FACTORS,
     )
-    store = interval_factor_store(forecasts.settings.online_store_target)
-    try:
-        store.publish(factors)
-        assert forecasts.refresh()
-        after = forecasts.forecast(items)
-    finally:
-        store.path.unlink()  # the trained home is shared with other tests
+    interval_factor_store(forecasts.settings.online_store_target).publish(factors)
+    assert forecasts.refresh()
+    after = forecasts.forecast(items)
     for was, now, factor in zip(before, after, (2.0 * 1.2, 1.5 * 1.2, 1.0)):
         assert now["pred"] == was["pred"] and now["interval_factor"] == pytest.approx(factor, abs=1e-4)
         assert now["upper"] - now["pred"] == pytest.approx(factor * (was["upper"] - was["pred"]), abs=2e-3)
