@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from routeaq_assets.adapters.stores import HistoryStore, daily_error_store, interval_factor_store, online_store
+from routeaq_assets.core.intervals import empty_factors
 
 
 class OnlineStore(dg.ConfigurableResource):
@@ -24,6 +25,12 @@ class OnlineStore(dg.ConfigurableResource):
 
     def publish_interval_factors(self, factors: pl.DataFrame) -> str:
         return interval_factor_store(self.target).publish(factors)
+
+    def interval_factors(self) -> pl.DataFrame:
+        """The interval factors published last, as the service reads them (none yet: an empty
+        table, under which the model's own interval is served)."""
+        store = interval_factor_store(self.target)
+        return store.read() if store.version() is not None else empty_factors()
 
     def publish_daily_errors(self, errors: pl.DataFrame) -> str:
         return daily_error_store(self.target).publish(errors)

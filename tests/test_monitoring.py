@@ -133,8 +133,9 @@ def test_drift_report_records_each_hour_small_and_readable(monitored_home):
 
 def test_interval_calibration_publishes_the_factor_that_would_have_covered_the_scored_forecasts(monitored_home):
     """Scores from forecast_performance, factors beside the online panel: the pooled factor of each
-    pollutant is the 80th percentile of how many half-widths of the served interval each
-    observation fell from its forecast, recomputed here from the stored scores."""
+    pollutant is the percentile of how many half-widths of the model's interval each observation
+    fell from its forecast that covers 80 % plus what the served intervals fell short of it
+    (within 5 points), recomputed here from the stored scores."""
     from routeaq_assets.adapters.stores import interval_factor_store
     from routeaq_assets.core.environment import load_settings
     from routeaq_assets.core.intervals import ALL_SITES
@@ -146,21 +147,61 @@ def test_interval_calibration_publishes_the_factor_that_would_have_covered_the_s
     published = interval_factor_store(load_settings().online_store_target).read()
     with duckdb.connect(str(monitored_home / "warehouse.duckdb"), read_only=True) as con:
         scores = con.execute(
-            "SELECT pollutant, hours_ahead, pred, lower, upper, observed FROM forecast_scores WHERE observed IS NOT NULL AND time <= ?", [hours[-1]]
+            "SELECT pollutant, hours_ahead, pred, lower, upper, observed, interval_factor FROM forecast_scores WHERE observed IS NOT NULL AND time <= ?", [hours[-1]]
         ).fetchall()
     assert metadata["forecasts_in_window"].value >= len(scores) > 0
     compared = 0
     for (pollutant, horizon), rows in _group(scores).items():
-        pred, lower, upper, observed = map(np.array, zip(*rows))
-        score = np.maximum((pred - observed) / (pred - lower), (observed - pred) / (upper - pred))
-        pooled = published.filter((published["pollutant"] == pollutant) & (published["hours_ahead"] == horizon) & (published["site_id"] == ALL_SITES))
+        pred, lower, upper, observed, served = map(np.array, zip(*rows))
+        score = np.maximum((pred - observed) / (pred - lower), (observed - pred) / (upper - pred)) * served  # in the model's half-widths
+        level = float(np.clip(0.8 + (0.8 - np.mean((observed >= lower) & (observed <= upper))), 0.75, 0.85))
+        pooled = published.filter(
+            (published["pollutant"] == pollutant) & (published["hours_ahead"] == horizon) & (published["site_id"] == ALL_SITES) & published["level_low"].is_null()
+        )
         if len(rows) < 100:
             assert pooled.is_empty()
             continue
-        assert pooled["factor"].item() == pytest.approx(np.quantile(score, 0.8, method="higher"), rel=1e-9)
+        assert pooled["level"].item() == pytest.approx(level, abs=1e-9)
+        assert pooled["factor"].item() == pytest.approx(np.quantile(score, level, method="higher"), rel=1e-9)
         assert metadata[f"factor_{pollutant}_{horizon}h"].value == pytest.approx(pooled["factor"].item(), abs=1e-4)
         compared += 1
     assert compared == 4 * len(GATE_LEADS)  # every pollutant at every gate lead
+
+
+def test_forecasts_scored_as_of_the_champion_carry_the_interval_the_service_serves(monitored_home):
+    """Nothing served: the gate leads are forecast as of the champion. Once interval factors are
+    published, those forecasts are stored with the interval stretched by them (and the factor), as
+    the service would have served it: their coverage is what ``interval_calibration`` answers for."""
+    from routeaq_assets.adapters.stores import interval_factor_store
+    from routeaq_assets.core.environment import load_settings
+    from routeaq_assets.core.intervals import ALL_SITES, FACTORS
+
+    def stored() -> pl.DataFrame:
+        with duckdb.connect(str(monitored_home / "warehouse.duckdb"), read_only=True) as con:
+            return con.execute(
+                "SELECT site_id, time, pollutant, hours_ahead, pred, lower, upper, interval_factor FROM forecast_scores WHERE source = 'as_of_champion'"
+            ).pl().sort("site_id", "time", "pollutant", "hours_ahead")
+
+    defs = make_definitions(monitored_home)
+    interval_factor_store(load_settings().online_store_target).path.unlink(missing_ok=True)  # none published: the model's interval
+    materialize(defs, "forecast_performance", HOURS[:2])
+    plain = stored()
+    assert plain.height > 0 and (plain["interval_factor"] == 1.0).all()
+    factors = pl.DataFrame(
+        {"pollutant": "no2", "hours_ahead": list(GATE_LEADS), "site_id": ALL_SITES, "factor": 1.5, "forecasts": 500,
+         "as_of": HOURS[0], "level": 0.8, "level_low": None, "level_high": None},
+        schema=FACTORS,
+    )
+    interval_factor_store(load_settings().online_store_target).publish(factors)
+    materialize(defs, "forecast_performance", HOURS[:2])
+    stretched = stored()
+    assert stretched.select("site_id", "time", "pollutant", "hours_ahead", "pred").equals(plain.select("site_id", "time", "pollutant", "hours_ahead", "pred"))
+    no2 = (stretched["pollutant"] == "no2").to_numpy()
+    assert stretched["interval_factor"].to_numpy()[no2] == pytest.approx(1.5) and (stretched["interval_factor"].to_numpy()[~no2] == 1.0).all()
+    pred = plain["pred"].to_numpy()
+    assert stretched["upper"].to_numpy()[no2] == pytest.approx(pred[no2] + 1.5 * (plain["upper"].to_numpy()[no2] - pred[no2]))
+    assert stretched["lower"].to_numpy()[no2] == pytest.approx(np.clip(pred[no2] + 1.5 * (plain["lower"].to_numpy()[no2] - pred[no2]), 0.0, None))
+    assert stretched["upper"].to_numpy()[~no2] == pytest.approx(plain["upper"].to_numpy()[~no2])
 
 
 def _group(rows: list[tuple]) -> dict[tuple[str, int], list[tuple]]:

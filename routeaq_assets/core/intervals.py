@@ -22,12 +22,15 @@ the model's own level bins, fitted on its calibration slice, under-covered the t
 the bin's bounds ``level_low <= pred < level_high``; the served factor is the site's factor times
 the adjustment of the forecast's level.
 
-The share of the window the factors cover (``level``) leads the errors by a step: the window's
-newest quarter is scored with factors from the rest of it, and ``LEVEL_GAIN`` of what they fell
-short of ``coverage`` there is added. A factor from the last 28 days is always behind errors that
-keep growing (autumn's NO2): on the real files the pooled coverage at 12-48 h rose from 77.3-77.9 %
-to 78.0-79.6 % with it. Half, not all, of the shortfall: on a window of a few sites the newest
-quarter's coverage is itself noisy (bench/RESULTS.md, "the level step").
+The share of the window the factors cover (``level``) answers for what the served intervals did:
+where the intervals served over the window covered less than ``coverage`` of what was then
+observed, the level is raised by the shortfall (``LEVEL_GAIN`` of it, within ``LEVEL_STEP``), and
+lowered where they covered more (a windowed adaptive conformal step). A factor from the last 28
+days is a step behind errors that keep changing (autumn's NO2, a PM episode), and an interval
+whose width varies with them covers less than the share it was fitted to; the served coverage
+measures both, on every forecast of the window. On the real files and AQEval the pooled coverage
+at 6-48 h rose from 77.8-80.0 % (the earlier step: factors from the window's older three
+quarters tried on its newest quarter) to 78.5-80.2 % (bench/RESULTS.md, "the served step").
 """
 
 from __future__ import annotations
@@ -55,8 +58,7 @@ LEVEL_BINS = 5
 # Recalibration never shrinks an interval below a fifth nor stretches it beyond five times the
 # model's: a bound against a window of scores that is broken (e.g. an outage of observations).
 FACTOR_BOUNDS = (0.2, 5.0)
-NEWEST_SHARE = 0.25  # the newest quarter of the window measures how factors from the rest cover it
-LEVEL_GAIN = 0.5
+LEVEL_GAIN = 1.0  # the level rises by this share of what the served intervals fell short of coverage
 LEVEL_STEP = 0.05  # the level moves at most this far from the coverage asked for
 MAX_LEVEL = 0.95
 
@@ -89,30 +91,34 @@ def interval_factors(
     optionally interval_factor (the factor each was served with; 1 when absent).
 
     Each pollutant and horizon's factors cover the share ``level`` of the window, not ``coverage``
-    itself: factors computed on the older part of the window (before its last ``NEWEST_SHARE``)
-    are applied to its newest forecasts, and what they fell short of ``coverage`` there (or covered
-    beyond it) is added to it (within ``LEVEL_STEP``). Errors that change keep a factor from past
-    scores a step behind the forecasts it is served on; the level leads it by that step."""
+    itself: ``coverage`` plus what the intervals served over the window fell short of it (their
+    bounds as served: ``lower``/``upper`` of the scored forecasts), within ``LEVEL_STEP``."""
     scorable = pl.all_horizontal(pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in ("pred", "lower", "upper", "observed"))
     window = scored.filter((pl.col("time") < as_of) & (pl.col("time") >= as_of - timedelta(days=window_days)) & scorable)
     if window.is_empty():
         return empty_factors()
     served = window["interval_factor"].fill_null(1.0).to_numpy() if "interval_factor" in window.columns else 1.0
     window = window.with_columns(
-        score=pl.Series(conformity(*(window[c].to_numpy() for c in ("pred", "lower", "upper", "observed")), served))
+        score=pl.Series(conformity(*(window[c].to_numpy() for c in ("pred", "lower", "upper", "observed")), served)),
+        served_covered=((pl.col("observed") >= pl.col("lower")) & (pl.col("observed") <= pl.col("upper"))).cast(pl.Float64),
     )
-    cut = as_of - timedelta(days=window_days * NEWEST_SHARE)
-    older, newest = window.filter(pl.col("time") < cut), window.filter(pl.col("time") >= cut)
-    earlier = _factors_at(older, {}, coverage, min_forecasts)
-    levels = {}
-    for (pollutant, hours_ahead), rows in newest.group_by("pollutant", "hours_ahead"):
-        if rows.height >= min_forecasts and not earlier.is_empty():
-            covered = float(np.mean(rows["score"].to_numpy() <= factors_for(earlier, rows.select("pollutant", "hours_ahead", "site_id", "pred"))))
-            levels[(pollutant, hours_ahead)] = float(np.clip(coverage + LEVEL_GAIN * (coverage - covered), coverage - LEVEL_STEP, min(coverage + LEVEL_STEP, MAX_LEVEL)))
+    levels = {
+        (pollutant, hours_ahead): served_level(rows["served_covered"].mean(), coverage)
+        for (pollutant, hours_ahead), rows in window.group_by("pollutant", "hours_ahead")
+        if rows.height >= min_forecasts
+    }
     factors = _factors_at(window, levels, coverage, min_forecasts)
     return factors.with_columns(pl.lit(as_of).cast(FACTORS["as_of"]).alias("as_of")).select(
         [pl.col(c).cast(t) for c, t in FACTORS.items()]
     ).sort("pollutant", "hours_ahead", "site_id", "level_low", nulls_last=False)
+
+
+def served_level(served_coverage: float, coverage: float) -> float:
+    """The share the factors are fitted to cover: ``coverage`` raised by ``LEVEL_GAIN`` of what the
+    served intervals fell short of it (lowered by what they covered beyond it), within
+    ``LEVEL_STEP`` and never above ``MAX_LEVEL``."""
+    level = coverage + LEVEL_GAIN * (coverage - served_coverage)
+    return float(np.clip(level, coverage - LEVEL_STEP, min(coverage + LEVEL_STEP, MAX_LEVEL)))
 
 
 def _factors_at(window: pl.DataFrame, levels: dict[tuple[str, int], float], coverage: float, min_forecasts: int) -> pl.DataFrame:
@@ -204,24 +210,27 @@ def recalibrated(predictions: pl.DataFrame, hours_ahead: int, *, coverage: float
     """Backtest predictions (site_id, time, pollutant, target, pred, lower, upper from the model)
     with the interval the service would have served: each UTC day's forecasts stretched by the
     factors computed from the forecasts already scored at the day's first origin (its first hour
-    minus ``hours_ahead``). Adds ``interval_factor``; the model's own bounds are kept as
+    minus ``hours_ahead``), as they were served (the earlier days' recalibrated intervals, whose
+    coverage sets the level). Adds ``interval_factor``; the model's own bounds are kept as
     ``model_lower``/``model_upper``."""
     frame = predictions.sort("time", "site_id").with_columns(
         pl.lit(hours_ahead, pl.Int64).alias("hours_ahead"), pl.col("target").alias("observed")
     )
+    pred, model_lower, model_upper = (frame[c].to_numpy() for c in ("pred", "lower", "upper"))
+    lower, upper, factor = model_lower.copy(), model_upper.copy(), np.ones(frame.height)
     days = frame["time"].dt.truncate("1d")
-    factor = np.ones(frame.height)
     for day in days.unique().sort().to_list():
         rows = (days == day).to_numpy()
-        known = interval_factors(frame, day - timedelta(hours=hours_ahead), coverage=coverage, window_days=window_days)
+        served = frame.with_columns(pl.Series("lower", lower), pl.Series("upper", upper), pl.Series("interval_factor", factor))
+        known = interval_factors(served, day - timedelta(hours=hours_ahead), coverage=coverage, window_days=window_days)
         if not known.is_empty():
             factor[rows] = factors_for(known, frame.filter(pl.Series(rows)))
-    pred, lower, upper = (frame[c].to_numpy() for c in ("pred", "lower", "upper"))
+            lower[rows], upper[rows] = widen(pred[rows], model_lower[rows], factor[rows]), widen(pred[rows], model_upper[rows], factor[rows])
     return frame.drop("hours_ahead", "observed").with_columns(
-        pl.col("lower").alias("model_lower"),
-        pl.col("upper").alias("model_upper"),
-        pl.Series("lower", widen(pred, lower, factor)),
-        pl.Series("upper", widen(pred, upper, factor)),
+        pl.Series("model_lower", model_lower),
+        pl.Series("model_upper", model_upper),
+        pl.Series("lower", lower),
+        pl.Series("upper", upper),
         pl.Series("interval_factor", factor),
     )
 

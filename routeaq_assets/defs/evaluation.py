@@ -27,7 +27,7 @@ from routeaq_assets.core.daily_verification import (
     with_outcomes,
     with_verified_odds,
 )
-from routeaq_assets.core.intervals import interval_factors
+from routeaq_assets.core.intervals import interval_factors, recalibrated
 from routeaq_assets.core.models import GATE_LEADS, TRAINING_LEADS
 from routeaq_assets.core.schema import FORECAST_POLLUTANTS, WEATHER, SourceDataError
 from routeaq_assets.core.sites import load_packaged_registry, site_attributes
@@ -232,25 +232,29 @@ def daily_backtest_rows(panel: pl.DataFrame, features: dict[str, pl.DataFrame], 
     the fold, issued the day before at noon and on the day at 06:00), with the observed daily
     index and the fold (0 first); and the climatology: the observed index frequencies before the
     first fold. The hourly intervals are stretched as served: by the interval factors as of each
-    origin, from the folds' forecasts at the gate leads already scored then (the monitoring loop
-    scores those leads; the first fold's first days have none and keep the models' own). A day
-    forecast wholly ahead (issued the day before) takes its odds from the daily errors of the days
-    verified by its origin (``with_verified_odds``), until there are too few: the hourly draws."""
+    origin, from the folds' forecasts at the gate leads already scored then, with the intervals
+    they were served with (the monitoring loop scores those leads; the first fold's first days
+    have none and keep the models' own). A day forecast wholly ahead (issued the day before) takes
+    its odds from the daily errors of the days verified by its origin (``with_verified_odds``),
+    until there are too few: the hourly draws."""
     settings = config.settings()
     any_features = next(iter(features.values()))
     end = any_features["time"].max() + timedelta(hours=1)
     test_days = _fold_days(config, any_features)
     first = end - timedelta(days=config.folds * test_days)
-    rows, scored = [], []
+    folds, scored = [], []
     for k in range(config.folds):
         start, stop = first + timedelta(days=k * test_days), first + timedelta(days=(k + 1) * test_days)
         models = {p: settings.train(f.filter(pl.col("hours_ahead").is_in(list(TRAINING_LEADS))), start) for p, f in features.items()}
         scored += [_gate_lead_forecasts(features[p], p, model, start, stop) for p, model in models.items()]
-        known = pl.concat(scored)
+        folds.append((start, stop, models))
+    known = _as_served(pl.concat(scored), settings.coverage)
+    rows = []
+    for k, (start, stop, models) in enumerate(folds):
         days = [d for d in (uk_day(start) + timedelta(days=i) for i in range(test_days + 1)) if uk_day_bounds(d)[0] >= start and uk_day_bounds(d)[1] <= stop]
         rows += [
             daily_forecast_rows(
-                panel, models, days, issue, coverage=settings.coverage, factors_at=lambda as_of, known=known: interval_factors(known, as_of, coverage=settings.coverage)
+                panel, models, days, issue, coverage=settings.coverage, factors_at=lambda as_of: interval_factors(known, as_of, coverage=settings.coverage)
             ).with_columns(pl.lit(k).alias("fold"))
             for issue in ISSUES
         ]
@@ -272,6 +276,19 @@ def _gate_lead_forecasts(features: pl.DataFrame, pollutant: str, model, start: d
     pred, lower, upper = model.predict(rows)
     return rows.select("site_id", "time", pl.lit(pollutant).alias("pollutant"), pl.col("hours_ahead").cast(pl.Int64),
                        pl.Series("pred", pred), pl.Series("lower", lower), pl.Series("upper", upper), pl.col("target").alias("observed"))
+
+
+def _as_served(forecasts: pl.DataFrame, coverage: float) -> pl.DataFrame:
+    """The gate leads' scored forecasts with the intervals the service served them with: each
+    day's recalibrated from the forecasts scored before it (``recalibrated``), as the monitoring
+    loop stores them (bounds as served, ``interval_factor``)."""
+    return pl.concat([
+        recalibrated(rows.rename({"observed": "target"}), hours_ahead, coverage=coverage).select(
+            "site_id", "time", "pollutant", pl.lit(hours_ahead, pl.Int64).alias("hours_ahead"), "pred", "lower", "upper",
+            pl.col("target").alias("observed"), "interval_factor",
+        )
+        for (hours_ahead,), rows in forecasts.group_by("hours_ahead")
+    ])
 
 
 def daily_backtest(panel: pl.DataFrame, features: dict[str, pl.DataFrame], config: BacktestConfig) -> str:

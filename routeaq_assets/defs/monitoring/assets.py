@@ -88,10 +88,13 @@ def prune(lake: Lake, folder: str, suffix: str, newest: datetime, keep: int | No
     return len(doomed)
 
 
-def _as_of(warehouse: WarehouseResource, model_store: ModelStore, logged: pl.DataFrame, start: datetime, end: datetime) -> list[pl.DataFrame]:
+def _as_of(
+    warehouse: WarehouseResource, model_store: ModelStore, logged: pl.DataFrame, start: datetime, end: datetime, factors: pl.DataFrame
+) -> list[pl.DataFrame]:
     """Champion forecasts at each of ``GATE_LEADS`` for the hours of [start, end) that no logged
-    forecast covers, from the stored features. Hours the champion was trained on get none: they
-    would flatter it."""
+    forecast covers, from the stored features, with the interval the service serves: stretched by
+    the published interval ``factors`` (their served coverage sets ``interval_calibration``'s
+    level). Hours the champion was trained on get none: they would flatter it."""
     frames = []
     registry = model_store.registry()
     for pollutant in FORECAST_POLLUTANTS:
@@ -106,7 +109,10 @@ def _as_of(warehouse: WarehouseResource, model_store: ModelStore, logged: pl.Dat
         features = features.join(scoring.missing_keys(features.select(scoring.KEY), logged), on=list(scoring.KEY), how="semi")
         for (hours_ahead,), rows in features.group_by("hours_ahead"):
             pred, lower, upper = champion.forecaster.predict(rows)
-            frames.append(scoring.as_of_forecasts(rows, pred, lower, upper, champion.name, champion.version, int(hours_ahead)))
+            factor = intervals.factors_for(factors, rows.select("site_id", "pollutant", "hours_ahead").with_columns(pl.Series("pred", pred)))
+            frames.append(scoring.as_of_forecasts(
+                rows, pred, intervals.widen(pred, lower, factor), intervals.widen(pred, upper, factor), champion.name, champion.version, int(hours_ahead), factor
+            ))
     return frames
 
 
@@ -131,9 +137,11 @@ def _plot(lake: Lake, scored: pl.DataFrame, pollutant: str, hour: datetime) -> s
     kinds={"duckdb", "polars"},
     pool="warehouse",
 )
-def forecast_performance(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_store: ModelStore, lake: Lake) -> dg.MaterializeResult:
+def forecast_performance(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_store: ModelStore, lake: Lake, online_store: OnlineStore
+) -> dg.MaterializeResult:
     """Every forecast made for the partition's hours (the prediction log; as-of champion forecasts
-    from the stored features where none was served), per site, pollutant and hours ahead, joined
+    from the stored features where none was served, with the interval the service serves), per site, pollutant and hours ahead, joined
     with the observation at that hour and at the forecast's origin (persistence); stored in
     ``forecast_scores``. Rolling RMSE, MAE, bias, 80 % coverage and skill against persistence over
     the last 72 hours, per pollutant and horizon."""
@@ -141,7 +149,7 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
     start, end = hours[0], hours[-1] + timedelta(hours=1)
     settings = load_settings()  # the service's log: its folder, or in production its S3 prefix
     logged = scoring.logged_forecasts(read_prediction_log(settings.prediction_log_dir, start, end, shared_folder(settings, PREDICTIONS)))
-    forecasts = pl.concat([logged, *_as_of(warehouse, model_store, logged, start, end)])
+    forecasts = pl.concat([logged, *_as_of(warehouse, model_store, logged, start, end, online_store.interval_factors())])
     observations = warehouse.query(
         "SELECT site_id, time, pollutant, value FROM observations WHERE time >= ? AND time < ?", [start - timedelta(hours=MAX_HORIZON), end]
     )
@@ -190,8 +198,9 @@ def forecast_performance(context: dg.AssetExecutionContext, warehouse: Warehouse
 )
 def interval_calibration(context: dg.AssetExecutionContext, warehouse: WarehouseResource, online_store: OnlineStore) -> dg.MaterializeResult:
     """Per pollutant, hours ahead and site, the factor the champion's interval offsets are
-    multiplied by so that the interval would have covered its share (80 %) of the forecasts
-    scored in the last 28 days (``core.intervals``), as of the end of the partition's hours;
+    multiplied by so that the interval would have covered its share of the forecasts scored in
+    the last 28 days (``core.intervals``: 80 %, raised by what the intervals served in them fell
+    short of it, at most to 85 %), as of the end of the partition's hours;
     published beside the online panel, where the service reads it at its next refresh. A site
     with fewer than 100 scored forecasts takes its pollutant and horizon's pooled factor; with
     none, the service serves the model's interval as calibrated."""
