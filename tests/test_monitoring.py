@@ -164,6 +164,7 @@ def test_interval_calibration_publishes_the_factor_that_would_have_covered_the_s
         assert pooled["level"].item() == pytest.approx(level, abs=1e-9)
         assert pooled["factor"].item() == pytest.approx(np.quantile(score, level, method="higher"), rel=1e-9)
         assert metadata[f"factor_{pollutant}_{horizon}h"].value == pytest.approx(pooled["factor"].item(), abs=1e-4)
+        assert f"| {pollutant} | {horizon} | {pooled['factor'].item():.3f} | {level:.3f} |" in metadata["pooled_factors"].value
         compared += 1
     assert compared == 4 * len(GATE_LEADS)  # every pollutant at every gate lead
 

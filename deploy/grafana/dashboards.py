@@ -65,6 +65,7 @@ DASHBOARDS = (
             Panel("Persistence RMSE on the same hours", f"routeaq_forecast_persistence_rmse{{{FORECAST}}}", "conμgm3", legend="{{pollutant}} {{hours_ahead}} h"),
             Panel("80 % interval coverage", f"routeaq_forecast_coverage{{{FORECAST}}}", "percentunit", legend="{{pollutant}} {{hours_ahead}} h", description="Aim 80 %; the alert fires outside 75-85 %"),
             Panel("Interval factors", f"routeaq_interval_factor{{{FORECAST}}}", legend="{{pollutant}} {{hours_ahead}} h", description="What interval_calibration multiplies the champion's interval offsets by"),
+            Panel("Share the factors are fitted to cover", f"routeaq_interval_level{{{FORECAST}}}", "percentunit", legend="{{pollutant}} {{hours_ahead}} h", description="80 % plus what the intervals served in the last 28 days fell short of it; at 85 % they missed by 5 points or more"),
             Panel("Forecasts scored in the window", f"routeaq_forecast_scored{{{FORECAST}}}", legend="{{pollutant}} {{hours_ahead}} h"),
         ),
         ("pollutant", "hours_ahead"),

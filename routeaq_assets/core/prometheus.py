@@ -27,6 +27,7 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "routeaq_drift_detected": ("gauge", "1 when the newest hour's drift report fired, else 0", ("pollutant",)),
     "routeaq_drift_hours_fired": ("gauge", "Hours of the last drift run whose report fired", ("pollutant",)),
     "routeaq_interval_factor": ("gauge", "Pooled factor applied to the champion's interval offsets to hold 80 % coverage", ("pollutant", "hours_ahead")),
+    "routeaq_interval_level": ("gauge", "Share of the scored window the factors are fitted to cover: 80 % plus what the served intervals fell short of it (75-85 %)", ("pollutant", "hours_ahead")),
     "routeaq_daily_site_days": ("gauge", "Site-days the daily index scores pool (the last 90 days verified)", ("issue",)),
     "routeaq_daily_rps": ("gauge", "Ranked probability score of the daily index odds over the verified days (lower is better)", ("issue",)),
     "routeaq_daily_rps_climatology": ("gauge", "Ranked probability score of climatology on the same verified days", ("issue",)),
@@ -108,8 +109,9 @@ def drift_figures(pollutant: str, drifted_share: float, drifted: bool, hours_fir
 def interval_figures(pooled: pl.DataFrame) -> list[Figure]:
     """``pooled``: the all-sites rows of ``core.intervals.interval_factors``."""
     return [
-        Figure("routeaq_interval_factor", float(r["factor"]), {"pollutant": r["pollutant"], "hours_ahead": str(r["hours_ahead"])})
+        Figure(name, float(r[column]), {"pollutant": r["pollutant"], "hours_ahead": str(r["hours_ahead"])})
         for r in pooled.iter_rows(named=True)
+        for name, column in (("routeaq_interval_factor", "factor"), ("routeaq_interval_level", "level"))
     ]
 
 

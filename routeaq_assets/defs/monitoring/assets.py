@@ -213,8 +213,8 @@ def interval_calibration(context: dg.AssetExecutionContext, warehouse: Warehouse
     levels = factors.filter(pl.col("level_low").is_not_null())
     push(load_settings().pushgateway_url, "interval_calibration", interval_figures(pooled), context.log)
     table = "\n".join(
-        ["| pollutant | hours ahead | pooled factor | forecasts |", "|---|---|---|---|"]
-        + [f"| {r['pollutant']} | {r['hours_ahead']} | {r['factor']:.3f} | {r['forecasts']} |" for r in pooled.iter_rows(named=True)]
+        ["| pollutant | hours ahead | pooled factor | share fitted to cover | forecasts |", "|---|---|---|---|---|"]
+        + [f"| {r['pollutant']} | {r['hours_ahead']} | {r['factor']:.3f} | {r['level']:.3f} | {r['forecasts']} |" for r in pooled.iter_rows(named=True)]
     )
     context.log.info(f"interval factors as of {end.isoformat()} from {scored.height} scored forecasts, published to {where}")
     return dg.MaterializeResult(
