@@ -93,8 +93,10 @@ def _as_of(
 ) -> list[pl.DataFrame]:
     """Champion forecasts at each of ``GATE_LEADS`` for the hours of [start, end) that no logged
     forecast covers, from the stored features, with the interval the service serves: stretched by
-    the published interval ``factors`` (their served coverage sets ``interval_calibration``'s
-    level). Hours the champion was trained on get none: they would flatter it."""
+    the interval ``factors`` published now (the hourly loop scores hours just past, so these are
+    the factors of their origins within a day or two; a backfill of old hours takes today's). Their
+    served coverage sets ``interval_calibration``'s level. Hours the champion was trained on get
+    none: they would flatter it."""
     frames = []
     registry = model_store.registry()
     for pollutant in FORECAST_POLLUTANTS:
@@ -141,8 +143,9 @@ def forecast_performance(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_store: ModelStore, lake: Lake, online_store: OnlineStore
 ) -> dg.MaterializeResult:
     """Every forecast made for the partition's hours (the prediction log; as-of champion forecasts
-    from the stored features where none was served, with the interval the service serves), per site, pollutant and hours ahead, joined
-    with the observation at that hour and at the forecast's origin (persistence); stored in
+    from the stored features where none was served, with the interval the service serves now),
+    per site, pollutant and hours ahead, joined with the observation at that hour and at the
+    forecast's origin (persistence); stored in
     ``forecast_scores``. Rolling RMSE, MAE, bias, 80 % coverage and skill against persistence over
     the last 72 hours, per pollutant and horizon."""
     hours = hours_of(context)
