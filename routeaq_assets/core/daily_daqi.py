@@ -206,27 +206,20 @@ def daily_index(hours: pl.DataFrame, day: date, coverage: float = 0.8, samples: 
     docstring); None or too few, and the odds are drawn from the hourly intervals."""
     start, end = uk_day_bounds(day)
     grid = pl.datetime_range(start, end, "1h", closed="left", time_unit="us", time_zone="UTC", eager=True).alias("time")
-    z_scale = NormalDist().inv_cdf(0.5 + coverage / 2.0)  # 1.28 for 80 %: the bounds' distance in standard deviations
-    draws = error_draws(samples, len(grid))
-    per_pollutant, sampled = [], []
+    per_pollutant, pollutant_hours = [], {}  # each pollutant with a day value: its hours, for the hourly draws
     for pollutant in sorted(hours["pollutant"].unique().to_list()):
         if pollutant not in UPPER_BOUNDS:
             continue
         rows = pl.DataFrame({"time": grid}).join(hours.filter(pl.col("pollutant") == pollutant), on="time", how="left").sort("time")
-        observed = rows["observed"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        pred, lower, upper = (rows[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in ("pred", "lower", "upper"))
+        observed, pred, lower, upper = (rows[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in ("observed", "pred", "lower", "upper"))
         is_observed = np.isfinite(observed)
         is_forecast = ~is_observed & np.isfinite(pred)
         point = np.where(is_observed, observed, np.where(is_forecast, pred, np.nan))
-        below = np.nan_to_num((pred - lower) / z_scale)
-        above = np.nan_to_num((upper - pred) / z_scale)
-        draw = pred + np.where(draws < 0, draws * below, draws * above)
-        values = np.where(is_observed, observed, np.where(is_forecast, np.clip(draw, 0.0, None), np.nan))
         value = float(daily_value(pollutant, point)[0])
         index = None if math.isnan(value) else int(index_of(pollutant, np.array([value]))[0])
         per_pollutant.append(PollutantDay(pollutant, None if math.isnan(value) else value, index, AVERAGING[pollutant], int(is_observed.sum()), int(is_forecast.sum())))
         if index is not None:
-            sampled.append(index_of(pollutant, daily_value(pollutant, values)))
+            pollutant_hours[pollutant] = (observed, pred, lower, upper)
     known = [p for p in per_pollutant if p.index is not None]
     if not known:
         return DailyIndex(day, None, None, None, {}, per_pollutant)
@@ -235,6 +228,24 @@ def daily_index(hours: pl.DataFrame, day: date, coverage: float = 0.8, samples: 
     verified = odds_from_errors({p.pollutant: p.value for p in known}, errors) if wholly_forecast and errors is not None else None
     if verified is not None:
         return DailyIndex(day, top.index, BANDS[top.index - 1], top.pollutant, verified[0], per_pollutant, DAILY_ERRORS, verified[1])
-    site = np.nanmax(np.vstack(sampled), axis=0)
-    p_at_least = {k: float(np.mean(site >= k)) for k in range(1, 11)}
+    p_at_least = odds_from_hours(pollutant_hours, coverage, samples)
     return DailyIndex(day, top.index, BANDS[top.index - 1], top.pollutant, p_at_least, per_pollutant)
+
+
+def odds_from_hours(pollutant_hours: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], coverage: float, samples: int) -> dict[int, float]:
+    """P(site index >= k), k = 1..10, from ``samples`` joint draws of the day's hours (see the
+    module docstring). ``pollutant_hours``: per pollutant, its hours' observed, pred, lower and upper
+    (NaN where none); an observed hour is fixed, a forecast one drawn from its interval."""
+    z_scale = NormalDist().inv_cdf(0.5 + coverage / 2.0)  # 1.28 for 80 %: the bounds' distance in standard deviations
+    draws = error_draws(samples, len(next(iter(pollutant_hours.values()))[0]))
+    sampled = []
+    for pollutant, (observed, pred, lower, upper) in pollutant_hours.items():
+        is_observed = np.isfinite(observed)
+        is_forecast = ~is_observed & np.isfinite(pred)
+        below = np.nan_to_num((pred - lower) / z_scale)
+        above = np.nan_to_num((upper - pred) / z_scale)
+        draw = pred + np.where(draws < 0, draws * below, draws * above)
+        values = np.where(is_observed, observed, np.where(is_forecast, np.clip(draw, 0.0, None), np.nan))
+        sampled.append(index_of(pollutant, daily_value(pollutant, values)))
+    site = np.nanmax(np.vstack(sampled), axis=0)
+    return {k: float(np.mean(site >= k)) for k in range(1, 11)}
