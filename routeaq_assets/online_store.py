@@ -1,6 +1,6 @@
 """The online store as a resource: where the serving assets publish the recent-history panel,
-the interval factors, the verified daily errors and the yearly history files the service reads (production's is
-``production.SharedOnlineStore``)."""
+the interval factors, the verified daily errors and the yearly history files the service reads
+(production's is ``production.SharedOnlineStore``)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ observation), "tomorrow" the day after it. Each pollutant's hours are its observ
 site's own newest one and the champion's forecasts for every hour after it, up to the end of
 tomorrow (at most 48 hours ahead); ``core.daily_daqi`` averages them as Defra does and gives the
 odds: a day wholly forecast from the verified daily errors that monitoring publishes, a day partly
-observed (or any day before enough are verified) from the hourly intervals. The hourly forecasts behind a daily index are the service's ordinary answers: the caller
-logs them to the prediction log, so every daily index can be recomputed and verified from it.
+observed (or any day before enough are verified) from the hourly intervals. The hourly forecasts
+behind a daily index are the service's ordinary answers: the caller logs them to the prediction
+log, so every daily index can be recomputed and verified from it.
 """
 
 from __future__ import annotations

@@ -49,8 +49,7 @@ def logged_forecasts(predictions: pl.DataFrame) -> pl.DataFrame:
 
 
 def as_of_forecasts(
-    features: pl.DataFrame, pred: np.ndarray, lower: np.ndarray, upper: np.ndarray, model_name: str, model_version: str, hours_ahead: int,
-    interval_factor: np.ndarray | float = 1.0,
+    features: pl.DataFrame, pred: np.ndarray, lower: np.ndarray, upper: np.ndarray, interval_factor: np.ndarray, model_name: str, model_version: str, hours_ahead: int
 ) -> pl.DataFrame:
     """Forecasts computed now for past hours from their stored feature rows, with the interval
     the service serves (``lower``/``upper`` stretched by ``interval_factor``)."""
@@ -65,7 +64,7 @@ def as_of_forecasts(
         pl.Series("pred", np.asarray(pred, float)),
         pl.Series("lower", np.asarray(lower, float)),
         pl.Series("upper", np.asarray(upper, float)),
-        pl.Series("interval_factor", np.broadcast_to(np.asarray(interval_factor, float), len(pred)).copy()),
+        pl.Series("interval_factor", np.asarray(interval_factor, float)),
     ).with_columns(pl.col(c).fill_nan(None) for c in ("pred", "lower", "upper"))
 
 

@@ -113,7 +113,7 @@ def _as_of(
             pred, lower, upper = champion.forecaster.predict(rows)
             factor = intervals.factors_for(factors, rows.select("site_id", "pollutant", "hours_ahead").with_columns(pl.Series("pred", pred)))
             frames.append(scoring.as_of_forecasts(
-                rows, pred, intervals.widen(pred, lower, factor), intervals.widen(pred, upper, factor), champion.name, champion.version, int(hours_ahead), factor
+                rows, pred, intervals.widen(pred, lower, factor), intervals.widen(pred, upper, factor), factor, champion.name, champion.version, int(hours_ahead)
             ))
     return frames
 
